@@ -1,0 +1,53 @@
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and rename it onto ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        The final file. Its folder is created if needed.
+    mode : str
+        ``"wb"`` or ``"w"``.
+    encoding : str | None
+        Text encoding for ``mode="w"`` (default UTF-8).
+
+    Raises
+    ------
+    PermissionError, OSError
+        If the folder cannot be created or written; the message names the path.
+
+    Notes
+    -----
+    On an exception inside the block the temporary file is removed and ``path`` is left as it was.
+    The rename is atomic on POSIX file systems (``os.replace``).
+    """
+    path = Path(path)
+    if mode not in ("w", "wb"):
+        raise ValueError(f"Invalid value for the 'mode' parameter. Allowed values are 'w', 'wb', but got {mode!r}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise type(err)(err.errno, f"Cannot write to the folder {path.parent}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, mode, encoding=encoding or ("utf-8" if mode == "w" else None)) as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
