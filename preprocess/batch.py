@@ -1,0 +1,211 @@
+"""Preprocess many recordings: worker processes, shards across machines, resume, and a summary.
+
+A bad recording is reported (file and reason) and the batch goes on; nothing of it is written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from preprocess.events import Event, events_for, read_events_csv
+from preprocess.pipeline import (
+    Preprocessor,
+    RecordingResult,
+    find_recordings,
+    merge_manifest,
+    part_path,
+    recording_id,
+)
+from runtime.config import save_config
+from runtime.files import atomic_write
+
+__all__ = ["BatchSummary", "parse_shard", "run_preprocessing"]
+
+logger = logging.getLogger("m4cea.preprocess")
+
+
+@dataclass
+class BatchSummary:
+    """Outcome of a preprocessing batch."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    n_windows: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    n_manifest_rows: int = 0
+
+    def to_text(self) -> str:
+        """A short human-readable report."""
+        lines = [
+            f"recordings done: {len(self.done)}, already complete (skipped): {len(self.skipped)}, "
+            f"failed: {len(self.failed)}",
+            f"windows written: {self.n_windows}; rejected: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"),
+            f"manifest rows: {self.n_manifest_rows}",
+        ]
+        lines += [f"FAILED {file}: {reason}" for file, reason in self.failed]
+        return "\n".join(lines)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """Parse ``--shard I/N`` (0-based ``I`` < ``N``); None -> ``(0, 1)``.
+
+    Raises
+    ------
+    ValueError
+        If the text is not ``I/N`` with ``0 <= I < N``.
+    """
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"Invalid value for --shard: expected I/N like 0/4, but got {text!r}.") from None
+    if not 0 <= index < count:
+        raise ValueError(f"Invalid value for --shard: I must satisfy 0 <= I < N, but got {text!r}.")
+    return index, count
+
+
+def _prepare_output(output: Path, config: dict) -> None:
+    """Create the output folder, check it is writable and holds no output of another config."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output / ".write_test", "w") as f:
+            f.write("ok")
+        (output / ".write_test").unlink()
+    except OSError as err:
+        raise PermissionError(f"The output folder {output} cannot be written: {err}") from None
+    saved = output / "config.yaml"
+    if saved.exists():
+        import yaml
+
+        with open(saved, encoding="utf-8") as f:
+            previous = yaml.safe_load(f)
+        if previous != config:
+            raise ValueError(
+                f"The output folder {output} holds windows made with another config ({saved}); "
+                "use a new --output folder, or the same config to resume."
+            )
+    else:
+        save_config(config, saved)
+
+
+def _process_one(args) -> RecordingResult:
+    preprocessor, path, output, events, subject = args
+    try:
+        return preprocessor.process(path, output, events, subject)
+    except Exception as err:  # reported per recording; the batch goes on (the traceback is logged)
+        logger.debug("preprocessing %s failed", path, exc_info=True)
+        return RecordingResult(str(path), recording_id(path), error=f"{type(err).__name__}: {err}")
+
+
+def run_preprocessing(
+    inputs: list[str | os.PathLike],
+    output: str | os.PathLike,
+    config: dict,
+    events: str | os.PathLike | None = None,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> BatchSummary:
+    """Preprocess recordings into ``output`` (pickles, ``manifest.csv``, ``config.yaml``).
+
+    Parameters
+    ----------
+    inputs : list of path-like
+        Recordings, or folders searched recursively for recordings.
+    output : path-like
+        The output folder; recordings already complete there are skipped (resume).
+    config : dict
+        A resolved preprocessing config.
+    events : path-like | ``"annotations"`` | None
+        An events CSV, the recordings' own annotations, or no labels.
+    workers : int
+        Worker processes (one recording each at a time).
+    shard : (int, int)
+        ``(I, N)``: process every N-th recording starting at the I-th (sorted by path), so that N
+        machines share a corpus. Each run rebuilds ``manifest.csv`` from all complete recordings.
+    progress : bool
+        Show a progress bar over recordings.
+
+    Returns
+    -------
+    summary : BatchSummary
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, PermissionError
+        For usage errors found before any recording is processed: an invalid config value, a missing
+        input, no recording found, two recordings with the same id, an invalid events file, an output
+        folder that cannot be written or that holds output of another config.
+    """
+    output = Path(output)
+    preprocessor = Preprocessor(config)
+    if workers < 1:
+        raise ValueError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
+    recordings = find_recordings(inputs)
+    if not recordings:
+        raise ValueError(f"No recording found in {[str(p) for p in inputs]}.")
+    ids: dict[str, Path] = {}
+    for path in recordings:
+        other = ids.setdefault(recording_id(path), path)
+        if other != path:
+            raise ValueError(f"Two recordings have the same name, {other} and {path}: rename one.")
+    index, count = shard
+    recordings = recordings[index::count]
+
+    labels = config["labels"]
+    table, subjects = ({}, {})
+    if events is not None and str(events) != "annotations":
+        table, subjects = read_events_csv(events, labels["classes"])
+    _prepare_output(output, config)
+
+    summary = BatchSummary()
+    jobs = []
+    for path in recordings:
+        if part_path(output, recording_id(path)).exists():
+            summary.skipped.append(str(path))
+            continue
+        if events is None:
+            rec_events: list[Event] | str | None = None
+        elif str(events) == "annotations":
+            rec_events = "annotations"
+        else:
+            rec_events = events_for(table, path) or []
+        subject = subjects.get(path.name.lower()) or subjects.get(path.stem.lower())
+        jobs.append((preprocessor, path, output, rec_events, subject))
+
+    if workers == 1 or len(jobs) <= 1:
+        results = map(_process_one, jobs)
+    else:
+        pool = cf.ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_process_one, jobs)
+    try:
+        for result in tqdm(results, total=len(jobs), desc="recordings", unit="rec", disable=not progress):
+            if result.error:
+                summary.failed.append((result.path, result.error))
+                logger.error("FAILED %s: %s", result.path, result.error)
+            else:
+                summary.done.append(result.path)
+                summary.n_windows += result.n_windows
+            summary.rejected.update(result.rejected)
+    finally:
+        if workers > 1 and len(jobs) > 1:
+            pool.shutdown(cancel_futures=True)
+    summary.n_manifest_rows = merge_manifest(output)
+    with atomic_write(output / "last_run.json", "w") as f:
+        json.dump(
+            {"done": summary.done, "skipped": summary.skipped, "failed": [list(x) for x in summary.failed],
+             "n_windows": summary.n_windows, "rejected": dict(summary.rejected), "shard": list(shard)},
+            f, indent=1,
+        )
+    return summary

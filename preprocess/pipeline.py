@@ -1,0 +1,407 @@
+"""Raw clinical EEG -> canonical-montage windows with MFDE knowledge weights.
+
+The steps, for one recording (:func:`preprocess_recording`):
+
+1. read any format ``mne.io.read_raw`` reads, EEG channels only (:func:`read_recording`);
+2. normalise channel names and build the bipolar montage (:mod:`preprocess.channels`);
+3. microvolts; zero-phase FIR band-pass (``l_freq``-``h_freq``) and notch (``notch_freq``) at the
+   recording's own rate, then resampling to ``sfreq`` (MNE, the same calls as ``Raw.filter``,
+   ``Raw.notch_filter`` and ``Raw.resample``);
+4. windows of ``window_s`` every ``stride_s``; windows with NaN samples, flat channels or absurd
+   amplitudes are rejected and counted per reason;
+5. labels from events (:mod:`preprocess.events`);
+6. MFDE knowledge weights per window (:func:`preprocess.mfde.knowledge_weights`);
+7. one pickle per window, then the recording's manifest rows.
+
+Memory does not grow with the recording's length: windows are processed in blocks of ``block_s``
+seconds, each read with ``margin_s`` on both sides so that the filters and the resampler see the same
+neighbourhood as on the whole recording. A recording shorter than one block is processed in one piece,
+which is exactly what MNE's ``Raw`` methods do on the whole recording.
+
+A recording is written atomically: its pickles go to a temporary folder that is renamed into place,
+then its manifest part ``parts/<recording>.csv`` is written. A rerun skips recordings whose part
+exists, so a killed batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mne
+import numpy as np
+
+from preprocess.channels import Montage, load_montage, montage_matrix
+from preprocess.events import Event, check_events, events_from_annotations, label_windows
+from preprocess.mfde import knowledge_weights
+from preprocess.segments import MANIFEST_COLUMNS, read_manifest, save_segment, write_manifest
+
+__all__ = [
+    "RECORDING_SUFFIXES",
+    "PreprocessError",
+    "RecordingResult",
+    "Preprocessor",
+    "read_recording",
+    "find_recordings",
+    "recording_id",
+]
+
+logger = logging.getLogger("m4cea.preprocess")
+
+#: File name endings read as recordings when a folder is searched (lower case).
+#: ``.eeg`` is Nihon Kohden unless a BrainVision ``.vhdr`` of the same name stands beside it.
+RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".eeg", ".mff")
+
+#: Rejection reasons, in the order they are checked.
+REJECT_REASONS = ("nan", "flat", "amplitude", "straddle")
+
+
+class PreprocessError(ValueError):
+    """A recording cannot be preprocessed (unreadable, not EEG, too short...); the message names it."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".fif.gz" if name.endswith(".fif.gz") else path.suffix.lower()
+
+
+def recording_id(path: str | os.PathLike) -> str:
+    """The recording's id: its file name without folder and extension (``chb01_03``)."""
+    path = Path(path)
+    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def find_recordings(paths: list[str | os.PathLike]) -> list[Path]:
+    """Recordings named by ``paths``: files as given, folders searched recursively.
+
+    Returns
+    -------
+    recordings : list of Path
+        Sorted, without duplicates; BrainVision ``.eeg`` data files (beside a ``.vhdr``) are left out.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    """
+    found: set[Path] = set()
+    for entry in map(Path, paths):
+        if entry.is_file():
+            found.add(entry)
+        elif entry.is_dir():
+            for candidate in entry.rglob("*"):
+                if candidate.is_file() and _suffix(candidate) in RECORDING_SUFFIXES:
+                    if _suffix(candidate) == ".eeg" and candidate.with_suffix(".vhdr").exists():
+                        continue
+                    found.add(candidate)
+        else:
+            raise FileNotFoundError(f"Input not found: {entry}")
+    return sorted(found)
+
+
+def read_recording(path: str | os.PathLike) -> mne.io.BaseRaw:
+    """Open a recording lazily with MNE and keep its EEG channels.
+
+    Parameters
+    ----------
+    path : path-like
+        Any file ``mne.io.read_raw`` reads: EDF/BDF/GDF, FIF, BrainVision ``.vhdr``, EEGLAB ``.set``,
+        Neuroscan ``.cnt``, Nihon Kohden ``.EEG``, ...
+
+    Returns
+    -------
+    raw : mne.io.BaseRaw
+        Not preloaded; EEG channels only.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    PreprocessError
+        If the format is not supported, the file is unreadable or truncated, or it holds no EEG channel.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Recording not found: {path}")
+    if _suffix(path) not in RECORDING_SUFFIXES:
+        raise PreprocessError(f"unsupported file type {path.name!r}: expected one of {list(RECORDING_SUFFIXES)}")
+    try:
+        raw = mne.io.read_raw(path, preload=False, verbose="error")
+    except Exception as err:  # MNE's readers raise many types for a corrupt file; name the file.
+        raise PreprocessError(f"unreadable recording {path.name}: {type(err).__name__}: {err}") from err
+    if "eeg" not in raw.get_channel_types(unique=True):
+        raise PreprocessError(f"{path.name} is not EEG: it has no EEG channel (channels: {raw.ch_names[:10]})")
+    return raw.pick("eeg")
+
+
+@dataclass
+class RecordingResult:
+    """What preprocessing one recording produced."""
+
+    path: str
+    recording: str
+    n_windows: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    skipped: bool = False
+    error: str | None = None
+
+
+class Preprocessor:
+    """Preprocesses recordings with one resolved config.
+
+    Parameters
+    ----------
+    config : dict
+        A resolved preprocessing config (``configs/preprocess/m4cea.yaml`` and overrides).
+
+    Raises
+    ------
+    ValueError
+        If a config value is invalid (the message names the key and the value).
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.montage: Montage = load_montage(config["montage"])
+        montage_matrix([], self.montage, "zeros")  # validates missing_channels below with a clear message
+        if config["missing_channels"] not in ("error", "zeros"):
+            raise ValueError(
+                "Invalid value for the 'missing_channels' parameter. Allowed values are 'error', 'zeros', "
+                f"but got {config['missing_channels']!r} instead."
+            )
+        for key in ("sfreq", "window_s", "stride_s", "patch_s", "block_s", "h_freq"):
+            if not config[key] > 0:
+                raise ValueError(f"Invalid value for the '{key}' parameter: it must be > 0, but got {config[key]!r}.")
+        if config["l_freq"] is not None and not 0 < config["l_freq"] < config["h_freq"]:
+            raise ValueError(f"Invalid 'l_freq' {config['l_freq']!r}: it must lie in (0, h_freq={config['h_freq']}).")
+        if config["margin_s"] < 0:
+            raise ValueError(f"Invalid value for the 'margin_s' parameter: it must be >= 0, got {config['margin_s']!r}.")
+        self.sfreq = float(config["sfreq"])
+        self.n_times = round(config["window_s"] * self.sfreq)
+        self.patch_samples = round(config["patch_s"] * self.sfreq)
+        if not math.isclose(self.n_times, config["window_s"] * self.sfreq) or self.n_times % self.patch_samples:
+            raise ValueError(
+                f"Invalid window: window_s={config['window_s']} s at sfreq={self.sfreq} Hz must be a whole number of "
+                f"patches of patch_s={config['patch_s']} s."
+            )
+        self.n_patches = self.n_times // self.patch_samples
+        if config["h_freq"] >= self.sfreq / 2:
+            raise ValueError(
+                f"Invalid 'h_freq' {config['h_freq']} Hz: it must be below the Nyquist frequency of the target "
+                f"sfreq={self.sfreq} Hz."
+            )
+        labels = config["labels"]
+        if labels["default"] is not None and labels["default"] not in labels["classes"]:
+            raise ValueError(f"labels.default {labels['default']!r} is not in labels.classes {labels['classes']}.")
+        if labels["straddle"] not in ("drop", "majority"):
+            raise ValueError(
+                "Invalid value for the 'labels.straddle' parameter. Allowed values are 'drop', 'majority', "
+                f"but got {labels['straddle']!r} instead."
+            )
+        if config["mfde"]["variant"] not in ("official", "textbook"):
+            raise ValueError(
+                "Invalid value for the 'mfde.variant' parameter. Allowed values are 'official', 'textbook', "
+                f"but got {config['mfde']['variant']!r} instead."
+            )
+
+    # -- one recording ---------------------------------------------------------------------------
+
+    def process(
+        self,
+        path: str | os.PathLike,
+        output: str | os.PathLike,
+        events: list[Event] | str | None = None,
+        subject: str | None = None,
+    ) -> RecordingResult:
+        """Preprocess one recording into ``output`` (pickles, then its manifest part).
+
+        Parameters
+        ----------
+        path : path-like
+            The recording.
+        output : path-like
+            The preprocessing output folder.
+        events : list of Event | ``"annotations"`` | None
+            The recording's events, its own annotations, or no labels.
+        subject : str | None
+            Subject id (default: the recording id).
+
+        Returns
+        -------
+        result : RecordingResult
+            Windows written and rejected by reason. Exceptions propagate (the batch runner records them).
+
+        Raises
+        ------
+        PreprocessError, MissingChannelsError, EventsError, FileNotFoundError
+            For a bad recording; nothing of it is left in ``output``.
+        """
+        path, output = Path(path), Path(output)
+        rec_id = recording_id(path)
+        result = RecordingResult(str(path), rec_id)
+        raw = read_recording(path)
+        sfreq_in = raw.info["sfreq"]
+        if self.config["h_freq"] >= sfreq_in / 2:
+            raise PreprocessError(
+                f"sampling rate too low for the filter in {path.name}: sfreq {sfreq_in:g} Hz (Nyquist "
+                f"{sfreq_in / 2:g} Hz) cannot carry h_freq={self.config['h_freq']:g} Hz"
+            )
+        duration_s = raw.n_times / sfreq_in
+        window_s, stride_s = self.config["window_s"], self.config["stride_s"]
+        if duration_s < window_s:
+            raise PreprocessError(f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})")
+        matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
+        used = np.flatnonzero(np.abs(matrix).sum(axis=0))
+        matrix = matrix[:, used]
+        keep_rows = np.array([name not in filled for name in self.montage.ch_names])
+
+        labels_cfg = self.config["labels"]
+        if isinstance(events, str):  # "annotations"
+            events = events_from_annotations(
+                raw.annotations, labels_cfg["annotation_map"], labels_cfg["classes"],
+                labels_cfg["ignore_unknown_annotations"], path.name, raw.first_time,
+            )
+        starts = np.arange(0.0, duration_s - window_s + 1e-9, stride_s)
+        if events is not None:
+            check_events(events, duration_s, path.name)
+            labels, straddles = label_windows(
+                starts, window_s, events, labels_cfg["classes"], labels_cfg["default"],
+                labels_cfg["straddle"], duration_s,
+            )
+        else:
+            labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
+
+        tmp_dir = output / ".tmp" / f"{rec_id}.{os.getpid()}"
+        final_dir = output / "segments" / rec_id
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        rows = []
+        try:
+            for block in self._blocks(raw, matrix, used, starts):
+                first, windows, nan_windows = block
+                reasons = self._reject(windows, nan_windows, keep_rows, straddles[first:first + len(windows)])
+                accepted = reasons == ""
+                result.rejected.update(reasons[~accepted].tolist())
+                if not accepted.any():
+                    continue
+                kept = windows[accepted]
+                weights = knowledge_weights(
+                    kept.astype(np.float64), n_patches=self.n_patches, **_mfde_kwargs(self.config["mfde"])
+                )
+                for offset, data, mfde in zip(np.flatnonzero(accepted), kept, weights):
+                    index = first + offset
+                    start_s = float(starts[index])
+                    name = f"{rec_id}_{round(start_s * 1000):09d}ms.pkl"
+                    segment = {
+                        "data": data,
+                        "mfde": mfde,
+                        "ch_names": self.montage.ch_names,
+                        "sfreq": self.sfreq,
+                        "recording": path.name,
+                        "subject": subject or rec_id,
+                        "start_s": start_s,
+                        "label": labels[index],
+                        "filled_channels": list(filled),
+                    }
+                    save_segment(segment, tmp_dir / name)
+                    rows.append({
+                        "path": f"segments/{rec_id}/{name}", "subject": segment["subject"], "recording": path.name,
+                        "start_s": start_s, "label": labels[index], "n_chans": self.montage.n_chans,
+                        "n_times": self.n_times, "sfreq": self.sfreq,
+                    })
+            if not rows:
+                reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.rejected.items())) or "none"
+                raise PreprocessError(f"no window of {path.name} passed the checks (rejected: {reasons})")
+            if final_dir.exists():  # left by a run killed between the rename and the manifest part
+                shutil.rmtree(final_dir)
+            final_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_dir, final_dir)
+            write_manifest(rows, part_path(output, rec_id))
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        result.n_windows = len(rows)
+        return result
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _blocks(self, raw, matrix: np.ndarray, used: np.ndarray, starts: np.ndarray):
+        """Yield ``(first_window, windows (n, n_chans, n_times) float32 uV, nan (n,) bool)`` per block."""
+        cfg = self.config
+        sfreq_in = raw.info["sfreq"]
+        per_block = max(1, int(cfg["block_s"] // cfg["stride_s"]))
+        for first in range(0, len(starts), per_block):
+            block_starts = starts[first:first + per_block]
+            t0 = block_starts[0] - cfg["margin_s"]
+            t1 = block_starts[-1] + cfg["window_s"] + cfg["margin_s"]
+            s0 = max(0, math.floor(t0 * sfreq_in))
+            s1 = min(raw.n_times, math.ceil(t1 * sfreq_in))
+            x = raw.get_data(picks=used, start=s0, stop=s1, units="uV")
+            nan_samples = np.isnan(x).any(axis=0)
+            if nan_samples.any():
+                x[:, nan_samples] = 0.0
+            x = matrix @ x
+            x = self._filter(x, sfreq_in)
+            if sfreq_in != self.sfreq:
+                x = mne.filter.resample(x, up=self.sfreq, down=sfreq_in, npad="auto", verbose="error")
+            offsets = np.round((block_starts - s0 / sfreq_in) * self.sfreq).astype(int)
+            index = offsets[:, None] + np.arange(self.n_times)
+            windows = np.ascontiguousarray(x[:, index].transpose(1, 0, 2), dtype=np.float32)
+            # NaN in the recording: a window is rejected when any of its input samples was NaN.
+            nan_cum = np.concatenate([[0], np.cumsum(nan_samples)])
+            a = np.clip(np.floor(block_starts * sfreq_in).astype(int) - s0, 0, len(nan_samples))
+            b = np.clip(np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0, 0, len(nan_samples))
+            yield first, windows, (nan_cum[b] - nan_cum[a]) > 0
+
+    def _filter(self, x: np.ndarray, sfreq_in: float) -> np.ndarray:
+        cfg = self.config
+        x = mne.filter.filter_data(x, sfreq_in, cfg["l_freq"], cfg["h_freq"], verbose="error")
+        if cfg["notch_freq"] is not None and cfg["notch_freq"] < sfreq_in / 2:
+            x = mne.filter.notch_filter(x, sfreq_in, cfg["notch_freq"], verbose="error")
+        return x
+
+    def _reject(self, windows: np.ndarray, nan: np.ndarray, keep_rows: np.ndarray, straddle: np.ndarray) -> np.ndarray:
+        """Rejection reason per window (``""`` = accepted), the first of :data:`REJECT_REASONS` that applies.
+
+        ``flat``: a channel (not zero-filled) with a standard deviation below ``reject.flat_std_uv``;
+        ``amplitude``: a sample with ``|x|`` above ``reject.max_abs_uv``; ``straddle``: the window
+        straddles a label boundary under ``labels.straddle=drop``.
+        """
+        cfg = self.config["reject"]
+        checks = {
+            "nan": nan,
+            "flat": (windows[:, keep_rows].std(axis=-1) < cfg["flat_std_uv"]).any(axis=-1),
+            "amplitude": np.abs(windows).max(axis=(1, 2)) > cfg["max_abs_uv"],
+            "straddle": straddle,
+        }
+        reasons = np.full(len(windows), "", dtype=object)
+        for reason in reversed(REJECT_REASONS):  # the first reason in the list wins
+            reasons[checks[reason]] = reason
+        return reasons
+
+
+def part_path(output: str | os.PathLike, rec_id: str) -> Path:
+    """Path of a recording's manifest part; its presence marks the recording as complete."""
+    return Path(output) / "parts" / f"{rec_id}.csv"
+
+
+def _mfde_kwargs(mfde_config: dict) -> dict:
+    return {key: mfde_config[key] for key in ("m", "c", "tau", "n_scales", "variant")}
+
+
+def merge_manifest(output: str | os.PathLike) -> int:
+    """Rebuild ``output/manifest.csv`` from every recording's manifest part; returns the number of rows.
+
+    Rows are sorted by recording, then start time. Run after all shards finished to get one manifest.
+    """
+    output = Path(output)
+    rows = []
+    for part in sorted((output / "parts").glob("*.csv")):
+        rows.extend(read_manifest(part))
+    rows.sort(key=lambda row: (row["recording"], row["start_s"]))
+    write_manifest(rows, output / "manifest.csv")
+    return len(rows)
