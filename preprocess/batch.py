@@ -105,7 +105,10 @@ def _process_one(args) -> RecordingResult:
         return preprocessor.process(path, output, events, subject)
     except Exception as err:  # reported per recording; the batch goes on (the traceback is logged)
         logger.debug("preprocessing %s failed", path, exc_info=True)
-        return RecordingResult(str(path), recording_id(path), error=f"{type(err).__name__}: {err}")
+        reason = f"{type(err).__name__}: {err}"
+        if Path(path).name not in reason:
+            reason = f"{Path(path).name}: {reason}"
+        return RecordingResult(str(path), recording_id(path), error=reason)
 
 
 def run_preprocessing(

@@ -25,10 +25,12 @@ exists, so a killed batch resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,9 @@ logger = logging.getLogger("m4cea.preprocess")
 #: File name endings read as recordings when a folder is searched (lower case).
 #: ``.eeg`` is Nihon Kohden unless a BrainVision ``.vhdr`` of the same name stands beside it.
 RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".eeg", ".mff")
+
+# What MNE's readers warn when a file holds less data than its header announces.
+_TRUNCATION_SIGNS = ("does not match the file size", "truncated", "Truncated")
 
 #: Rejection reasons, in the order they are checked.
 REJECT_REASONS = ("nan", "flat", "amplitude", "straddle")
@@ -131,12 +136,31 @@ def read_recording(path: str | os.PathLike) -> mne.io.BaseRaw:
     if _suffix(path) not in RECORDING_SUFFIXES:
         raise PreprocessError(f"unsupported file type {path.name!r}: expected one of {list(RECORDING_SUFFIXES)}")
     try:
-        raw = mne.io.read_raw(path, preload=False, verbose="error")
+        with warnings.catch_warnings(record=True) as caught, _mne_log_muted():
+            warnings.simplefilter("always")
+            raw = mne.io.read_raw(path, preload=False, verbose="warning")  # warnings are caught, not printed
     except Exception as err:  # MNE's readers raise many types for a corrupt file; name the file.
         raise PreprocessError(f"unreadable recording {path.name}: {type(err).__name__}: {err}") from err
-    if "eeg" not in raw.get_channel_types(unique=True):
+    for warning in caught:
+        message = str(warning.message)
+        if any(sign in message for sign in _TRUNCATION_SIGNS):
+            raise PreprocessError(f"truncated recording {path.name}: {message}")
+        logger.debug("%s: %s", path.name, message)
+    if not raw.ch_names or "eeg" not in raw.get_channel_types(unique=True):
         raise PreprocessError(f"{path.name} is not EEG: it has no EEG channel (channels: {raw.ch_names[:10]})")
     return raw.pick("eeg")
+
+
+@contextlib.contextmanager
+def _mne_log_muted():
+    """Drop MNE's log records for the duration (its warnings still reach ``warnings``)."""
+    mne_logger = logging.getLogger("mne")
+    mute = logging.Filter("nothing-passes")
+    mne_logger.addFilter(mute)
+    try:
+        yield
+    finally:
+        mne_logger.removeFilter(mute)
 
 
 @dataclass

@@ -57,6 +57,7 @@ _ALLOWED_GLOBALS = frozenset(
         ("builtins", "set"),
         ("builtins", "frozenset"),
         ("builtins", "complex"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles: encode(str, "latin1"), harmless
     ]
 )
 
