@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from runtime.checks import check_choice
 from runtime.config import CONFIG_DIR
 
 __all__ = ["Montage", "load_montage", "normalize_channel_name", "montage_matrix", "MissingChannelsError"]
@@ -176,11 +177,7 @@ def montage_matrix(ch_names: list[str], montage: Montage, missing: str = "error"
     ValueError
         If ``missing`` is not one of the allowed values.
     """
-    if missing not in ("error", "zeros"):
-        raise ValueError(
-            f"Invalid value for the 'missing_channels' parameter. Allowed values are 'error', 'zeros', "
-            f"but got {missing!r} instead."
-        )
+    check_choice("missing_channels", missing, ("error", "zeros"))
     index: dict[str, int] = {}
     for i, raw_name in enumerate(ch_names):
         index.setdefault(normalize_channel_name(raw_name), i)  # keep the first of duplicates

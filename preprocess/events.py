@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.checks import check_choice
+
 __all__ = ["Event", "EventsError", "read_events_csv", "events_from_annotations", "check_events", "label_windows"]
 
 #: Tolerance in s when checking that an event lies inside its recording (one sample at 256 Hz).
@@ -224,11 +226,7 @@ def label_windows(
     ValueError
         If ``straddle`` is not one of the allowed values.
     """
-    if straddle not in ("drop", "majority"):
-        raise ValueError(
-            f"Invalid value for the 'labels.straddle' parameter. Allowed values are 'drop', 'majority', "
-            f"but got {straddle!r} instead."
-        )
+    check_choice("labels.straddle", straddle, ("drop", "majority"))
     starts = np.asarray(starts_s, dtype=float)
     ends = starts + window_s
     order = {label: i for i, label in enumerate(classes)}

@@ -41,7 +41,8 @@ import numpy as np
 from preprocess.channels import Montage, load_montage, montage_matrix
 from preprocess.events import Event, check_events, events_from_annotations, label_windows
 from preprocess.mfde import knowledge_weights
-from preprocess.segments import MANIFEST_COLUMNS, read_manifest, save_segment, write_manifest
+from preprocess.segments import read_manifest, save_segment, write_manifest
+from runtime.checks import check_choice, check_positive
 
 __all__ = [
     "RECORDING_SUFFIXES",
@@ -192,20 +193,20 @@ class Preprocessor:
     def __init__(self, config: dict):
         self.config = config
         self.montage: Montage = load_montage(config["montage"])
-        montage_matrix([], self.montage, "zeros")  # validates missing_channels below with a clear message
-        if config["missing_channels"] not in ("error", "zeros"):
-            raise ValueError(
-                "Invalid value for the 'missing_channels' parameter. Allowed values are 'error', 'zeros', "
-                f"but got {config['missing_channels']!r} instead."
-            )
+        check_choice("missing_channels", config["missing_channels"], ("error", "zeros"))
+        check_choice("labels.straddle", config["labels"]["straddle"], ("drop", "majority"))
+        check_choice("mfde.variant", config["mfde"]["variant"], ("official", "textbook"))
         for key in ("sfreq", "window_s", "stride_s", "patch_s", "block_s", "h_freq"):
-            if not config[key] > 0:
-                raise ValueError(f"Invalid value for the '{key}' parameter: it must be > 0, but got {config[key]!r}.")
+            check_positive(key, config[key])
+        check_positive("margin_s", config["margin_s"], strict=False)
         if config["l_freq"] is not None and not 0 < config["l_freq"] < config["h_freq"]:
             raise ValueError(f"Invalid 'l_freq' {config['l_freq']!r}: it must lie in (0, h_freq={config['h_freq']}).")
-        if config["margin_s"] < 0:
-            raise ValueError(f"Invalid value for the 'margin_s' parameter: it must be >= 0, got {config['margin_s']!r}.")
         self.sfreq = float(config["sfreq"])
+        if config["h_freq"] >= self.sfreq / 2:
+            raise ValueError(
+                f"Invalid 'h_freq' {config['h_freq']} Hz: it must be below the Nyquist frequency of the target "
+                f"sfreq={self.sfreq} Hz."
+            )
         self.n_times = round(config["window_s"] * self.sfreq)
         self.patch_samples = round(config["patch_s"] * self.sfreq)
         if not math.isclose(self.n_times, config["window_s"] * self.sfreq) or self.n_times % self.patch_samples:
@@ -214,24 +215,9 @@ class Preprocessor:
                 f"patches of patch_s={config['patch_s']} s."
             )
         self.n_patches = self.n_times // self.patch_samples
-        if config["h_freq"] >= self.sfreq / 2:
-            raise ValueError(
-                f"Invalid 'h_freq' {config['h_freq']} Hz: it must be below the Nyquist frequency of the target "
-                f"sfreq={self.sfreq} Hz."
-            )
         labels = config["labels"]
         if labels["default"] is not None and labels["default"] not in labels["classes"]:
             raise ValueError(f"labels.default {labels['default']!r} is not in labels.classes {labels['classes']}.")
-        if labels["straddle"] not in ("drop", "majority"):
-            raise ValueError(
-                "Invalid value for the 'labels.straddle' parameter. Allowed values are 'drop', 'majority', "
-                f"but got {labels['straddle']!r} instead."
-            )
-        if config["mfde"]["variant"] not in ("official", "textbook"):
-            raise ValueError(
-                "Invalid value for the 'mfde.variant' parameter. Allowed values are 'official', 'textbook', "
-                f"but got {config['mfde']['variant']!r} instead."
-            )
 
     # -- one recording ---------------------------------------------------------------------------
 
@@ -300,9 +286,10 @@ class Preprocessor:
         else:
             labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
 
+        for stale in (output / ".tmp").glob(f"{rec_id}.*"):  # left by a killed run; shards never share a recording
+            shutil.rmtree(stale, ignore_errors=True)
         tmp_dir = output / ".tmp" / f"{rec_id}.{os.getpid()}"
         final_dir = output / "segments" / rec_id
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         rows = []
         try:
             for block in self._blocks(raw, matrix, used, starts):
