@@ -10,6 +10,7 @@ Type rules (``default`` -> accepted values):
 - ``bool`` -> ``bool`` only (``--set flag=true``);
 - ``int`` -> ``int``; ``float`` -> ``float`` or ``int`` (stored as ``float``);
 - ``str`` -> ``str``; ``list`` -> ``list``; ``dict`` -> ``dict`` (merged key by key);
+- ``{}`` (an empty mapping) -> any mapping (an open map such as ``labels.annotation_map``);
 - ``null`` -> anything (the key is optional; its consumer validates it).
 """
 
@@ -104,7 +105,9 @@ def merge_config(defaults: dict, update: dict, source: str = "config", prefix: s
             allowed = ", ".join(sorted(f"{prefix}{k}" for k in defaults))
             raise ConfigError(f"Unknown config key '{dotted}' ({source}). Allowed keys are: {allowed}.")
         default = defaults[key]
-        if isinstance(default, dict) and isinstance(value, dict):
+        if default == {} and isinstance(value, dict):  # an open mapping (e.g. a name -> label map)
+            merged[key] = copy.deepcopy(value)
+        elif isinstance(default, dict) and isinstance(value, dict):
             merged[key] = merge_config(default, value, source, prefix=f"{dotted}.")
         elif isinstance(default, dict) and value is not None:
             raise ConfigError(
@@ -147,17 +150,21 @@ def parse_override(text: str) -> dict:
 
 def load_config(
     defaults: str | os.PathLike,
-    config: str | os.PathLike | None = None,
+    config: str | os.PathLike | list | tuple | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> dict:
-    """Resolve a stage's config: defaults, then a config file, then ``--set`` overrides.
+    """Resolve a stage's config: defaults, then config files in order, then ``--set`` overrides.
 
     Parameters
     ----------
     defaults : path-like
         The stage's default YAML file; it defines every allowed key and its type.
-    config : path-like | None
-        A user YAML file that changes some of the defaults (any subset of the keys).
+    config : path-like | list of path-like | None
+        A user YAML file that changes some of the defaults (any subset of the keys), or a list of
+        such files applied in order, each over the result of the previous ones (fine-tuning resolves
+        ``_base.yaml`` <- ``<task>.yaml`` <- the user's ``--config``). Every file is checked against
+        the keys and types of ``defaults``. A file that is ``defaults`` itself is skipped; ``None``
+        entries of a list are skipped.
     overrides : list of str
         ``key=value`` strings (dotted keys for nested values), applied last.
 
@@ -170,13 +177,27 @@ def load_config(
     ------
     FileNotFoundError
         If a config file does not exist.
+    TypeError
+        If ``config`` (or an entry of the list) is neither a path nor None.
     ConfigError
         On invalid YAML, an unknown key or a value of the wrong type (the message names the key
         and the file or ``--set``).
     """
     resolved = _read_yaml(defaults)
-    if config is not None and Path(config).resolve() != Path(defaults).resolve():
-        resolved = merge_config(resolved, _read_yaml(config), source=str(config))
+    if config is None:
+        layers = []
+    elif isinstance(config, (list, tuple)):
+        layers = [path for path in config if path is not None]
+    else:
+        layers = [config]
+    for path in layers:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"Invalid value for the 'config' parameter. Allowed values are a path, a list of paths "
+                f"or None, but got {type(path).__name__} {path!r} instead."
+            )
+        if Path(path).resolve() != Path(defaults).resolve():
+            resolved = merge_config(resolved, _read_yaml(path), source=str(path))
     for text in overrides:
         resolved = merge_config(resolved, parse_override(text), source=f"--set {text}")
     return resolved

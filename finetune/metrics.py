@@ -1,0 +1,420 @@
+"""Test metrics of a fine-tuned model at the task's unit of evaluation (scikit-learn, SciPy).
+
+:func:`evaluate_predictions` is the one entry point: window class probabilities in, a mapping of metric
+name to value out, with the confusion matrix at the task's unit. Metric names (:data:`METRIC_NAMES`):
+
+- ``balanced_accuracy``: mean recall over the classes present in the true labels
+  (:func:`sklearn.metrics.balanced_accuracy_score`);
+- ``auroc``: area under the ROC curve of the positive-class probability
+  (:func:`sklearn.metrics.roc_auc_score`); binary tasks;
+- ``auprc``: area under the precision-recall curve as average precision, the step-wise sum
+  sum_n (R_n - R_{n-1}) P_n (:func:`sklearn.metrics.average_precision_score`); binary tasks;
+- ``cohen_kappa``: Cohen's kappa (:func:`sklearn.metrics.cohen_kappa_score`, unweighted);
+- ``weighted_f1``: F1 per class averaged with weights = true support (:func:`sklearn.metrics.f1_score`
+  ``average="weighted"``; a class never predicted has F1 0);
+- ``event_sensitivity`` and ``false_alarms_per_hour``: event-level seizure detection
+  (:func:`event_metrics`);
+- ``swi_mae`` and ``swi_pearson_r``: spike-wave index per recording (:func:`swi_metrics`).
+
+All of them are computed on the task's units (window probabilities averaged per unit; see
+:mod:`finetune.tasks`), except the event and SWI metrics, which follow windows over time.
+
+**Undefined values are NaN, never a crash and never an invented number**, and the reason is returned
+under the key ``"undefined"`` (and logged as a warning):
+
+- AUROC and AUPRC when the true units hold only one class (no positive or no negative unit);
+- Cohen's kappa when true and predicted labels hold a single, identical class (0 / 0);
+- event sensitivity when there is no true event;
+- SWI Pearson r with fewer than two recordings or when the true or the predicted SWI is the same for
+  every recording (the correlation divides by a zero standard deviation).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+from finetune.tasks import (
+    METRIC_NAMES,
+    Task,
+    aggregate,
+    check_probabilities,
+    encode_labels,
+    predict,
+    recording_timelines,
+    window_durations,
+)
+
+__all__ = [
+    "METRIC_NAMES",
+    "classification_metrics",
+    "evaluate_predictions",
+    "event_metrics",
+    "find_events",
+    "smooth_k_of_n",
+    "swi_metrics",
+    "swi_per_recording",
+]
+
+logger = logging.getLogger(__name__)
+
+_EVENT_METRICS = ("event_sensitivity", "false_alarms_per_hour")
+_SWI_METRICS = ("swi_mae", "swi_pearson_r")
+
+
+def classification_metrics(
+    task: Task, labels: np.ndarray, probabilities: np.ndarray, metrics: Sequence[str] | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Classification metrics of units (or windows).
+
+    Parameters
+    ----------
+    task : Task
+    labels : ndarray of int, shape (n,)
+        True class indices.
+    probabilities : ndarray, shape (n, n_classes)
+        Class probabilities, columns in ``task.classes`` order.
+    metrics : sequence of str | None
+        Which of ``balanced_accuracy``, ``auroc``, ``auprc``, ``cohen_kappa``, ``weighted_f1`` to compute;
+        None: those of ``task.metrics``. Other names are ignored.
+
+    Returns
+    -------
+    values : dict
+        Metric name -> float (NaN when undefined).
+    undefined : dict
+        Metric name -> why it is NaN.
+    """
+    metrics = task.metrics if metrics is None else metrics
+    labels = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    predicted = predict(task, p)
+    values: dict[str, float] = {}
+    undefined: dict[str, str] = {}
+    present = [task.classes[c] for c in np.unique(labels)]
+    with warnings.catch_warnings():
+        # Recalls of classes absent from y_true, 0/0 kappa: handled and explained below.
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        for name in metrics:
+            if name == "balanced_accuracy":
+                values[name] = float(skm.balanced_accuracy_score(labels, predicted))
+            elif name in ("auroc", "auprc"):
+                if len(present) < 2:
+                    values[name] = float("nan")
+                    undefined[name] = (f"only one class ({present[0]}) among the {len(labels)} true units: "
+                                       f"{name} needs both classes")
+                    continue
+                positive = (labels == task.positive_index).astype(np.int64)
+                score = p[:, task.positive_index]
+                metric = skm.roc_auc_score if name == "auroc" else skm.average_precision_score
+                values[name] = float(metric(positive, score))
+            elif name == "cohen_kappa":
+                kappa = skm.cohen_kappa_score(labels, predicted, labels=list(range(task.n_classes)))
+                values[name] = float(kappa)
+                if not np.isfinite(kappa):
+                    undefined[name] = (f"true and predicted labels are all {present[0]}: chance agreement "
+                                       "is 1 and kappa is 0 / 0")
+            elif name == "weighted_f1":
+                values[name] = float(skm.f1_score(labels, predicted, labels=list(range(task.n_classes)),
+                                                  average="weighted", zero_division=0))
+    return values, undefined
+
+
+def smooth_k_of_n(positive: np.ndarray, segment: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Causal k-of-n smoothing of binary window decisions within contiguous runs.
+
+    Parameters
+    ----------
+    positive : ndarray of bool, shape (n_windows,)
+        Raw decisions of one recording's windows in time order.
+    segment : ndarray of int, shape (n_windows,)
+        Contiguous-run index of each window (:func:`finetune.tasks.contiguous_segments`); the look-back
+        does not cross a gap.
+    k, n : int
+        A window is positive when at least ``k`` of the last ``n`` windows of its run (itself included;
+        fewer at the start of a run) are positive. ``k = n = 1`` returns ``positive``.
+
+    Returns
+    -------
+    smoothed : ndarray of bool, shape (n_windows,)
+    """
+    positive = np.asarray(positive, dtype=bool)
+    segment = np.asarray(segment)
+    if positive.size == 0:
+        return positive
+    csum = np.concatenate([[0], np.cumsum(positive)])
+    j = np.arange(positive.size)
+    new_run = np.concatenate([[True], np.diff(segment) != 0])
+    run_start = np.maximum.accumulate(np.where(new_run, j, 0))
+    first = np.maximum(j - n + 1, run_start)  # first window of the look-back, inside the run
+    return (csum[j + 1] - csum[first]) >= k
+
+
+def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray, durations_s: np.ndarray):
+    """Events: maximal runs of contiguous positive windows of one recording.
+
+    Parameters
+    ----------
+    positive : ndarray of bool, shape (n_windows,)
+        Window decisions (or true labels == positive class), in time order.
+    segment : ndarray of int, shape (n_windows,)
+        Contiguous-run index of each window; a gap ends an event.
+    starts_s, durations_s : ndarray, shape (n_windows,)
+        Window starts and lengths in s.
+
+    Returns
+    -------
+    events : ndarray of float64, shape (n_events, 2)
+        ``[onset_s, offset_s)`` of each event: the first window's start, the last window's end.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any():
+        return np.zeros((0, 2))
+    segment = np.asarray(segment)
+    edges = np.diff(np.concatenate([[False], positive, [False]]).astype(np.int8))
+    # A gap inside a positive stretch also splits it.
+    breaks = np.flatnonzero(positive[1:] & positive[:-1] & (np.diff(segment) != 0)) + 1
+    first = np.sort(np.concatenate([np.flatnonzero(edges == 1), breaks]))
+    last = np.sort(np.concatenate([np.flatnonzero(edges == -1) - 1, breaks - 1]))
+    starts_s, durations_s = np.asarray(starts_s, float), np.asarray(durations_s, float)
+    return np.stack([starts_s[first], starts_s[last] + durations_s[last]], axis=1)
+
+
+def _covered_s(starts_s: np.ndarray, durations_s: np.ndarray) -> float:
+    """Length in s of the union of windows ``[start, start + duration)`` (starts sorted)."""
+    ends = starts_s + durations_s
+    total, cur_start, cur_end = 0.0, starts_s[0], ends[0]
+    for s, e in zip(starts_s[1:], ends[1:], strict=True):
+        if s > cur_end:
+            total += cur_end - cur_start
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    return float(total + cur_end - cur_start)
+
+
+def event_metrics(
+    task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, labels: np.ndarray | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Event-level detection of the positive class (seizures) over time, per recording.
+
+    The rule (the any-overlap scoring of seizure detectors, as in Shah et al. 2020):
+
+    1. Each recording's windows are put in time order and split into contiguous runs
+       (:func:`finetune.tasks.recording_timelines`).
+    2. A window is positive when ``P(positive_class) >= task.threshold``, then k-of-n smoothed
+       (:func:`smooth_k_of_n`, ``task.events.smoothing_k`` / ``smoothing_n``; 1 of 1 by default).
+    3. True events are runs of consecutive windows labelled with the positive class; predicted events
+       are runs of consecutive positive windows (:func:`find_events`), each spanning ``[first start,
+       last start + window length)``.
+    4. A true event is detected when a predicted event of the same recording overlaps it (intervals
+       share time); ``event_sensitivity`` = detected true events / true events.
+    5. A false alarm is a predicted event that overlaps no true event; ``false_alarms_per_hour`` = false
+       alarms / hours of recording covered by the evaluated windows (union of the windows' spans).
+
+    Parameters
+    ----------
+    task : Task
+        A binary task.
+    rows : sequence of dict
+        Manifest rows, one per window (``recording``, ``start_s``, ``label``, ``n_times``, ``sfreq``).
+    probabilities : ndarray, shape (n_rows, 2)
+        Window class probabilities.
+    labels : ndarray of int, shape (n_rows,) | None
+        True class indices (None: :func:`finetune.tasks.encode_labels`).
+
+    Returns
+    -------
+    values : dict
+        ``event_sensitivity`` (fraction, NaN without true events), ``false_alarms_per_hour`` (1/h), and
+        the counts ``n_true_events``, ``n_detected_events``, ``n_false_alarms``, ``hours``.
+    undefined : dict
+        Metric name -> why it is NaN.
+
+    References
+    ----------
+    Shah V. et al., "Validation of temporal scoring metrics for automatic seizure detection", IEEE SPMB
+    2020 (any-overlap scoring).
+    """
+    if not task.is_binary:
+        raise ValueError(f"Event metrics need a binary task; '{task.name}' has classes {list(task.classes)}.")
+    labels = encode_labels(rows, task) if labels is None else np.asarray(labels)
+    p_pos = np.asarray(probabilities, dtype=np.float64)[:, task.positive_index]
+    timelines = recording_timelines(rows, task)
+    durations = window_durations(rows, task)
+    starts = np.array([float(row["start_s"]) for row in rows])
+    n_true = n_detected = n_false = 0
+    covered_s = 0.0
+    for order, segment in timelines.values():
+        s, d = starts[order], durations[order]
+        raw = p_pos[order] >= task.threshold
+        smoothed = smooth_k_of_n(raw, segment, task.smoothing_k, task.smoothing_n)
+        predicted = find_events(smoothed, segment, s, d)
+        true = find_events(labels[order] == task.positive_index, segment, s, d)
+        # overlap[i, j]: predicted event i and true event j share time (half-open intervals).
+        overlap = (predicted[:, None, 0] < true[None, :, 1]) & (true[None, :, 0] < predicted[:, None, 1])
+        n_true += len(true)
+        n_detected += int(overlap.any(axis=0).sum())
+        n_false += int((~overlap.any(axis=1)).sum())
+        covered_s += _covered_s(s, d)
+    hours = covered_s / 3600.0
+    values = {
+        "event_sensitivity": n_detected / n_true if n_true else float("nan"),
+        "false_alarms_per_hour": n_false / hours,
+        "n_true_events": float(n_true),
+        "n_detected_events": float(n_detected),
+        "n_false_alarms": float(n_false),
+        "hours": hours,
+    }
+    undefined = {}
+    if not n_true:
+        undefined["event_sensitivity"] = f"no true {task.positive_class} event in the evaluated windows"
+    return values, undefined
+
+
+def swi_per_recording(
+    task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, labels: np.ndarray | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Spike-wave index (SWI) of each recording, predicted and true.
+
+    The SWI is the percentage of a recording's windows that show spike-waves: predicted, the windows
+    with ``P(positive_class) >= task.threshold``; true, the windows labelled ``positive_class``. Windows
+    stand in for the seconds of the clinical definition (percent of NREM-sleep time with spike-wave
+    discharges): restrict the manifest to NREM windows to get the clinical index.
+
+    Parameters
+    ----------
+    task : Task
+        A binary task (``swi_quantification``: positive class ``spike_wave``).
+    rows : sequence of dict
+        Manifest rows with ``recording`` and ``label``.
+    probabilities : ndarray, shape (n_rows, 2)
+    labels : ndarray of int, shape (n_rows,) | None
+        True class indices (None: :func:`finetune.tasks.encode_labels`).
+
+    Returns
+    -------
+    recordings : list of str
+        Sorted recording ids.
+    swi_predicted, swi_true : ndarray of float64, shape (n_recordings,)
+        In percent (0-100).
+    """
+    if not task.is_binary:
+        raise ValueError(f"SWI metrics need a binary task; '{task.name}' has classes {list(task.classes)}.")
+    labels = encode_labels(rows, task) if labels is None else np.asarray(labels)
+    positive_pred = np.asarray(probabilities, dtype=np.float64)[:, task.positive_index] >= task.threshold
+    positive_true = labels == task.positive_index
+    recordings = sorted({str(row["recording"]) for row in rows})
+    position = {r: i for i, r in enumerate(recordings)}
+    index = np.array([position[str(row["recording"])] for row in rows])
+    n = np.bincount(index, minlength=len(recordings))
+    swi_pred = 100.0 * np.bincount(index, weights=positive_pred, minlength=len(recordings)) / n
+    swi_true = 100.0 * np.bincount(index, weights=positive_true, minlength=len(recordings)) / n
+    return recordings, swi_pred, swi_true
+
+
+def swi_metrics(swi_true: np.ndarray, swi_predicted: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
+    """Agreement of predicted and true SWI over recordings.
+
+    Parameters
+    ----------
+    swi_true, swi_predicted : ndarray, shape (n_recordings,)
+        SWI in percent.
+
+    Returns
+    -------
+    values : dict
+        ``swi_mae``: mean absolute error in percentage points; ``swi_pearson_r``: Pearson correlation
+        (:func:`scipy.stats.pearsonr`), NaN with fewer than 2 recordings or a constant input.
+    undefined : dict
+        Metric name -> why it is NaN.
+    """
+    swi_true = np.asarray(swi_true, dtype=np.float64)
+    swi_predicted = np.asarray(swi_predicted, dtype=np.float64)
+    values = {"swi_mae": float(np.mean(np.abs(swi_predicted - swi_true)))}
+    undefined = {}
+    if swi_true.size < 2:
+        reason = f"{swi_true.size} recording: Pearson r needs at least 2"
+    elif np.ptp(swi_true) == 0 or np.ptp(swi_predicted) == 0:
+        which = "true" if np.ptp(swi_true) == 0 else "predicted"
+        reason = f"the {which} SWI is the same for every recording: Pearson r divides by a zero std"
+    else:
+        reason = None
+    if reason is None:
+        values["swi_pearson_r"] = float(stats.pearsonr(swi_true, swi_predicted).statistic)
+    else:
+        values["swi_pearson_r"] = float("nan")
+        undefined["swi_pearson_r"] = reason
+    return values, undefined
+
+
+def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) -> dict:
+    """Every metric of ``task.metrics`` for window predictions, at the task's unit.
+
+    Parameters
+    ----------
+    task : Task
+        From :func:`finetune.tasks.get_task`.
+    rows : sequence of dict
+        Labelled manifest rows, one per window (see :mod:`finetune.tasks`).
+    probabilities : ndarray, shape (n_rows, n_classes)
+        Window class probabilities (softmax of the logits), columns in ``task.classes`` order, rows in
+        the order of ``rows``.
+
+    Returns
+    -------
+    results : dict
+        Each metric of ``task.metrics`` -> float (NaN when undefined), and
+
+        - ``"confusion_matrix"``: list of lists of int, shape (n_classes, n_classes), at the task's unit:
+          rows are true classes, columns predicted classes, both in ``task.classes`` order;
+        - ``"n_units"``: number of units evaluated (int);
+        - ``"undefined"``: metric name -> why it is NaN (empty when all are defined).
+
+    Raises
+    ------
+    ValueError
+        On no rows, probabilities of the wrong shape or not probabilities, a label outside the task, a
+        window listed twice, a recording/subject with mixed labels (:func:`finetune.tasks.aggregate`).
+
+    Examples
+    --------
+    >>> from finetune.tasks import get_task
+    >>> task = get_task("hie_grading")
+    >>> rows = [dict(path=f"w{i}.pkl", subject=f"s{i // 2}", recording=f"r{i // 2}", start_s=4.0 * (i % 2),
+    ...              label=("normal_mild", "severe")[i // 2], n_chans=16, n_times=4000, sfreq=1000.0)
+    ...         for i in range(4)]
+    >>> probabilities = [[0.7, 0.1, 0.1, 0.1], [0.3, 0.3, 0.3, 0.1],
+    ...                  [0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.7, 0.1]]
+    >>> results = evaluate_predictions(task, rows, probabilities)
+    >>> results["balanced_accuracy"], results["n_units"]
+    (1.0, 2)
+    """
+    probabilities = check_probabilities(probabilities, len(rows), task)
+    units = aggregate(task, rows, probabilities)
+    values, undefined = classification_metrics(task, units.labels, units.probabilities)
+    if any(m in task.metrics for m in _EVENT_METRICS):
+        labels = encode_labels(rows, task)
+        ev_values, ev_undefined = event_metrics(task, rows, probabilities, labels)
+        values.update({m: ev_values[m] for m in _EVENT_METRICS if m in task.metrics})
+        undefined.update({m: r for m, r in ev_undefined.items() if m in task.metrics})
+    if any(m in task.metrics for m in _SWI_METRICS):
+        _, swi_pred, swi_true = swi_per_recording(task, rows, probabilities)
+        swi_values, swi_undefined = swi_metrics(swi_true, swi_pred)
+        values.update({m: swi_values[m] for m in _SWI_METRICS if m in task.metrics})
+        undefined.update({m: r for m, r in swi_undefined.items() if m in task.metrics})
+    for name, reason in undefined.items():
+        logger.warning("%s is undefined for the task '%s' (NaN): %s.", name, task.name, reason)
+    confusion = skm.confusion_matrix(units.labels, predict(task, units.probabilities),
+                                     labels=list(range(task.n_classes)))
+    results: dict = {name: float(values[name]) for name in task.metrics}
+    results["confusion_matrix"] = confusion.astype(int).tolist()
+    results["n_units"] = len(units.keys)
+    results["undefined"] = undefined
+    return results

@@ -1,0 +1,100 @@
+"""Print the paper-style tables of fine-tuning runs (mean ± std over seeds) and write them as CSV.
+
+Usage::
+
+    python scripts/make_table.py RUNS_DIR                       # main table, CSV in RUNS_DIR/table_main.csv
+    python scripts/make_table.py --ablation full=runs/full no_tie=runs/no_tie random_mask=runs/random_mask
+
+``RUNS_DIR`` holds ``<task>/seed<S>/results.json`` (``finetune/finetune_main.py --output RUNS_DIR``). The
+main table has one row per task, in the registry's order, missing tasks included; the ablation table has
+one row per task and variant, each variant a runs folder of the same layout (``NAME=RUNS_DIR``, e.g. runs
+fine-tuned from checkpoints pretrained with TIE on/off, knowledge-guided or random masking). Conventions:
+:mod:`finetune.report`. Exit status: 0, or 2 on a usage error or an unreadable results file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: repo root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+
+from finetune.report import PAPER_SEEDS, ablation_table, main_table, to_markdown, write_csv  # noqa: E402
+from finetune.tasks import METRIC_NAMES  # noqa: E402
+
+
+def _variant(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=RUNS_DIR (e.g. no_tie=runs/no_tie), "
+                                         f"but got {text!r}")
+    return name, path
+
+
+def _metric_list(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRIC_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"allowed metrics are {', '.join(METRIC_NAMES)}, but got {text!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_dir", nargs="?", help="folder of <task>/seed<S>/results.json (main table)")
+    parser.add_argument("--ablation", nargs="+", type=_variant, metavar="NAME=RUNS_DIR",
+                        help="ablation variants, each a runs folder, in table order")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="results to tabulate")
+    parser.add_argument("--metrics", type=_metric_list, default=list(METRIC_NAMES),
+                        help="comma-separated metric columns (default: all)")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(PAPER_SEEDS),
+                        help="expected seeds, reported when missing (default: %(default)s)")
+    parser.add_argument("--digits", type=int, default=4, help="decimals in the Markdown table")
+    parser.add_argument("--csv", help="main table CSV (default RUNS_DIR/table_main.csv)")
+    parser.add_argument("--ablation-csv", help="ablation CSV (default: table_ablation.csv in the variants' "
+                                               "common parent folder)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.runs_dir is None and not args.ablation:
+        parser.error("give RUNS_DIR, --ablation NAME=RUNS_DIR ..., or both")
+    options = dict(split=args.split, metrics=args.metrics, expected_seeds=args.seeds)
+    try:
+        if args.runs_dir is not None:
+            rows, notes = main_table(args.runs_dir, **options)
+            csv_path = write_csv(rows, args.csv or Path(args.runs_dir) / "table_main.csv", args.metrics)
+            title = f"Main table ({args.split}, mean ± std over seeds): {args.runs_dir}"
+            _print(title, rows, notes, csv_path, args)
+        if args.ablation:
+            rows, notes = ablation_table(args.ablation, **options)
+            parent = Path(os.path.commonpath([Path(p).resolve() for _, p in args.ablation]))
+            csv_path = write_csv(rows, args.ablation_csv or parent / "table_ablation.csv", args.metrics)
+            variants = ", ".join(f"{name}={path}" for name, path in args.ablation)
+            title = f"Ablation table ({args.split}, mean ± std over seeds): {variants}"
+            _print(title, rows, notes, csv_path, args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"make_table.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print(title, rows, notes, csv_path, args) -> None:
+    print(f"\n{title}\n")
+    print(to_markdown(rows, args.metrics, args.digits))
+    if notes:
+        print("\nNotes:")
+        for note in notes:
+            print(f"- {note}")
+    print(f"\nCSV: {csv_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
