@@ -1,0 +1,228 @@
+"""Load M4CEA weights in the official layout (Evigouse/M4CEA_Project) or in ours, strictly.
+
+Key mapping, official -> ours (``{i}`` a block index, ``{p}`` a parameter name):
+
+=========================================  ==========================================
+official                                   this project
+=========================================  ==========================================
+``time.scale_factor``                      ``patch_embed.scale_factor``
+``time.conv2DOutput.weight``               ``patch_embed.tie_conv.weight``
+``time.norm1.{p}``                         ``patch_embed.tie_norm.{p}``
+``time.conv{1,2,3}.{p}``                   ``patch_embed.conv{1,2,3}.{p}``
+``time.norm{2,3,4}.{p}``                   ``patch_embed.norm{1,2,3}.{p}``
+``input_emb.mask_encoding``                ``mask_token``
+``input_emb.proj.0.{p}``                   ``input_proj.{p}``
+``input_emb.positional_encoding``          ``pos_embed``
+``transformer.blocks.{i}.{p}``             ``blocks.{i}.{p}`` (timm ``Block``, same names)
+``transformer.norm.{p}``                   ``norm.{p}``
+``decode_task_layer.{0,2}.{p}``            ``head_magnitude.{0,2}.{p}``
+``decode_task_layer_angle.{0,2}.{p}``      ``head_phase.{0,2}.{p}``
+``typeclassifier.clshead.1.{p}``           ``head.{p}``
+=========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["LoadResult", "convert_official_state_dict", "load_official_state_dict"]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+_HEAD_PREFIXES = ("head.", "head_magnitude.", "head_phase.")
+_MAX_LISTED = 12
+
+_OFFICIAL_RULES = [
+    (re.compile(r"^time\.scale_factor$"), lambda m: "patch_embed.scale_factor"),
+    (re.compile(r"^time\.conv2DOutput\.(.+)$"), lambda m: f"patch_embed.tie_conv.{m[1]}"),
+    (re.compile(r"^time\.norm1\.(.+)$"), lambda m: f"patch_embed.tie_norm.{m[1]}"),
+    (re.compile(r"^time\.conv([123])\.(.+)$"), lambda m: f"patch_embed.conv{m[1]}.{m[2]}"),
+    (re.compile(r"^time\.norm([234])\.(.+)$"), lambda m: f"patch_embed.norm{int(m[1]) - 1}.{m[2]}"),
+    (re.compile(r"^input_emb\.mask_encoding$"), lambda m: "mask_token"),
+    (re.compile(r"^input_emb\.proj\.0\.(.+)$"), lambda m: f"input_proj.{m[1]}"),
+    (re.compile(r"^input_emb\.positional_encoding$"), lambda m: "pos_embed"),
+    (re.compile(r"^transformer\.blocks\.(.+)$"), lambda m: f"blocks.{m[1]}"),
+    (re.compile(r"^transformer\.norm\.(.+)$"), lambda m: f"norm.{m[1]}"),
+    (re.compile(r"^decode_task_layer\.(.+)$"), lambda m: f"head_magnitude.{m[1]}"),
+    (re.compile(r"^decode_task_layer_angle\.(.+)$"), lambda m: f"head_phase.{m[1]}"),
+    (re.compile(r"^typeclassifier\.clshead\.1\.(.+)$"), lambda m: f"head.{m[1]}"),
+]
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_official_state_dict` did not load.
+
+    Attributes
+    ----------
+    missing_keys : list of str
+        Model keys left at their initial values (only ever the model's own head, with
+        ``allow_missing_head=True``).
+    ignored_keys : list of str
+        Checkpoint keys (our layout) of the other kind of head, dropped with ``allow_missing_head=True``.
+    """
+
+    missing_keys: list
+    ignored_keys: list
+
+
+def _strip_wrappers(key):
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def _map_key(key):
+    for pattern, replace in _OFFICIAL_RULES:
+        match = pattern.match(key)
+        if match:
+            return replace(match)
+    return key
+
+
+def _convert_with_sources(state_dict):
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
+                        f"names to tensors, but got {type(state_dict).__name__} instead.")
+    not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise TypeError(f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
+                        f"{_listing(not_tensors)} are not (a whole checkpoint? pass its model state dict, "
+                        f"e.g. checkpoint['model']).")
+    converted, sources = {}, {}
+    for key, value in state_dict.items():
+        new_key = _map_key(_strip_wrappers(key))
+        if new_key in converted:
+            raise ValueError(f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
+                             f"{key!r} both map to {new_key!r}.")
+        converted[new_key] = value
+        sources[new_key] = key
+    return converted, sources
+
+
+def convert_official_state_dict(state_dict):
+    """Rename the keys of an official M4CEA state dict to this project's layout.
+
+    Keys already in our layout pass through unchanged; ``module.`` (DDP) and ``_orig_mod.``
+    (``torch.compile``) prefixes are stripped. Values are not copied. The mapping is in this module's
+    docstring.
+
+    Parameters
+    ----------
+    state_dict : Mapping of str to torch.Tensor
+        Official (pretraining or fine-tuning) or own state dict.
+
+    Returns
+    -------
+    converted : dict of str to torch.Tensor
+
+    Raises
+    ------
+    TypeError
+        If ``state_dict`` is not a mapping of tensors.
+    ValueError
+        If two keys map to the same name.
+
+    References
+    ----------
+    .. [1] Official code: https://github.com/Evigouse/M4CEA_Project (``Pretrain/pretrain_model.py``,
+       ``Finetune/finetune_model.py``).
+    """
+    return _convert_with_sources(state_dict)[0]
+
+
+def _listing(keys):
+    keys = list(keys)
+    shown = ", ".join(repr(k) for k in keys[:_MAX_LISTED])
+    more = f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return f"{len(keys)} key(s): {shown}{more}"
+
+
+def _n_blocks(keys):
+    indices = {int(m[1]) for m in (re.match(r"^blocks\.(\d+)\.", k) for k in keys) if m}
+    return max(indices) + 1 if indices else 0
+
+
+def _is_head(key):
+    return key.startswith(_HEAD_PREFIXES)
+
+
+def load_official_state_dict(model, state_dict, allow_missing_head=False):
+    """Load an official-layout or own state dict into an M4CEA model, strictly.
+
+    Every key must map to a parameter of ``model`` with the same shape and every parameter must be
+    given; otherwise nothing is loaded and a ``ValueError`` names the offending keys.
+
+    Parameters
+    ----------
+    model : models.m4cea.M4CEA
+        Target model (either head), e.g. from :func:`models.create_model`.
+    state_dict : Mapping of str to torch.Tensor
+        Official layout (keys ``time.*``, ``input_emb.*``, ``transformer.*``, ``decode_task_layer*``,
+        ``typeclassifier.*``) or ours, with or without ``module.`` / ``_orig_mod.`` prefixes.
+    allow_missing_head : bool
+        For starting a new head from a backbone checkpoint (fine-tuning from pretraining): the model's
+        own head keys may be missing from the checkpoint (all of them, or none), and checkpoint head
+        keys of the other kind (e.g. the magnitude/phase heads when loading into a classification
+        model) are ignored. Everything else stays strict: a classification head of the wrong size is
+        still an error.
+
+    Returns
+    -------
+    result : LoadResult
+        ``missing_keys`` (the new head, left as initialised) and ``ignored_keys``.
+
+    Raises
+    ------
+    TypeError
+        If ``state_dict`` is not a mapping of tensors.
+    ValueError
+        On missing, unexpected or wrongly shaped keys (e.g. a depth-2 checkpoint in a depth-12 model, a
+        4-class head in a 2-class model), listing them; nothing is loaded then.
+    """
+    converted, sources = _convert_with_sources(state_dict)
+    target = model.state_dict()
+    ignored = []
+    if allow_missing_head:
+        ignored = [k for k in converted if _is_head(k) and k not in target]
+        for key in ignored:
+            del converted[key]
+    missing = [k for k in target if k not in converted]
+    unexpected = [k for k in converted if k not in target]
+    mismatched = [k for k in converted if k in target and converted[k].shape != target[k].shape]
+
+    head_keys = [k for k in target if _is_head(k)]
+    allowed_missing = set()
+    if allow_missing_head and all(k in missing for k in head_keys):
+        allowed_missing = set(head_keys)
+    problems = []
+    bad_missing = [k for k in missing if k not in allowed_missing]
+    if bad_missing:
+        problems.append(f"missing from the checkpoint: {_listing(bad_missing)}")
+    if unexpected:
+        named = [k if sources[k] == k else f"{k} (from {sources[k]})" for k in unexpected]
+        problems.append(f"not in the model: {_listing(named)}")
+    if mismatched:
+        shapes = [f"{k}{'' if sources[k] == k else f' (from {sources[k]})'}: checkpoint "
+                  f"{tuple(converted[k].shape)}, model {tuple(target[k].shape)}" for k in mismatched]
+        problems.append(f"shape mismatch for {_listing(shapes)}")
+    if problems:
+        hints = []
+        ckpt_depth, model_depth = _n_blocks(converted), _n_blocks(target)
+        if ckpt_depth != model_depth:
+            hints.append(f"the checkpoint has {ckpt_depth} transformer blocks, the model {model_depth}")
+        head_problem = any(_is_head(k) for k in bad_missing) or any(_is_head(k) for k in unexpected)
+        if head_problem and not allow_missing_head:
+            hints.append("to start a new head from a backbone checkpoint pass allow_missing_head=True")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise ValueError(f"Cannot load the state dict into {type(model).__name__} "
+                         f"(head_type={getattr(model, 'head_type', None)!r}): " + "; ".join(problems) + hint)
+    model.load_state_dict(converted, strict=False)
+    return LoadResult(missing_keys=sorted(set(missing) & allowed_missing, key=missing.index),
+                      ignored_keys=ignored)

@@ -1,0 +1,74 @@
+"""Fixtures for the model tests: the official reference files in ../shared/reference (skipped if absent)."""
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
+REFERENCE_DIR = SHARED_DIR / "reference"
+
+
+def _require(path):
+    if not path.exists():
+        pytest.skip(f"official reference file {path} is absent (the ../shared folder beside the project "
+                    f"holds it); this test compares against the official M4CEA code's outputs")
+    return path
+
+
+@contextmanager
+def _one_thread():
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small models run fastest on one intra-op thread, and stay fast when other jobs load the CPU."""
+    with _one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def base_pretrain_model():
+    """A freshly initialised m4cea_base with pretraining heads (seed 0). Read-only: do not modify it."""
+    from models import create_model
+
+    torch.manual_seed(0)
+    with _one_thread():
+        return create_model("m4cea_base", head="pretrain")
+
+
+@pytest.fixture(scope="session")
+def official_reference():
+    """Official depth-2 state dicts, fixed input/mask and the official outputs (DESIGN.md section 8)."""
+    path = _require(REFERENCE_DIR / "official_m4cea_reference_seed0_depth2.pt")
+    return torch.load(path, weights_only=True)
+
+
+def _read_keys(kind):
+    path = _require(REFERENCE_DIR / f"official_m4cea_{kind}_state_dict_keys.txt")
+    shapes = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            key, shape = line.split("\t")
+            shapes[key] = tuple(int(n) for n in shape.strip("()").split(",") if n.strip())
+    return shapes
+
+
+@pytest.fixture(scope="session")
+def official_pretrain_shapes():
+    """Key -> shape of the full-size (depth 12) official pretraining state dict."""
+    return _read_keys("pretrain")
+
+
+@pytest.fixture(scope="session")
+def official_finetune_shapes():
+    """Key -> shape of the full-size (depth 12) official fine-tuning state dict (4 classes)."""
+    return _read_keys("finetune")
+
