@@ -1,0 +1,318 @@
+"""Fine-tuning data: labelled windows read lazily through the manifest, and their loaders.
+
+:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
+restricted unpickler (:func:`preprocess.segments.load_segment`), scaled per channel as the official
+loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
+(:func:`finetune.tasks.encode_labels`) and its position in the split, so that predictions gathered
+from any number of ranks map back to manifest rows.
+
+Loaders: :func:`build_train_loader` shuffles with a ``DistributedSampler`` (one code path for one
+process and for DDP) or draws classes equally often with :class:`BalancedSampler`; both are seeded
+and re-drawn per epoch by ``sampler.set_epoch(epoch)``. :func:`build_eval_loader` reads every window
+once, in order, sharded over ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+
+from finetune.tasks import Task, encode_labels
+from preprocess.segments import load_segment, scale_window
+from runtime.checks import check_choice
+from runtime.seeding import derive_seed
+
+__all__ = [
+    "SAMPLERS",
+    "BalancedSampler",
+    "FinetuneDataset",
+    "balanced_window_weights",
+    "build_eval_loader",
+    "build_train_loader",
+    "check_window_shapes",
+]
+
+#: Allowed values of ``data.sampler``.
+SAMPLERS = ("shuffle", "balanced")
+
+
+def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chans: int, n_times: int) -> None:
+    """Check that the manifest's windows have the model's shape, before any training.
+
+    Reads the ``n_chans`` and ``n_times`` columns of every row and the first window's ``data``.
+
+    Parameters
+    ----------
+    root : path-like
+        Preprocessing output folder (the rows' ``path`` is relative to it).
+    rows : sequence of dict
+        Manifest rows.
+    n_chans, n_times : int
+        What the model expects (16 channels, 4000 samples for M4CEA).
+
+    Raises
+    ------
+    ValueError
+        If a row or the first window has another shape; the message names a file, the shapes found
+        and the model's.
+    FileNotFoundError
+        If the first window's file is missing.
+    """
+    root = Path(root)
+    for key, want in (("n_chans", n_chans), ("n_times", n_times)):
+        values = {row[key] for row in rows if isinstance(row.get(key), int)}
+        wrong = sorted(values - {want})
+        if wrong:
+            example = next(row["path"] for row in rows if row.get(key) in wrong)
+            raise ValueError(
+                f"The data folder {root} holds windows with {key}={wrong} (e.g. {example}), but the model "
+                f"expects {key}={want}: preprocess with the model's montage and window, or set the model's "
+                f"size (model.n_chans, model.n_patches, model.patch_samples) to match the data."
+            )
+    if rows:
+        path = root / rows[0]["path"]
+        shape = np.shape(load_segment(path)["data"])
+        if shape != (n_chans, n_times):
+            raise ValueError(
+                f"The window {path} has shape {shape} (n_chans, n_times), but the model expects "
+                f"({n_chans}, {n_times}): preprocess with the model's montage and window, or set the model's "
+                f"size to match the data."
+            )
+
+
+class FinetuneDataset(Dataset):
+    """The labelled windows of one split, scaled, with class indices and positions.
+
+    Parameters
+    ----------
+    root : path-like
+        Preprocessing output folder with ``manifest.csv`` and the pickles.
+    rows : sequence of dict
+        The split's manifest rows (:func:`preprocess.segments.read_manifest`, then
+        :meth:`finetune.splits.Split.rows`).
+    task : Task
+        Gives the classes: ``label`` -> index.
+    n_chans, n_times : int
+        The model's input shape, checked up front (:func:`check_window_shapes`) and per item.
+
+    Attributes
+    ----------
+    rows : list of dict
+    labels : ndarray of int64, shape (n_windows,)
+        Class index of each window.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` is not a folder or the first window is missing.
+    ValueError
+        If ``rows`` is empty, a label is missing or not one of ``task.classes`` (the message names the
+        allowed values), or the windows do not have the model's shape.
+
+    Notes
+    -----
+    ``dataset[i]`` returns ``(x, label, i)``: ``x`` float32 tensor (n_chans, n_times), each channel
+    divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official loader);
+    ``label`` int64 tensor (); ``i`` int64 tensor (), the position in ``rows``.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, rows: Sequence[Mapping], task: Task, n_chans: int, n_times: int
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"Data folder not found: {self.root} (--data must be a labelled preprocessing output folder)."
+            )
+        self.rows = list(rows)
+        if not self.rows:
+            raise ValueError(f"Invalid value for the 'rows' parameter: no window of {self.root} to read.")
+        self.task = task
+        self.labels = encode_labels(self.rows, task)
+        self.n_chans, self.n_times = int(n_chans), int(n_times)
+        check_window_shapes(self.root, self.rows, self.n_chans, self.n_times)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        path = self.root / self.rows[index]["path"]
+        data = np.asarray(load_segment(path)["data"], dtype=np.float32)
+        if data.shape != (self.n_chans, self.n_times):
+            raise ValueError(
+                f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "
+                f"expects ({self.n_chans}, {self.n_times})."
+            )
+        x = torch.from_numpy(np.ascontiguousarray(scale_window(data)))
+        return x, torch.tensor(self.labels[index], dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
+
+
+def balanced_window_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Sampling weight of each window so that every present class is drawn equally often.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_windows,)
+    n_classes : int
+
+    Returns
+    -------
+    weights : ndarray of float64, shape (n_windows,)
+        ``1 / (number of windows of the window's class)``; they sum to the number of classes present.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=n_classes)
+    return 1.0 / counts[labels]
+
+
+class BalancedSampler(Sampler):
+    """Windows drawn with replacement, each class equally often in expectation, sharded over ranks.
+
+    Every epoch draws ``total = ceil(n_windows / world_size) * world_size`` windows with
+    :class:`torch.utils.data.WeightedRandomSampler` (weights :func:`balanced_window_weights`) from a
+    generator seeded by ``(seed, epoch)``; rank ``r`` takes positions ``r, r + world_size, ...``. The
+    draw is the same on every rank, so the ranks share one epoch's sample.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_windows,)
+    n_classes : int
+    rank, world_size : int
+    seed : int
+        With the epoch (:meth:`set_epoch`), determines the draw.
+    """
+
+    def __init__(
+        self, labels: np.ndarray, n_classes: int, rank: int = 0, world_size: int = 1, seed: int = 0
+    ) -> None:
+        self.weights = torch.as_tensor(balanced_window_weights(labels, n_classes), dtype=torch.float64)
+        self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
+        self.total = math.ceil(len(self.weights) / self.world_size) * self.world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw another sample for ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "balanced", self.epoch))
+        drawn = list(WeightedRandomSampler(self.weights, self.total, replacement=True, generator=generator))
+        return iter(drawn[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return self.total // self.world_size
+
+
+def _loader(
+    dataset, sampler, batch_size, drop_last, seed, num_workers, pin_memory, prefetch_factor, persistent
+):
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=persistent and num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        # Worker seeds from their own generator: the global RNG (drop-path) does not depend on num_workers.
+        generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
+    )
+
+
+def build_train_loader(
+    dataset: FinetuneDataset,
+    *,
+    micro_batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    sampler: str = "shuffle",
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+) -> tuple[DataLoader, Sampler]:
+    """This rank's training micro-batches, shuffled (or class-balanced), incomplete ones dropped.
+
+    Parameters
+    ----------
+    dataset : FinetuneDataset
+        The training split.
+    micro_batch_size : int
+        Windows per device step on this rank.
+    rank, world_size : int
+        This process's place in the run (one process: 0, 1).
+    seed : int
+        Training seed; epoch ``e``'s order is a function of ``(seed, e)`` only.
+    sampler : {"shuffle", "balanced"}
+        ``"shuffle"``: every window once per epoch (``DistributedSampler``, ``drop_last=True``: the
+        windows that do not divide evenly between ranks are left out, a different few each epoch).
+        ``"balanced"``: :class:`BalancedSampler`.
+    num_workers, pin_memory, prefetch_factor
+        As for :class:`torch.utils.data.DataLoader` (``prefetch_factor`` only with workers).
+
+    Returns
+    -------
+    loader : DataLoader
+        Yields ``(x, labels, positions)`` of shapes (micro_batch_size, n_chans, n_times),
+        (micro_batch_size,), (micro_batch_size,).
+    sampler : DistributedSampler | BalancedSampler
+        Call ``sampler.set_epoch(epoch)`` before every epoch.
+
+    Raises
+    ------
+    ValueError
+        If ``sampler`` is not allowed.
+    """
+    check_choice("data.sampler", sampler, SAMPLERS)
+    if sampler == "balanced":
+        chosen = BalancedSampler(dataset.labels, dataset.task.n_classes, rank, world_size, seed)
+    else:
+        chosen = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+    loader = _loader(
+        dataset,
+        chosen,
+        micro_batch_size,
+        True,
+        seed,
+        num_workers,
+        pin_memory,
+        prefetch_factor,
+        persistent=True,
+    )
+    return loader, chosen
+
+
+def build_eval_loader(
+    dataset: FinetuneDataset,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+    persistent: bool = False,
+) -> DataLoader:
+    """Every window of a split once, in order, sharded over ranks (for validation and test).
+
+    ``DistributedSampler(shuffle=False, drop_last=False)`` pads the last ranks with repeated windows so
+    that every rank has as many; :func:`finetune.engine.evaluate` removes the repeats by position.
+
+    Returns
+    -------
+    loader : DataLoader
+        Yields ``(x, labels, positions)``; the last batch may be smaller.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
+    return _loader(
+        dataset, sampler, batch_size, False, 0, num_workers, pin_memory, prefetch_factor, persistent
+    )

@@ -1,0 +1,555 @@
+"""Train / validation / test splits of a manifest without leakage.
+
+Three ways to split the windows (manifest rows) of a labelled preprocessing output:
+
+``subject_wise`` (default; DESIGN.md section 5)
+    Every subject goes whole into one of train, val, test: no subject is in two splits (asserted).
+    ``round(test_fraction * n_subjects)`` subjects (at least 1) are tested, ``round(val_fraction *
+    n_subjects)`` (at least 1) validate, the rest train (at least 1). The subjects are put in a
+    random order drawn from ``split.seed`` (not the training seed, so the five training seeds share one
+    test set) that spreads the subjects of each label stratum evenly (systematic stratified sampling:
+    subject ``k`` of a stratum of ``m`` gets the key ``(k + u) / m``, ``u`` uniform, strata = each
+    subject's most frequent label), then test, val and train are cut from that order. A stratum of
+    several subjects therefore lands in several splits, which random subject draws often miss when
+    subjects are few.
+
+``patient_specific`` (single-subject data, classic on CHB-MIT)
+    Train and test within one subject; no window in two splits (asserted). With
+    ``patient_specific_by: recording`` the subject's recordings are split like subjects above (at
+    least three recordings). With ``patient_specific_by: time_block`` each recording is cut in time
+    into three contiguous blocks, train first, then val, then test (chronological: the model never
+    sees the future of what it is tested on), with ``round(fraction * n_windows)`` windows (at least
+    1) in val and test. Windows that overlap a window of the previous block in time (overlapping
+    windows, ``stride_s < window_s``) are dropped so that no sample is in two splits. The split seed
+    is unused by ``time_block``. Data of several subjects is split within each subject (every
+    subject in every split: a subject-dependent model).
+
+official splits (a later issue: datasets that come with them)
+    :func:`assigned_split` takes a mapping ``subject or recording -> split name``.
+
+Rounding is half up (``floor(x + 0.5)``). The split is returned as a :class:`Split` of manifest row
+indices; :meth:`Split.describe` gives the JSON-ready summary saved in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.seeding import derive_seed
+
+__all__ = [
+    "PATIENT_SPECIFIC_BY",
+    "PROTOCOLS",
+    "SPLIT_NAMES",
+    "Split",
+    "assigned_split",
+    "check_split_config",
+    "make_split",
+    "patient_specific_split",
+    "split_counts",
+    "subject_wise_split",
+]
+
+#: The three splits, in order.
+SPLIT_NAMES = ("train", "val", "test")
+
+#: Allowed values of ``split.protocol``.
+PROTOCOLS = ("subject_wise", "patient_specific")
+
+#: Allowed values of ``split.patient_specific_by``.
+PATIENT_SPECIFIC_BY = ("recording", "time_block")
+
+# Two times closer than this (s) are equal (start_s comes from CSV text).
+_TIME_TOL_S = 1e-6
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which manifest rows train, validate and test.
+
+    Attributes
+    ----------
+    protocol : str
+        ``"subject_wise"``, ``"patient_specific"`` or ``"assigned"`` (official splits).
+    indices : dict of str to ndarray of int64
+        ``"train"``, ``"val"``, ``"test"`` -> sorted manifest row indices; pairwise disjoint.
+    seed : int | None
+        The split seed (None when no randomness was used).
+    by : str | None
+        ``patient_specific``: ``"recording"`` or ``"time_block"``; ``assigned``: the key of the mapping
+        (``"subject"`` or ``"recording"``).
+    fractions : dict
+        ``val_fraction`` and ``test_fraction`` asked for (empty for assigned splits).
+    dropped : ndarray of int64
+        Rows in no split (windows overlapping a window of another block, ``time_block`` only).
+    """
+
+    protocol: str
+    indices: dict
+    seed: int | None = None
+    by: str | None = None
+    fractions: dict = field(default_factory=dict)
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def rows(self, rows: Sequence[Mapping], name: str) -> list:
+        """The manifest rows of split ``name`` (``"train"``, ``"val"`` or ``"test"``), in row order."""
+        if name not in SPLIT_NAMES:
+            raise ValueError(
+                f"Invalid value for the 'name' parameter. Allowed values are {list(SPLIT_NAMES)}, "
+                f"but got {name!r} instead."
+            )
+        return [rows[i] for i in self.indices[name]]
+
+    def describe(self, rows: Sequence[Mapping]) -> dict:
+        """JSON-ready summary: protocol, seed, fractions and, per split, its subjects and recordings.
+
+        Returns
+        -------
+        summary : dict
+            ``protocol``, ``by``, ``seed``, ``val_fraction``, ``test_fraction``, ``n_dropped`` and for
+            each of train, val, test: ``n_windows``, ``labels`` (label -> windows), ``subjects`` and
+            ``recordings`` (sorted lists).
+        """
+        out = {
+            "protocol": self.protocol,
+            "by": self.by,
+            "seed": self.seed,
+            **self.fractions,
+            "n_dropped": int(self.dropped.size),
+        }
+        for name in SPLIT_NAMES:
+            part = self.rows(rows, name)
+            out[name] = {
+                "n_windows": len(part),
+                "labels": dict(sorted(Counter(str(r["label"]) for r in part).items())),
+                "subjects": sorted({str(r["subject"]) for r in part}),
+                "recordings": sorted({str(r["recording"]) for r in part}),
+            }
+        return out
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def check_split_config(section: Mapping) -> None:
+    """Check the values of a config's ``split`` section.
+
+    Raises
+    ------
+    ValueError
+        If ``protocol`` or ``patient_specific_by`` is unknown, ``seed`` is not an integer >= 0, a
+        fraction is not in (0, 1), or ``val_fraction + test_fraction >= 1``.
+    """
+    if section.get("protocol") not in PROTOCOLS:
+        raise ValueError(
+            f"Invalid value for the 'split.protocol' parameter. Allowed values are "
+            f"{list(PROTOCOLS)}, but got {section.get('protocol')!r} instead."
+        )
+    if section.get("patient_specific_by") not in PATIENT_SPECIFIC_BY:
+        raise ValueError(
+            f"Invalid value for the 'split.patient_specific_by' parameter. Allowed values are "
+            f"{list(PATIENT_SPECIFIC_BY)}, but got {section.get('patient_specific_by')!r} instead."
+        )
+    seed = section.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(
+            f"Invalid value for the 'split.seed' parameter. Allowed values are integers >= 0, "
+            f"but got {seed!r} instead."
+        )
+    _check_fractions(section.get("val_fraction"), section.get("test_fraction"))
+
+
+def _check_fractions(val_fraction, test_fraction) -> None:
+    for name, value in (("split.val_fraction", val_fraction), ("split.test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(
+                f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
+                f"(0, 1), but got {value!r} instead."
+            )
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"Invalid values for 'split.val_fraction' and 'split.test_fraction': their sum must be "
+            f"below 1 to leave data for training, but got {val_fraction} + {test_fraction}."
+        )
+
+
+def split_counts(
+    n: int, val_fraction: float, test_fraction: float, what: str = "subjects", where: str = ""
+) -> tuple[int, int, int]:
+    """Sizes of train, val and test for ``n`` items (subjects, recordings or windows).
+
+    Parameters
+    ----------
+    n : int
+        Items to share.
+    val_fraction, test_fraction : float
+        In (0, 1), sum below 1.
+    what : str
+        Name of the items, for the error message.
+    where : str
+        Where they come from (e.g. ``" of subject 'chb01'"``), for the error message.
+
+    Returns
+    -------
+    n_train, n_val, n_test : int
+        ``n_test = max(1, round(test_fraction * n))``, ``n_val = max(1, round(val_fraction * n))``,
+        ``n_train = n - n_val - n_test``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_train < 1``: fewer items than the three splits need; the message gives the numbers.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    n_test = max(1, _round_half_up(test_fraction * n))
+    n_val = max(1, _round_half_up(val_fraction * n))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ValueError(
+            f"Cannot split {n} {what}{where} into train, val and test: with val_fraction={val_fraction} and "
+            f"test_fraction={test_fraction} the split needs at least {n_val + n_test + 1} {what} "
+            f"({n_val} val, {n_test} test, at least 1 train), but got {n}. Use more data, smaller fractions, "
+            f"or another split.protocol."
+        )
+    return n_train, n_val, n_test
+
+
+def _majority_labels(rows: Sequence[Mapping], groups: Sequence[str], key: str) -> dict:
+    """Most frequent label of each group (ties: the smaller label string), as the stratum."""
+    counts: dict[str, Counter] = {g: Counter() for g in groups}
+    for row in rows:
+        counts[str(row[key])][str(row["label"])] += 1
+    return {g: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for g, c in counts.items()}
+
+
+def _stratified_order(groups: Sequence[str], strata: Mapping[str, str], rng: np.random.Generator) -> list:
+    """Groups in a seeded random order in which each stratum is spread evenly (systematic sampling)."""
+    keys = {}
+    for stratum in sorted(set(strata.values())):
+        members = [g for g in groups if strata[g] == stratum]
+        order = rng.permutation(len(members))
+        offset = rng.random()
+        for k, i in enumerate(order):
+            keys[members[i]] = (k + offset) / len(members)
+    tie_break = rng.random(len(groups))
+    return [g for _, _, g in sorted((keys[g], tie_break[i], g) for i, g in enumerate(groups))]
+
+
+def _assign_groups(rows, key, groups, val_fraction, test_fraction, rng, what, where=""):
+    """Split ``groups`` (values of ``rows[i][key]``) into train/val/test: ``group -> split name``."""
+    groups = sorted(groups)
+    n_train, n_val, n_test = split_counts(len(groups), val_fraction, test_fraction, what, where)
+    order = _stratified_order(groups, _majority_labels(rows, groups, key), rng)
+    names = ["test"] * n_test + ["val"] * n_val + ["train"] * n_train
+    return dict(zip(order, names, strict=True))
+
+
+def _by_value(rows: Sequence[Mapping], key: str) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        try:
+            value = row[key]
+        except KeyError:
+            raise ValueError(f"Manifest row {i} ({row.get('path', '?')}) has no '{key}' column.") from None
+        if value is None or str(value) == "":
+            raise ValueError(
+                f"Manifest row {i} ({row.get('path', '?')}) has an empty '{key}': every window "
+                f"needs a {key} id to be split without leakage."
+            )
+        out.setdefault(str(value), []).append(i)
+    return out
+
+
+def _indices_from_assignment(rows, key, assignment) -> dict:
+    buckets = {name: [] for name in SPLIT_NAMES}
+    for i, row in enumerate(rows):
+        buckets[assignment[str(row[key])]].append(i)
+    return {name: np.asarray(buckets[name], dtype=np.int64) for name in SPLIT_NAMES}
+
+
+def _check_rows(rows: Sequence[Mapping]) -> None:
+    if len(rows) == 0:
+        raise ValueError("Invalid value for the 'rows' parameter: the manifest lists no window to split.")
+
+
+def _assert_disjoint(split: Split, rows: Sequence[Mapping], n_rows: int) -> None:
+    """Internal invariants: no row in two splits, every row in a split or dropped, no empty split."""
+    seen = np.concatenate([split.indices[name] for name in SPLIT_NAMES] + [split.dropped])
+    assert seen.size == n_rows and np.array_equal(np.sort(seen), np.arange(n_rows)), (
+        "a window is in two splits or in none"
+    )
+    for name in SPLIT_NAMES:
+        assert split.indices[name].size > 0, f"the {name} split is empty"
+    if split.protocol == "subject_wise":
+        subjects = [{str(rows[i]["subject"]) for i in split.indices[name]} for name in SPLIT_NAMES]
+        assert not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2]), (
+            "a subject is in two splits"
+        )
+
+
+def subject_wise_split(
+    rows: Sequence[Mapping], val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> Split:
+    """Split subjects (and with them all their windows) into train, val and test.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Manifest rows with ``subject`` and ``label``.
+    val_fraction, test_fraction : float
+        Fractions of the subjects, in (0, 1), sum below 1.
+    seed : int
+        Split seed (``split.seed``), independent of the training seed.
+
+    Returns
+    -------
+    split : Split
+        No subject in two splits (asserted).
+
+    Raises
+    ------
+    ValueError
+        If there are fewer subjects than the split needs (the message gives the numbers), a row has
+        no subject, or a fraction is invalid.
+    """
+    _check_rows(rows)
+    by_subject = _by_value(rows, "subject")
+    rng = np.random.default_rng(derive_seed(seed, "split", "subject_wise"))
+    assignment = _assign_groups(rows, "subject", by_subject, val_fraction, test_fraction, rng, "subjects")
+    split = Split(
+        "subject_wise",
+        _indices_from_assignment(rows, "subject", assignment),
+        seed=seed,
+        fractions={"val_fraction": val_fraction, "test_fraction": test_fraction},
+    )
+    _assert_disjoint(split, rows, len(rows))
+    return split
+
+
+def _window_lengths(rows: Sequence[Mapping], indices: Sequence[int]) -> np.ndarray:
+    out = np.empty(len(indices))
+    for j, i in enumerate(indices):
+        row = rows[i]
+        try:
+            out[j] = float(row["n_times"]) / float(row["sfreq"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            out[j] = np.nan
+        if not out[j] > 0:
+            raise ValueError(
+                f"Manifest row {i} ({row.get('path', '?')}) gives no window length (n_times="
+                f"{row.get('n_times')!r}, sfreq={row.get('sfreq')!r}); the time_block split needs "
+                f"it to keep windows of different blocks apart."
+            )
+    return out
+
+
+def _time_blocks(rows, indices, val_fraction, test_fraction, recording):
+    """Chronological train/val/test blocks of one recording, less windows overlapping the previous block."""
+    indices = np.asarray(indices, dtype=np.int64)
+    starts = np.array([float(rows[i]["start_s"]) for i in indices])
+    order = np.argsort(starts, kind="stable")
+    indices, starts = indices[order], starts[order]
+    ends = starts + _window_lengths(rows, indices)
+    n_train, n_val, n_test = split_counts(
+        len(indices), val_fraction, test_fraction, "windows", f" of the recording {recording!r}"
+    )
+    bounds = np.cumsum([0, n_train, n_val, n_test])
+    blocks, dropped = {}, []
+    for b, name in enumerate(SPLIT_NAMES):
+        lo, hi = bounds[b], bounds[b + 1]
+        keep = np.ones(hi - lo, dtype=bool)
+        if b > 0:  # drop windows that start before the previous block's last window ends
+            keep = starts[lo:hi] >= ends[lo - 1] - _TIME_TOL_S
+        blocks[name] = indices[lo:hi][keep]
+        dropped.extend(indices[lo:hi][~keep].tolist())
+        if not blocks[name].size:
+            raise ValueError(
+                f"The {name} block of the recording {recording!r} is empty once windows that overlap "
+                f"the previous block are dropped ({hi - lo} window(s), all overlapping): use longer "
+                f"recordings, larger fractions or non-overlapping windows (stride_s = window_s)."
+            )
+    return blocks, dropped
+
+
+def patient_specific_split(
+    rows: Sequence[Mapping],
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    by: str = "recording",
+    seed: int = 0,
+) -> Split:
+    """Split one subject's windows (each subject's, for several) by recording or by contiguous time blocks.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Manifest rows with ``subject``, ``recording``, ``start_s`` (s), ``label`` and, for
+        ``by="time_block"``, ``n_times`` and ``sfreq`` (Hz).
+    val_fraction, test_fraction : float
+        Fractions of each subject's recordings (``by="recording"``) or of each recording's windows
+        (``by="time_block"``).
+    by : {"recording", "time_block"}
+        See the module docstring.
+    seed : int
+        Split seed (``by="recording"``); unused by ``time_block`` (chronological).
+
+    Returns
+    -------
+    split : Split
+        No window in two splits (asserted); ``split.dropped`` holds windows overlapping another block.
+
+    Raises
+    ------
+    ValueError
+        If a subject has fewer recordings, or a recording fewer windows, than the three splits need
+        (the message names it and gives the numbers), or ``by`` is unknown.
+
+    References
+    ----------
+    Shoeb, "Application of machine learning to epileptic seizure onset detection and treatment", PhD
+    thesis, MIT, 2009 (patient-specific detectors on CHB-MIT).
+    """
+    _check_rows(rows)
+    if by not in PATIENT_SPECIFIC_BY:
+        raise ValueError(
+            f"Invalid value for the 'split.patient_specific_by' parameter. Allowed values are "
+            f"{list(PATIENT_SPECIFIC_BY)}, but got {by!r} instead."
+        )
+    buckets = {name: [] for name in SPLIT_NAMES}
+    dropped: list[int] = []
+    for subject, subject_rows in _by_value(rows, "subject").items():
+        by_recording = _by_value([rows[i] for i in subject_rows], "recording")
+        if by == "recording":
+            rng = np.random.default_rng(derive_seed(seed, "split", "patient_specific", subject))
+            local = [rows[i] for i in subject_rows]
+            assignment = _assign_groups(
+                local,
+                "recording",
+                by_recording,
+                val_fraction,
+                test_fraction,
+                rng,
+                "recordings",
+                f" of the subject {subject!r}",
+            )
+            for recording, positions in by_recording.items():
+                buckets[assignment[recording]].extend(subject_rows[p] for p in positions)
+        else:
+            for recording, positions in sorted(by_recording.items()):
+                blocks, lost = _time_blocks(
+                    rows, [subject_rows[p] for p in positions], val_fraction, test_fraction, recording
+                )
+                for name in SPLIT_NAMES:
+                    buckets[name].extend(blocks[name].tolist())
+                dropped.extend(lost)
+    split = Split(
+        "patient_specific",
+        {name: np.sort(np.asarray(buckets[name], dtype=np.int64)) for name in SPLIT_NAMES},
+        seed=seed if by == "recording" else None,
+        by=by,
+        fractions={"val_fraction": val_fraction, "test_fraction": test_fraction},
+        dropped=np.sort(np.asarray(dropped, dtype=np.int64)),
+    )
+    _assert_disjoint(split, rows, len(rows))
+    return split
+
+
+def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: str = "subject") -> Split:
+    """Use given (official) splits: a mapping of subject or recording ids to split names.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Manifest rows.
+    assignment : mapping of str to str
+        ``id -> "train" | "val" | "test"``; every id of the manifest must be present (extra ids are
+        allowed: a dataset's official list may cover recordings that were rejected).
+    key : {"subject", "recording"}
+        Which manifest column the ids are.
+
+    Returns
+    -------
+    split : Split
+        ``protocol="assigned"``, ``by=key``.
+
+    Raises
+    ------
+    ValueError
+        If ``key`` is not allowed, a value is not a split name, an id of the manifest is missing from
+        ``assignment``, or a split is empty.
+    """
+    _check_rows(rows)
+    if key not in ("subject", "recording"):
+        raise ValueError(
+            f"Invalid value for the 'key' parameter. Allowed values are ['subject', 'recording'], "
+            f"but got {key!r} instead."
+        )
+    bad = sorted({str(v) for v in assignment.values() if v not in SPLIT_NAMES})
+    if bad:
+        raise ValueError(
+            f"Invalid split names {bad} in the assignment. Allowed values are {list(SPLIT_NAMES)}."
+        )
+    groups = _by_value(rows, key)
+    missing = sorted(g for g in groups if g not in assignment)
+    if missing:
+        raise ValueError(
+            f"The assignment gives no split for {len(missing)} {key}(s) of the manifest: "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}."
+        )
+    split = Split(
+        "assigned", _indices_from_assignment(rows, key, {str(k): v for k, v in assignment.items()}), by=key
+    )
+    empty = [name for name in SPLIT_NAMES if split.indices[name].size == 0]
+    if empty:
+        raise ValueError(f"The assignment leaves the split(s) {empty} without windows.")
+    _assert_disjoint(split, rows, len(rows))
+    return split
+
+
+def make_split(
+    rows: Sequence[Mapping],
+    section: Mapping,
+    assignment: Mapping[str, str] | None = None,
+    assignment_key: str = "subject",
+) -> Split:
+    """The split a config asks for.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Manifest rows.
+    section : mapping
+        The config's ``split`` section: ``protocol``, ``seed``, ``val_fraction``, ``test_fraction``,
+        ``patient_specific_by``.
+    assignment : mapping of str to str | None
+        Official splits (:func:`assigned_split`); when given, ``section``'s protocol is not used.
+    assignment_key : {"subject", "recording"}
+        The ids of ``assignment``.
+
+    Returns
+    -------
+    split : Split
+
+    Raises
+    ------
+    ValueError
+        On invalid config values (:func:`check_split_config`) or data the protocol cannot split.
+    """
+    if assignment is not None:
+        return assigned_split(rows, assignment, assignment_key)
+    check_split_config(section)
+    if section["protocol"] == "subject_wise":
+        return subject_wise_split(rows, section["val_fraction"], section["test_fraction"], section["seed"])
+    return patient_specific_split(
+        rows,
+        section["val_fraction"],
+        section["test_fraction"],
+        by=section["patient_specific_by"],
+        seed=section["seed"],
+    )

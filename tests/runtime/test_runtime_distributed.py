@@ -1,0 +1,50 @@
+"""runtime.distributed: single-process context and wrappers (torchrun is tested in tests/pretrain)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime.distributed import (
+    DistributedContext,
+    all_gather_object,
+    all_reduce_sum,
+    init_distributed,
+    unwrap_model,
+)
+
+
+def test_single_process_context(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = init_distributed("cpu")
+    assert ctx == DistributedContext(
+        rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None
+    )
+    assert ctx.is_main and not ctx.is_distributed
+    t = torch.tensor([1.0, 2.0])
+    assert all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
+    assert all_gather_object({"a": 1}) == [{"a": 1}]
+
+
+def test_invalid_device():
+    with pytest.raises(ValueError, match="'device'.*'auto', 'cuda', 'cpu'.*'tpu'"):
+        init_distributed("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        init_distributed("cuda")
+
+
+def test_unwrap_model():
+    inner = torch.nn.Linear(2, 2)
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self._orig_mod = m
+
+    assert unwrap_model(inner) is inner
+    assert unwrap_model(Compiled(inner)) is inner
