@@ -1,0 +1,914 @@
+"""Download the open EEG datasets behind the eight tasks, verifying every file's published hash.
+
+Usage::
+
+    python preprocess/download.py NAME --dest DIR [--subjects ID [ID ...]] [--dry-run]
+        [--base-url URL] [--known-hash FILE=ALG:HEX ...] [--unverified] [--retries N] [--quiet]
+
+``NAME`` is one of :data:`DATASETS`:
+
+- ``chbmit``: CHB-MIT Scalp EEG Database 1.0.0 (PhysioNet). Hashes: PhysioNet's ``SHA256SUMS.txt``,
+  shipped unchanged in ``preprocess/registry/`` (its own sha256 is checked before use), so every
+  file is checked against a hash pinned in this project. ``--subjects chb01 chb02`` selects cases
+  (EDF, ``.edf.seizures`` and the case's summary); the index files at the top are always fetched.
+- ``sleep_edf``: Sleep-EDF Expanded 1.0.0 (PhysioNet), the sleep-cassette (SC) recordings. Hashes:
+  PhysioNet's ``SHA256SUMS.txt``, fetched first (kept as ``DIR/SHA256SUMS.txt``), then every file is
+  checked against it. ``--subjects 0 1`` selects SC subjects (``SC4ssN...``, ss = 00-82).
+- ``helsinki_neonatal``: neonatal EEG with seizure annotations (Stevenson et al. 2019), Zenodo
+  record 4940267. ``cork_hie``: neonatal EEG graded for HIE (O'Toole et al. 2023), Zenodo record
+  7477575. Hashes: the md5 checksums Zenodo publishes in the record's file listing, fetched first
+  (kept as ``DIR/zenodo-record-ID.json``). ``--subjects 1 4`` selects Helsinki babies
+  (``eeg1.edf``...); zip archives are extracted into ``DIR``.
+
+A listing fetched first (Sleep-EDF's ``SHA256SUMS.txt``, a Zenodo file list) has no published hash
+of its own: it is the root of trust, fetched over HTTPS from the publisher and kept in ``DIR``
+(delete it to fetch it again).
+- ``tusz``, ``tuev``, ``tuar``: TUH corpora, which need registration: instructions are printed and
+  nothing is downloaded.
+
+Files are saved under ``DIR`` with the publisher's layout (``DIR/chb01/chb01_03.edf``). A file is
+downloaded to ``FILE.part`` (resumed with an HTTP Range request after an interruption), then verified
+by pooch and only then renamed to its final name; a file whose hash does not match is deleted. A
+rerun skips files that are present with the right hash. A file with no published hash is refused
+unless its hash is given with ``--known-hash`` or ``--unverified`` is passed (its sha256 is then
+printed, marked UNVERIFIED).
+
+Exit status: 0 when every file is present and verified, 1 when some failed (after trying the others),
+2 for usage errors (unknown dataset or subject, a file without a published hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+
+if __package__ in (None, ""):  # run as a script: make the project root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.files import atomic_write  # noqa: E402
+
+__all__ = [
+    "DATASETS", "ChecksumError", "DownloadSummary", "MissingChecksumError", "OpenDataset",
+    "RegisteredCorpus", "RemoteFile", "ResumableDownloader", "download_dataset", "fetch_file",
+    "plan_files", "read_sha256sums", "read_zenodo_listing", "registered_instructions",
+]
+
+logger = logging.getLogger("preprocess.download")
+
+REGISTRY_DIR = Path(__file__).resolve().parent / "registry"
+
+#: Hash algorithms accepted in checksums (pooch's ``ALG:HEX`` notation) and their hex lengths.
+HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
+
+
+class ChecksumError(ValueError):
+    """A downloaded file's hash differs from the published one (the download was deleted)."""
+
+
+class MissingChecksumError(ValueError):
+    """Files have no published hash and the user gave neither ``--known-hash`` nor ``--unverified``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset.
+
+    Attributes
+    ----------
+    path : str
+        Relative POSIX path, the same under the publisher's base URL and under the destination.
+    url : str
+        Download URL.
+    known_hash : str | None
+        ``"sha256:HEX"`` or ``"md5:HEX"`` (pooch's notation), or None where none is published.
+    """
+
+    path: str
+    url: str
+    known_hash: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenDataset:
+    """An openly downloadable dataset and where its hashes come from.
+
+    Attributes
+    ----------
+    name, title : str
+        Command-line name and full title.
+    host : str
+        ``"physionet"`` (files listed by a ``SHA256SUMS.txt``) or ``"zenodo"`` (files and md5s listed
+        by the record's API).
+    base_url : str
+        PhysioNet: the dataset version's folder. Zenodo: the site root (``https://zenodo.org/``).
+    record_id : str | None
+        Zenodo record (a pinned version, not the concept record).
+    checksums_file : Path | None
+        PhysioNet: a ``SHA256SUMS.txt`` shipped in the project, or None to fetch the publisher's.
+    checksums_file_sha256 : str | None
+        Expected sha256 of ``checksums_file`` (the publisher's file, unchanged).
+    subject_pattern : str | None
+        Regex on a file's relative path whose group 1 is the subject id; None: no subject selection.
+    normalize_subject : callable
+        Maps a command-line subject to the id captured by ``subject_pattern`` (None if invalid).
+    exclude_pattern : str | None
+        Regex of relative paths never downloaded.
+    subject_help : str
+        What ``--subjects`` takes, for messages.
+    source : str
+        Licence and citation.
+    """
+
+    name: str
+    title: str
+    host: str
+    base_url: str
+    record_id: str | None = None
+    checksums_file: Path | None = None
+    checksums_file_sha256: str | None = None
+    subject_pattern: str | None = None
+    normalize_subject: Callable[[str], str | None] = str.lower
+    exclude_pattern: str | None = None
+    subject_help: str = ""
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredCorpus:
+    """A corpus that needs registration: :func:`registered_instructions` says how to obtain it."""
+
+    name: str
+    title: str
+    rsync_path: str
+    version: str
+    tasks: str
+    contents: str
+
+
+def _number(prefix: str, width: int) -> Callable[[str], str | None]:
+    """Subject normaliser: ``"7"``, ``"07"`` or ``prefix + "7"`` -> the zero-padded number."""
+
+    def normalize(subject: str) -> str | None:
+        text = subject.strip().lower()
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix):]
+        return f"{int(text):0{width}d}" if text.isdigit() else None
+
+    return normalize
+
+
+DATASETS: dict[str, OpenDataset | RegisteredCorpus] = {
+    "chbmit": OpenDataset(
+        name="chbmit", title="CHB-MIT Scalp EEG Database 1.0.0", host="physionet",
+        base_url="https://physionet.org/files/chbmit/1.0.0/",
+        checksums_file=REGISTRY_DIR / "chbmit-1.0.0-SHA256SUMS.txt",
+        checksums_file_sha256="f1698efeb9fef887e55cedf6eda13386d9a888db663aec48b2aa194b7b753d2b",
+        subject_pattern=r"^(chb\d\d)/", normalize_subject=str.lower,
+        subject_help="cases chb01 ... chb24 (chb21 is chb01 recorded later)",
+        source="PhysioNet, ODC-By 1.0; cite Shoeb 2009 and Goldberger et al. 2000",
+    ),
+    "sleep_edf": OpenDataset(
+        name="sleep_edf", title="Sleep-EDF Expanded 1.0.0, sleep-cassette recordings", host="physionet",
+        base_url="https://physionet.org/files/sleep-edfx/1.0.0/",
+        subject_pattern=r"^sleep-cassette/SC4(\d\d)\d", normalize_subject=_number("", 2),
+        exclude_pattern=r"^sleep-telemetry/",
+        subject_help="sleep-cassette subject numbers 0 ... 82 (ss in SC4ssN)",
+        source="PhysioNet, ODC-By 1.0; cite Kemp et al. 2000 and Goldberger et al. 2000",
+    ),
+    "helsinki_neonatal": OpenDataset(
+        name="helsinki_neonatal", title="Helsinki neonatal EEG with seizure annotations", host="zenodo",
+        base_url="https://zenodo.org/", record_id="4940267",
+        subject_pattern=r"^eeg(\d+)\.edf$", normalize_subject=_number("eeg", 1),
+        subject_help="babies 1 ... 79 (eegN.edf)",
+        source="Zenodo, CC-BY 4.0; cite Stevenson et al., Sci. Data 6, 190039 (2019)",
+    ),
+    "cork_hie": OpenDataset(
+        name="cork_hie", title="Cork neonatal EEG graded for HIE background severity", host="zenodo",
+        base_url="https://zenodo.org/", record_id="7477575",
+        source="Zenodo, CC-BY 4.0; cite O'Toole et al., Sci. Data 10, 129 (2023)",
+    ),
+    "tusz": RegisteredCorpus(
+        name="tusz", title="TUH EEG Seizure Corpus (TUSZ)", rsync_path="data/tuh_eeg/tuh_eeg_seizure",
+        version="v2.0.3", tasks="seizure_type", contents="EDF with .csv/.csv_bi seizure annotations",
+    ),
+    "tuev": RegisteredCorpus(
+        name="tuev", title="TUH EEG Events Corpus (TUEV)", rsync_path="data/tuh_eeg/tuh_eeg_events",
+        version="v2.0.1", tasks="epileptiform_detection", contents="EDF with .rec event annotations",
+    ),
+    "tuar": RegisteredCorpus(
+        name="tuar", title="TUH EEG Artifact Corpus (TUAR)", rsync_path="data/tuh_eeg/tuh_eeg_artifact",
+        version="v3.0.1", tasks="artifact_detection", contents="EDF with .csv artefact annotations",
+    ),
+}
+
+
+def _dataset(name: str) -> OpenDataset | RegisteredCorpus:
+    if name not in DATASETS:
+        raise ValueError(f"Invalid value for the 'name' parameter. Allowed values are "
+                         f"{', '.join(DATASETS)}, but got {name!r} instead.")
+    return DATASETS[name]
+
+
+def _checked_relpath(path: str, source: str | os.PathLike) -> str:
+    """A publisher's relative path, refused if it could escape the destination folder."""
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or any(part in ("", ".", "..") for part in pure.parts):
+        raise ValueError(f"{source}: refusing the file path {path!r} (absolute or with '..').")
+    return pure.as_posix()
+
+
+def _checked_hash(value: str, source: str) -> str:
+    """``ALG:HEX`` with a known algorithm and a hex digest of the right length, lower case."""
+    alg, _, digest = value.strip().partition(":")
+    alg, digest = alg.lower(), digest.lower()
+    if alg not in HEX_LENGTHS or not re.fullmatch(f"[0-9a-f]{{{HEX_LENGTHS[alg]}}}", digest):
+        raise ValueError(f"{source}: invalid hash {value!r}; expected ALG:HEX with ALG one of "
+                         f"{', '.join(HEX_LENGTHS)} (e.g. md5:{'0' * 32}).")
+    return f"{alg}:{digest}"
+
+
+def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
+    """Read a PhysioNet ``SHA256SUMS.txt`` (``sha256sum`` format) into {relative path: ``sha256:HEX``}.
+
+    Parameters
+    ----------
+    path : path-like
+        The file: one ``<64 hex digits> <relative path>`` per line (``sha256sum``'s two-space and
+        ``*`` forms are accepted too), blank lines ignored.
+
+    Returns
+    -------
+    hashes : dict of str to str
+        In file order.
+
+    Raises
+    ------
+    ValueError
+        If a line cannot be parsed (the message names the file and the line number) or a path is
+        absolute or contains ``..``.
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    hashes = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *]?(\S.*)", line.rstrip("\r\n"))
+            if match is None:
+                raise ValueError(f"{path}, line {number}: cannot parse {line.strip()[:80]!r}; expected "
+                                 "'<sha256> <file>'. Delete the file if it is a damaged download.")
+            hashes[_checked_relpath(match.group(2), path)] = f"sha256:{match.group(1).lower()}"
+    return hashes
+
+
+def read_zenodo_listing(path: str | os.PathLike) -> dict[str, str | None]:
+    """Read a Zenodo record's API answer into {file name: ``md5:HEX`` or None}.
+
+    Both forms Zenodo has served are read: the legacy one (``files`` entries with ``key`` and
+    ``checksum: "md5:HEX"``) and the InvenioRDM one (``filename`` and a bare ``checksum``), as a list
+    or under ``entries``.
+
+    Parameters
+    ----------
+    path : path-like
+        The saved answer of ``https://zenodo.org/api/records/RECORD_ID``.
+
+    Returns
+    -------
+    hashes : dict of str to (str | None)
+        None for a file the listing gives no checksum for.
+
+    Raises
+    ------
+    ValueError
+        If the file is not JSON with a list of files, an entry has no name, a name would escape the
+        destination, or a checksum is malformed.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a Zenodo record listing (invalid JSON: {err}). Delete it if it is "
+                         "a damaged download.") from err
+    files = data.get("files", data) if isinstance(data, dict) else None
+    if isinstance(files, dict):
+        files = files.get("entries")
+    if isinstance(files, dict):
+        files = list(files.values())
+    if not isinstance(files, list) or not files:
+        raise ValueError(f"{path}: no file list in the Zenodo record listing (expected 'files').")
+    hashes: dict[str, str | None] = {}
+    for number, entry in enumerate(files):
+        name = entry.get("key") or entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            raise ValueError(f"{path}: file entry {number} has no 'key' or 'filename'.")
+        checksum = entry.get("checksum")
+        if checksum:
+            checksum = checksum if ":" in checksum else f"md5:{checksum}"
+            checksum = _checked_hash(checksum, f"{path}, {name}")
+        hashes[_checked_relpath(name, path)] = checksum or None
+    return hashes
+
+
+@contextlib.contextmanager
+def _pooch_quiet() -> Iterator[None]:
+    """Hold back pooch's own INFO messages (this module logs its own) and restore its level after."""
+    import pooch
+
+    pooch_logger = pooch.get_logger()
+    level = pooch_logger.level
+    pooch_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        pooch_logger.setLevel(level)
+
+
+def _verified_checksums_file(spec: OpenDataset) -> Path:
+    """The shipped ``SHA256SUMS.txt`` of ``spec``, after checking it is the publisher's file."""
+    import pooch
+
+    path = Path(spec.checksums_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"The checksum registry {path} of {spec.name} is missing from the project.")
+    if spec.checksums_file_sha256 and (digest := pooch.file_hash(str(path))) != spec.checksums_file_sha256:
+        raise ChecksumError(f"The checksum registry {path} was modified: its sha256 is {digest}, "
+                            f"PhysioNet's file has {spec.checksums_file_sha256}.")
+    return path
+
+
+def _index(
+    spec: OpenDataset, dest: Path, base_url: str, retries: int, progressbar: bool
+) -> dict[str, str | None]:
+    """{relative path: known hash} of every file of ``spec``, fetching the publisher's listing if needed."""
+    import pooch
+
+    if spec.host == "physionet" and spec.checksums_file is not None:
+        return read_sha256sums(_verified_checksums_file(spec))
+    if spec.host == "physionet":
+        fname, url, reader = "SHA256SUMS.txt", f"{base_url}SHA256SUMS.txt", read_sha256sums
+    else:
+        fname, url = f"zenodo-record-{spec.record_id}.json", f"{base_url}api/records/{spec.record_id}"
+        reader = read_zenodo_listing
+    path = dest / fname
+    if not path.exists():
+        # The listing itself has no published hash: it is the root of trust, fetched over HTTPS.
+        dest.mkdir(parents=True, exist_ok=True)
+        logger.info("Fetching the file list and hashes of %s from %s", spec.name, url)
+        fetcher = pooch.create(path=dest, base_url=base_url, registry={fname: None}, urls={fname: url},
+                               retry_if_failed=retries)
+        downloader = ResumableDownloader(dest / f"{fname}.part", progressbar=progressbar)
+        with _pooch_quiet():
+            fetcher.fetch(fname, downloader=downloader)
+    return reader(path)
+
+
+def _subject_ids(spec: OpenDataset, paths: Sequence[str]) -> dict[str, str]:
+    """{relative path: subject id} for the files of ``spec`` that belong to a subject."""
+    pattern = re.compile(spec.subject_pattern) if spec.subject_pattern else None
+    found = {}
+    for path in paths:
+        match = pattern.search(path) if pattern else None
+        if match:
+            found[path] = match.group(1)
+    return found
+
+
+def _select(spec: OpenDataset, index: dict[str, str | None], subjects: Sequence[str] | None) -> list[str]:
+    """The relative paths to fetch: every file, or the files of ``subjects`` and the shared ones."""
+    exclude = re.compile(spec.exclude_pattern) if spec.exclude_pattern else None
+    paths = [p for p in index if not (exclude and exclude.search(p))]
+    if not subjects:
+        return paths
+    if spec.subject_pattern is None:
+        raise ValueError(f"Invalid value for the 'subjects' parameter: {spec.name} cannot be selected by "
+                         f"subject (its recordings come in archives), but got {list(subjects)} instead.")
+    owner = _subject_ids(spec, paths)
+    available = sorted(set(owner.values()))
+    wanted = {s: spec.normalize_subject(s) for s in subjects}
+    unknown = [s for s, norm in wanted.items() if norm not in available]
+    if unknown:
+        raise ValueError(f"Invalid value for the 'subjects' parameter. Allowed values are "
+                         f"{spec.subject_help}: {' '.join(available)}, but got {unknown} instead.")
+    keep = set(wanted.values())
+    return [p for p in paths if p not in owner or owner[p] in keep]
+
+
+def plan_files(
+    name: str,
+    dest: str | os.PathLike,
+    subjects: Sequence[str] | None = None,
+    base_url: str | None = None,
+    retries: int = 2,
+    progressbar: bool = True,
+) -> list[RemoteFile]:
+    """List the files of dataset ``name`` to download, with their URLs and published hashes.
+
+    Only the dataset's listing is downloaded (into ``dest``): Sleep-EDF's ``SHA256SUMS.txt`` or the
+    Zenodo record's file listing; CHB-MIT's list is shipped with the project.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS` naming an :class:`OpenDataset`.
+    dest : path-like
+        Destination folder.
+    subjects : sequence of str | None
+        Subjects to fetch (None: all); files that belong to no subject are always included.
+    base_url : str | None
+        Replaces the dataset's base URL (a mirror, or a test server).
+    retries : int
+        Extra attempts after a network error.
+    progressbar : bool
+        Show a tqdm progress bar while fetching the listing.
+
+    Returns
+    -------
+    files : list of RemoteFile
+        In the publisher's order.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or registration-only dataset, unknown subjects, or an unreadable listing.
+    """
+    spec = _dataset(name)
+    if isinstance(spec, RegisteredCorpus):
+        raise ValueError(f"{name} needs registration and cannot be downloaded here:\n"
+                         f"{registered_instructions(name)}")
+    base_url = _with_slash(base_url or spec.base_url)
+    index = _index(spec, Path(dest), base_url, retries, progressbar)
+    paths = _select(spec, index, subjects)
+    if spec.host == "zenodo":
+        files_url = f"{base_url}records/{spec.record_id}/files/"
+        return [RemoteFile(p, f"{files_url}{p}?download=1", index[p]) for p in paths]
+    return [RemoteFile(p, f"{base_url}{p}", index[p]) for p in paths]
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+class ResumableDownloader:
+    """A pooch downloader that keeps a ``.part`` file and resumes it with an HTTP Range request.
+
+    pooch calls it with a temporary file beside the destination; the bytes go to ``part_path``
+    (appended after the bytes already there when the server honours ``Range``), and the complete
+    ``.part`` is renamed onto pooch's temporary file, which pooch then verifies and renames to the
+    final name, or deletes when the hash differs. An interrupted download therefore leaves only the
+    ``.part`` file, which the next attempt continues.
+
+    Parameters
+    ----------
+    part_path : path-like
+        Where the partial download is kept between attempts (``FILE.part``).
+    progressbar : bool
+        Show a tqdm progress bar (bytes) on stderr, as pooch's own downloader does.
+    hash_alg : str | None
+        Algorithm (``"sha256"``, ``"md5"``) of the digest of the complete file kept in
+        :attr:`digest`, for error messages.
+    timeout_s : float
+        Connect and read timeout in seconds.
+    chunk_size : int
+        Bytes read per iteration; an interrupted read loses at most this much of what arrived.
+
+    Attributes
+    ----------
+    digest : str | None
+        ``ALG:HEX`` of the last complete download (None before).
+    """
+
+    def __init__(self, part_path: str | os.PathLike, progressbar: bool = True, hash_alg: str | None = None,
+                 timeout_s: float = 60.0, chunk_size: int = 1 << 16) -> None:
+        self.part_path = Path(part_path)
+        self.progressbar = progressbar
+        self.hash_alg = hash_alg
+        self.timeout_s = timeout_s
+        self.chunk_size = chunk_size
+        self.digest: str | None = None
+
+    def __call__(
+        self, url: str, output_file: str, pooch_instance: object, check_only: bool = False
+    ) -> bool | None:
+        """Download ``url`` into ``output_file`` (pooch's downloader protocol)."""
+        import requests
+
+        if check_only:
+            return requests.head(url, timeout=self.timeout_s, allow_redirects=True).status_code == 200
+        part = self.part_path
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"Accept-Encoding": "identity"}  # byte offsets must be those of the file itself
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout_s) as response:
+            if offset and response.status_code == 416:
+                logger.info("%s is already complete; verifying it", part.name)
+            else:
+                response.raise_for_status()
+                if offset and response.status_code == 206:
+                    start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+                    if not start or int(start.group(1)) != offset:
+                        part.unlink()
+                        raise requests.exceptions.RequestException(
+                            f"{url}: asked for bytes {offset}- but got "
+                            f"{response.headers.get('Content-Range')!r}; the partial download was discarded")
+                    logger.info("Resuming %s at byte %d", part.name, offset)
+                else:
+                    offset = 0  # a full answer: the server ignored the Range, start again
+                self._stream(response, part, offset)
+        if self.hash_alg:
+            self.digest = f"{self.hash_alg}:{_file_digest(part, self.hash_alg)}"
+        os.replace(part, output_file)
+        return None
+
+    def _stream(self, response, part: Path, offset: int) -> None:
+        import requests
+        from tqdm import tqdm
+
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "ab" if offset else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
+            disable=not self.progressbar, leave=True, ncols=79, file=sys.stderr,
+        ) as bar:
+            for chunk in response.iter_content(chunk_size=self.chunk_size):
+                f.write(chunk)
+                bar.update(len(chunk))
+        size = part.stat().st_size
+        if total is not None and size != total:
+            raise requests.exceptions.ConnectionError(
+                f"{response.url}: connection closed after {size} of {total} bytes; rerun to resume")
+
+
+def _file_digest(path: Path, alg: str) -> str:
+    digest = hashlib.new(alg)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_file(
+    remote: RemoteFile, dest: str | os.PathLike, retries: int = 2, progressbar: bool = True,
+) -> tuple[Path, bool]:
+    """Download one file into ``dest`` with pooch unless it is there with the right hash.
+
+    Parameters
+    ----------
+    remote : RemoteFile
+        The file; ``remote.known_hash`` None downloads without verification (the caller decides).
+    dest : path-like
+        Destination folder; the file goes to ``dest / remote.path``.
+    retries : int
+        Extra attempts after a network error or a hash mismatch (each resumes the ``.part`` file).
+    progressbar : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    path : Path
+        The verified file.
+    downloaded : bool
+        False when a file with the right hash was already there (nothing was requested).
+
+    Raises
+    ------
+    ChecksumError
+        If the downloaded bytes do not have the published hash; the message names the file and both
+        hashes, and no file is left under the final name.
+    requests.exceptions.RequestException
+        If the download fails (the ``.part`` file is kept for the next attempt).
+    """
+    import pooch
+
+    dest = Path(dest)
+    target = dest / remote.path
+    alg, _, expected = remote.known_hash.partition(":") if remote.known_hash else (None, "", "")
+    if target.exists():
+        if alg is None:
+            return target, False
+        digest = pooch.file_hash(str(target), alg=alg)
+        if digest == expected:
+            return target, False
+        logger.warning("%s is present but its %s is %s, not the published %s: downloading it again",
+                       remote.path, alg, digest, expected)
+        target.unlink()
+    downloader = ResumableDownloader(target.with_name(target.name + ".part"), progressbar=progressbar,
+                                     hash_alg=alg)
+    fetcher = pooch.create(path=dest, base_url="", registry={remote.path: remote.known_hash},
+                           urls={remote.path: remote.url}, retry_if_failed=retries)
+    logger.info("Downloading %s from %s", remote.path, remote.url)
+    try:
+        with _pooch_quiet():
+            fetcher.fetch(remote.path, downloader=downloader)
+    except ValueError as err:
+        if "hash" not in str(err).lower():
+            raise
+        got = downloader.digest or f"another hash ({err})"
+        raise ChecksumError(
+            f"Rejected {remote.path} from {remote.url}: hash mismatch, expected {remote.known_hash} but got "
+            f"{got}. The download was deleted; {target} was not written.") from err
+    return target, True
+
+
+@dataclasses.dataclass
+class DownloadSummary:
+    """What :func:`download_dataset` did.
+
+    Attributes
+    ----------
+    dataset : str
+        Dataset name.
+    dest : Path
+        Destination folder.
+    hash_source : str
+        Where the hashes the files were verified against come from.
+    downloaded, present, extracted : list of str
+        Relative paths downloaded (and verified), already present with the right hash, and zip
+        archives extracted.
+    failed : dict of str to str
+        Relative path -> reason.
+    unverified : dict of str to str
+        Relative path -> sha256 of files downloaded without a published hash (``--unverified``).
+    planned : list of str
+        With ``dry_run``: the files that would be fetched, with their hashes.
+    """
+
+    dataset: str
+    dest: Path
+    hash_source: str
+    downloaded: list[str] = dataclasses.field(default_factory=list)
+    present: list[str] = dataclasses.field(default_factory=list)
+    extracted: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    unverified: dict[str, str] = dataclasses.field(default_factory=dict)
+    planned: list[str] = dataclasses.field(default_factory=list)
+
+    def to_text(self) -> str:
+        """A human-readable report (one line per failure and unverified file)."""
+        if self.planned:
+            return "\n".join([f"{self.dataset}: {len(self.planned)} files would be fetched into {self.dest}",
+                              *self.planned])
+        n_ok = len(self.downloaded) + len(self.present) - len(self.unverified)
+        lines = [f"{self.dataset} -> {self.dest}: {len(self.downloaded)} downloaded, {len(self.present)} "
+                 f"already present, {len(self.failed)} failed; zip archives extracted: {len(self.extracted)}",
+                 f"{n_ok} files verified against {self.hash_source}"]
+        lines += [f"FAILED {path}: {reason}" for path, reason in self.failed.items()]
+        lines += [f"UNVERIFIED {path}: sha256:{digest} (no published hash; compare it with the publisher's)"
+                  for path, digest in self.unverified.items()]
+        return "\n".join(lines)
+
+
+def _hash_source(spec: OpenDataset, base_url: str) -> str:
+    if spec.host == "physionet" and spec.checksums_file is not None:
+        return f"PhysioNet's SHA256SUMS.txt shipped in {Path(spec.checksums_file).name}"
+    if spec.host == "physionet":
+        return f"PhysioNet's SHA256SUMS.txt from {base_url}SHA256SUMS.txt"
+    return f"the md5 checksums of Zenodo record {spec.record_id} ({base_url}api/records/{spec.record_id})"
+
+
+def _extract(archive: Path, dest: Path, known_hash: str) -> bool:
+    """Extract a zip into ``dest`` unless a marker says this exact archive was extracted already."""
+    marker = dest / f".{archive.name}.extracted"
+    if marker.exists() and marker.read_text(encoding="utf-8").strip() == known_hash:
+        return False
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            _checked_relpath(member.rstrip("/"), archive)
+        zf.extractall(dest)
+    with atomic_write(marker, "w") as f:
+        f.write(known_hash + "\n")
+    return True
+
+
+def download_dataset(
+    name: str,
+    dest: str | os.PathLike,
+    subjects: Sequence[str] | None = None,
+    *,
+    base_url: str | None = None,
+    known_hashes: dict[str, str] | None = None,
+    allow_unverified: bool = False,
+    retries: int = 2,
+    extract: bool = True,
+    dry_run: bool = False,
+    progressbar: bool = True,
+) -> DownloadSummary:
+    """Download an open dataset into ``dest``, verifying each file against its published hash.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS` naming an :class:`OpenDataset`.
+    dest : path-like
+        Destination folder (the publisher's layout is kept below it).
+    subjects : sequence of str | None
+        Subjects to fetch (None: all).
+    base_url : str | None
+        Replaces the publisher's base URL (a mirror; the tests' local server).
+    known_hashes : dict of str to str | None
+        ``ALG:HEX`` for files the publisher gives no hash for (relative path -> hash).
+    allow_unverified : bool
+        Download files that have no published or known hash, recording their sha256 in
+        ``summary.unverified``; otherwise such files raise :class:`MissingChecksumError` before
+        anything is downloaded.
+    retries : int
+        Extra attempts per file after a network error or hash mismatch.
+    extract : bool
+        Extract downloaded zip archives into ``dest``.
+    dry_run : bool
+        Only list the files (the listing is still fetched).
+    progressbar : bool
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    summary : DownloadSummary
+        ``summary.failed`` is empty when every file is present and verified.
+
+    Raises
+    ------
+    ValueError
+        For an unknown dataset or subject, a registration-only corpus, a bad ``known_hashes`` entry.
+    MissingChecksumError
+        If files have no hash and ``allow_unverified`` is False.
+    """
+    import requests
+
+    spec = _dataset(name)
+    if isinstance(spec, RegisteredCorpus):
+        raise ValueError(f"{name} needs registration:\n{registered_instructions(name)}")
+    dest = Path(dest)
+    base = _with_slash(base_url or spec.base_url)
+    files = plan_files(name, dest, subjects, base, retries=retries, progressbar=progressbar)
+    known_hashes = {p: _checked_hash(h, f"--known-hash {p}") for p, h in (known_hashes or {}).items()}
+    listed = {f.path: f for f in files}
+    for path in known_hashes:
+        if path not in listed:
+            raise ValueError(f"Invalid value for the 'known_hashes' parameter: {path!r} is not a file of "
+                             f"{name} (selected files: {', '.join(sorted(listed)[:10])}...).")
+        if listed[path].known_hash is not None:
+            raise ValueError(f"{path} has a published hash ({listed[path].known_hash}); --known-hash is "
+                             "only for files without one.")
+    files = [dataclasses.replace(f, known_hash=f.known_hash or known_hashes.get(f.path)) for f in files]
+    missing = [f.path for f in files if f.known_hash is None]
+    if missing and not allow_unverified:
+        raise MissingChecksumError(
+            f"{name}: the publisher gives no hash for {', '.join(missing)}, so these files cannot be "
+            "verified. Pass the publisher's checksum with --known-hash FILE=ALG:HEX, or accept them "
+            "unverified with --unverified (their sha256 is then printed and marked UNVERIFIED). Nothing "
+            "was downloaded.")
+    summary = DownloadSummary(name, dest, _hash_source(spec, base))
+    if dry_run:
+        summary.planned = [f"{f.path}  {f.known_hash or 'UNVERIFIED (no published hash)'}" for f in files]
+        return summary
+    for number, remote in enumerate(files, start=1):
+        logger.debug("[%d/%d] %s", number, len(files), remote.path)
+        try:
+            path, downloaded = fetch_file(remote, dest, retries=retries, progressbar=progressbar)
+        except requests.exceptions.RequestException as err:  # (an OSError: caught first)
+            summary.failed[remote.path] = f"{type(err).__name__}: {err} (rerun to resume)"
+            logger.error("%s: %s", remote.path, err)
+            continue
+        except (ChecksumError, OSError, ValueError) as err:
+            summary.failed[remote.path] = str(err)
+            logger.error("%s", err)
+            continue
+        (summary.downloaded if downloaded else summary.present).append(remote.path)
+        if remote.known_hash is None:
+            summary.unverified[remote.path] = _file_digest(path, "sha256")
+        if extract and path.suffix.lower() == ".zip":
+            marker_hash = remote.known_hash or f"sha256:{summary.unverified[remote.path]}"
+            try:
+                if _extract(path, dest, marker_hash):
+                    summary.extracted.append(remote.path)
+            except (zipfile.BadZipFile, ValueError) as err:
+                summary.failed[remote.path] = f"cannot extract: {err}"
+    return summary
+
+
+def registered_instructions(name: str, dest: str | os.PathLike | None = None) -> str:
+    """How to obtain a registration-only TUH corpus (nothing is downloaded).
+
+    Parameters
+    ----------
+    name : str
+        ``"tusz"``, ``"tuev"`` or ``"tuar"``.
+    dest : path-like | None
+        Destination folder to show in the rsync command.
+
+    Returns
+    -------
+    text : str
+        The steps: registration at the TUH EEG corpus site, then rsync.
+    """
+    spec = _dataset(name)
+    if not isinstance(spec, RegisteredCorpus):
+        raise ValueError(f"{name} is openly downloadable: python preprocess/download.py {name} --dest DIR")
+    target = str(dest) if dest else f"DIR/{spec.name}"
+    return "\n".join([
+        f"{spec.title}: {spec.contents} (task {spec.tasks}).",
+        "It is distributed by the Neural Engineering Data Consortium (Temple University) to registered",
+        "users only and may not be redistributed, so this tool does not download it. To obtain it:",
+        "  1. Request access at https://isip.piconepress.com/projects/nedc/html/tuh_eeg/ : fill in and sign",
+        "     the data request form found there and email it as instructed (help@nedcdata.org).",
+        "  2. When the request is approved you receive the rsync login (user nedc-tuh-eeg; the password or",
+        "     the SSH key you register with them).",
+        f"  3. rsync -auxvL nedc-tuh-eeg@www.isip.piconepress.com:{spec.rsync_path}/{spec.version}/"
+        f" {target}/",
+        f"     ({spec.version} at the time of writing: use the newest version listed on the corpus page,",
+        "     and keep its official train/dev/eval split folders as they are.)",
+        "  4. Then read it with the TUH adapter in preprocess/datasets/ (see README.md).",
+    ])
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Download an open EEG dataset, verifying every file's published hash.",
+        epilog=f"datasets: {', '.join(DATASETS)}. See the module docstring and README.md (Downloads).",
+    )
+    parser.add_argument("name", metavar="NAME", help=f"dataset: {', '.join(DATASETS)}")
+    parser.add_argument("--dest", metavar="DIR", help="destination folder (required for open datasets)")
+    parser.add_argument("--subjects", nargs="+", metavar="ID", help="subjects to fetch (default: all)")
+    parser.add_argument("--base-url", metavar="URL", help="mirror to use instead of the publisher's URL")
+    parser.add_argument("--known-hash", action="append", default=[], metavar="FILE=ALG:HEX",
+                        help="hash of a file the publisher lists without one (repeatable)")
+    parser.add_argument("--unverified", action="store_true",
+                        help="download files without a published hash too, printing their sha256")
+    parser.add_argument("--retries", type=int, default=2, help="extra attempts per file (default 2)")
+    parser.add_argument("--no-extract", action="store_true", help="keep zip archives unextracted")
+    parser.add_argument("--dry-run", action="store_true", help="list the files and hashes, download nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _parse_known_hashes(items: Sequence[str]) -> dict[str, str]:
+    known = {}
+    for item in items:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"Invalid value for the '--known-hash' parameter: expected FILE=ALG:HEX, "
+                             f"but got {item!r} instead.")
+        known[path] = value
+    return known
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    handler = logging.StreamHandler()  # this call's stderr; removed on return
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import requests
+
+    try:
+        spec = _dataset(args.name)
+        if isinstance(spec, RegisteredCorpus):
+            print(registered_instructions(args.name, args.dest))
+            return 0
+        if not args.dest:
+            raise ValueError(f"The --dest parameter is required to download {args.name}.")
+        if args.retries < 0:
+            raise ValueError(f"Invalid value for the '--retries' parameter: expected 0 or more, "
+                             f"but got {args.retries} instead.")
+        summary = download_dataset(
+            args.name, args.dest, args.subjects, base_url=args.base_url,
+            known_hashes=_parse_known_hashes(args.known_hash), allow_unverified=args.unverified,
+            retries=args.retries, extract=not args.no_extract, dry_run=args.dry_run,
+            progressbar=not args.quiet,
+        )
+    except requests.exceptions.RequestException as err:  # the listing could not be fetched
+        print(f"error: could not fetch the file list of {args.name}: {err}", file=sys.stderr)
+        return 1
+    except (ChecksumError, OSError) as err:  # includes a missing or unwritable folder
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # usage: unknown dataset or subject, missing checksums, bad --known-hash
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary.to_text())
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
