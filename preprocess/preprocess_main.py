@@ -5,6 +5,13 @@ Usage::
     python preprocess/preprocess_main.py --input PATH [PATH ...] --output DIR [--config FILE]
         [--events FILE | --events annotations] [--workers N] [--shard I/N] [--set key=value ...]
 
+    python preprocess/preprocess_main.py --dataset NAME --input ROOT --output DIR --task TASK
+        [--dataset-option key=value ...] [--config FILE] [--workers N] [--shard I/N] [--set key=value ...]
+
+With ``--dataset`` the dataset's adapter (``preprocess/datasets/``) provides the recordings, labels,
+subjects, montage and split, and the output is labelled for ``TASK`` (``DIR/events.csv``,
+``DIR/split.csv``, ``DIR/dataset_summary.json`` besides the windows and the manifest).
+
 Exit status: 0 when every recording succeeded, 1 when any failed (after finishing the others),
 2 for usage or configuration errors.
 """
@@ -30,7 +37,7 @@ logger = logging.getLogger("m4cea.preprocess")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                        help="recordings, or folders searched recursively")
+                        help="recordings, or folders searched recursively (with --dataset: the dataset root)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder (pickles + manifest.csv)")
     parser.add_argument("--config", metavar="FILE", help=f"YAML that changes the defaults of {DEFAULT_CONFIG.name}")
     parser.add_argument("--events", metavar="FILE",
@@ -40,13 +47,50 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set notch_freq=60 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    dataset = parser.add_argument_group("datasets (preprocess/datasets/)")
+    dataset.add_argument("--dataset", metavar="NAME",
+                         help="read --input ROOT through this dataset's adapter (chbmit, helsinki_seizures, "
+                              "helsinki_artefacts, sleep_edf, cork_hie, tusz, tuev, tuar, bids, csv)")
+    dataset.add_argument("--task", metavar="TASK", help="the fine-tuning task to label for (with --dataset)")
+    dataset.add_argument("--dataset-option", dest="dataset_options", action="append", default=[],
+                         metavar="KEY=VALUE", help="an adapter option, e.g. rule=majority (repeatable)")
     return parser
+
+
+def _run_dataset(args) -> int:
+    """``--dataset``: labels, subjects, montage and split from the dataset's adapter."""
+    from preprocess.datasets.base import parse_option
+    from preprocess.datasets.prepare import prepare_dataset
+
+    if len(args.input) != 1:
+        raise ValueError(f"Invalid value for --input: with --dataset give the dataset's root folder, but got "
+                         f"{len(args.input)} paths.")
+    if not args.task:
+        raise ValueError("--dataset needs --task TASK (a task the dataset serves).")
+    options = dict(parse_option(text) for text in args.dataset_options)
+    if args.events is not None:
+        if args.dataset != "csv":
+            raise ValueError("--events cannot be combined with --dataset: the dataset's adapter provides the "
+                             "labels (use --dataset csv --events FILE for a folder with an events CSV).")
+        options["events"] = args.events
+    summary, batch = prepare_dataset(
+        args.dataset, args.input[0], args.output, args.task, args.config, args.overrides, options,
+        workers=args.workers, shard=parse_shard(args.shard), progress=not args.quiet,
+    )
+    print(batch.to_text())
+    print(summary.to_text())
+    return 1 if batch.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.dataset is None and (args.task or args.dataset_options):
+        print("error: --task and --dataset-option need --dataset NAME.", file=sys.stderr)
+        return 2
     try:
+        if args.dataset is not None:
+            return _run_dataset(args)
         config = load_config(DEFAULT_CONFIG, args.config, args.overrides)
         summary = run_preprocessing(
             args.input, args.output, config, events=args.events, workers=args.workers,

@@ -1,0 +1,25 @@
+"""Dataset adapters: public EEG datasets and private cohorts as one-command labelled inputs.
+
+``python preprocess/preprocess_main.py --dataset NAME --input ROOT --output DIR --task TASK`` reads the
+dataset's recordings, labels, subjects, montage and split through its adapter and writes a labelled
+preprocessing output ready for fine-tuning (:func:`preprocess.datasets.prepare.prepare_dataset`).
+
+Adapters (one module per dataset): ``chbmit``, ``helsinki_seizures`` and ``helsinki_artefacts``
+(:mod:`.helsinki`), ``sleep_edf``, ``cork_hie``, ``tusz``, ``tuev``, ``tuar``, and for private
+cohorts ``bids`` (:mod:`.cohort_bids`) and ``csv`` (:mod:`.cohort_csv`).
+"""
+
+from preprocess.datasets import (  # noqa: F401  (each module registers its adapter)
+    chbmit,
+    cohort_bids,
+    cohort_csv,
+    cork_hie,
+    helsinki,
+    sleep_edf,
+    tuar,
+    tuev,
+    tusz,
+)
+from preprocess.datasets.base import AnnotationError, DatasetAdapter, LayoutError, get_adapter, list_adapters
+
+__all__ = ["AnnotationError", "DatasetAdapter", "LayoutError", "get_adapter", "list_adapters"]
