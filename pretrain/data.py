@@ -1,0 +1,162 @@
+"""Pretraining data: windows and their MFDE weights, read lazily through the preprocessing manifest.
+
+A preprocessing output folder holds ``manifest.csv`` and one pickle per window
+(:mod:`preprocess.segments`). :class:`PretrainDataset` reads one pickle per item with the
+restricted unpickler, applies the official per-channel 95th-percentile scaling, and returns float32
+tensors; :func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
+process, so that one code path serves both) and a ``DataLoader`` with worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from preprocess.segments import load_segment, read_manifest, scale_window
+
+__all__ = ["PretrainDataset", "build_pretrain_loader"]
+
+
+class PretrainDataset(Dataset):
+    """Windows of a preprocessing output folder, scaled, with their MFDE weights.
+
+    Parameters
+    ----------
+    root : path-like
+        Preprocessing output folder with ``manifest.csv``.
+    n_chans : int
+        Channels the model expects (16 for M4CEA's double banana).
+    n_times : int
+        Samples per window the model expects (4000 = 4 s at 1000 Hz).
+    n_tokens : int
+        MFDE weights per window, ``n_chans * n_patches`` (320).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` has no ``manifest.csv``, or the first listed pickle is missing.
+    ValueError
+        If the manifest lists no window, or its ``n_chans``/``n_times`` columns or the first window
+        disagree with the model's shape (checked once, up front, before training starts).
+
+    Notes
+    -----
+    ``__getitem__`` returns ``(x, weights)``: ``x`` float32 tensor (n_chans, n_times), each channel
+    divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official loader),
+    and ``weights`` float32 tensor (n_tokens,), the window's MFDE (sums to 1). Each item's shape is
+    checked again when it is read (a cheap tuple comparison in the loader worker), and an
+    inconsistent file raises a ``ValueError`` that names it.
+    """
+
+    def __init__(self, root: str | os.PathLike, n_chans: int, n_times: int, n_tokens: int) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"Data folder not found: {self.root} (--data must be a preprocessing output folder)."
+            )
+        self.rows = read_manifest(self.root)
+        if not self.rows:
+            raise ValueError(f"The manifest {self.root / 'manifest.csv'} lists no window.")
+        self.n_chans, self.n_times, self.n_tokens = int(n_chans), int(n_times), int(n_tokens)
+        self._check_manifest_shapes()
+        self[0]  # read the first window: its shape and weights must fit the model
+
+    def _check_manifest_shapes(self) -> None:
+        for key, want in (("n_chans", self.n_chans), ("n_times", self.n_times)):
+            values = {row[key] for row in self.rows if isinstance(row.get(key), int)}
+            wrong = sorted(values - {want})
+            if wrong:
+                example = next(row["path"] for row in self.rows if row.get(key) in wrong)
+                raise ValueError(
+                    f"The data folder {self.root} holds windows with {key}={wrong} (e.g. {example}), but the "
+                    f"model expects {key}={want}: preprocess with the model's montage and window, or pick a "
+                    "model config that matches the data."
+                )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.root / self.rows[index]["path"]
+        segment = load_segment(path)
+        data = np.asarray(segment["data"], dtype=np.float32)
+        if data.shape != (self.n_chans, self.n_times):
+            raise ValueError(
+                f"The window {path} has shape {data.shape} (n_chans, n_times), but the model expects "
+                f"({self.n_chans}, {self.n_times}): preprocess with the model's montage and window, or pick "
+                "a model config that matches the data."
+            )
+        weights = np.asarray(segment["mfde"], dtype=np.float32).reshape(-1)
+        if weights.shape != (self.n_tokens,) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(
+                f"The MFDE weights of {path} must be {self.n_tokens} finite non-negative values "
+                f"(n_chans * n_patches), but got shape {weights.shape}."
+            )
+        x = scale_window(data)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(weights)
+
+
+def build_pretrain_loader(
+    dataset: Dataset,
+    *,
+    micro_batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+) -> tuple[DataLoader, DistributedSampler]:
+    """Build the training loader: this rank's shuffled share of the windows, in micro-batches.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Usually a :class:`PretrainDataset`.
+    micro_batch_size : int
+        Windows per device step on this rank.
+    rank, world_size : int
+        This process's place in the run (1 process: 0, 1).
+    seed : int
+        Shuffling seed; the order of epoch ``e`` is a function of ``(seed, e)`` only, set with
+        ``sampler.set_epoch(e)`` before each epoch.
+    num_workers : int
+        Loader worker processes (0 reads in the main process).
+    pin_memory : bool
+        Page-locked host memory for faster copies to the GPU (use on CUDA only).
+    prefetch_factor : int
+        Micro-batches loaded in advance per worker (ignored with ``num_workers=0``).
+
+    Returns
+    -------
+    loader : DataLoader
+        Yields ``(x, weights)`` of shapes (micro_batch_size, n_chans, n_times) and
+        (micro_batch_size, n_tokens); incomplete micro-batches are dropped.
+    sampler : DistributedSampler
+        Call ``sampler.set_epoch(epoch)`` at the start of every epoch.
+
+    Notes
+    -----
+    ``DistributedSampler`` shuffles all windows with one permutation shared by the ranks, drops the
+    tail that does not divide evenly between ranks, and gives rank ``r`` the positions
+    ``r, r + world_size, ...`` of the permutation. The training engine relies on this interleaving
+    to give every window the same masking noise whatever the number of ranks and micro-batches.
+    """
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=micro_batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+    )
+    return loader, sampler

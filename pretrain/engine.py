@@ -1,0 +1,327 @@
+"""One pretraining epoch: knowledge-guided masking, spectrum reconstruction, gradient accumulation.
+
+:func:`train_one_epoch` is a plain function in the layout of MAE's ``engine_pretrain.py``
+(facebookresearch/mae); the DDP habits (sync only on the last micro-step, AMP as a context that is a
+no-op when off) follow nanoGPT's ``train.py``.
+
+One optimiser step consumes ``batch_size`` windows over all ranks: ``accum_steps`` micro-batches of
+``micro_batch_size`` windows on each of ``world_size`` ranks. Every micro-batch loss is divided by
+``accum_steps`` (DDP averages over ranks), DDP all-reduces gradients on the last micro-step only, and
+the optimiser steps and zeroes the gradients once per accumulation. The learning rate is set per
+optimiser step.
+
+Masking noise. The Gumbel noise of one optimiser step is drawn for the whole global batch from a
+generator seeded by ``(seed, step)``; window ``p`` of the step (its position in the shuffled order,
+see :func:`pretrain.data.build_pretrain_loader`) gets row ``p``. So a window's mask depends only on
+the seed, the step and its position: not on the number of ranks, the micro-batch size or a
+resume, and a run on 2 processes makes the same update as a run on 1 with the same global batch.
+
+Host synchronisation. The step runs without ``.item()``: losses are summed on the device and read
+once per ``log_every`` optimiser steps (and at the end of the epoch), after summing over ranks. A
+non-finite loss is detected there, so it stops the run at most ``log_every`` steps after it
+appears (and before the epoch's checkpoint is written). With ``runtime.amp=fp16`` the gradient
+scaler reads its overflow flag once per step, a synchronisation inherent to ``GradScaler``; bf16
+(the default on CUDA) needs no scaler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from models import patch_spectrum
+from pretrain.masking import MASKING_STRATEGIES, gumbel_noise, gumbel_topk_mask
+from runtime.distributed import DistributedContext, all_reduce_sum
+from runtime.seeding import derive_seed
+
+__all__ = ["LOSS_TOKENS", "EngineSettings", "reconstruction_loss", "train_one_epoch"]
+
+
+#: Allowed values of the config key ``loss.tokens``.
+LOSS_TOKENS = ("all", "masked")
+
+_METRICS = ("loss", "loss_magnitude", "loss_phase", "grad_norm")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What one optimiser step needs besides the model, data and optimiser.
+
+    Attributes
+    ----------
+    micro_batch_size : int
+        Windows per device step on one rank.
+    accum_steps : int
+        Micro-batches per optimiser step on one rank
+        (``batch_size = micro_batch_size * accum_steps * world_size``).
+    n_tokens : int
+        Tokens per window, ``n_chans * n_patches`` (320).
+    patch_samples : int
+        Samples per patch (200), for the rFFT targets.
+    n_masked : int
+        Tokens masked per window (160 of 320 in the paper).
+    strategy : str
+        ``"knowledge"`` (MFDE-weighted) or ``"random"`` (uniform).
+    loss_tokens : str
+        ``"all"`` (official) or ``"masked"``.
+    clip_grad : float | None
+        Maximum gradient norm (20 in the paper); None or 0 clips nothing (the norm is still logged).
+    amp_dtype : torch.dtype | None
+        Autocast dtype (``torch.bfloat16``, ``torch.float16``) or None for full precision.
+    seed : int
+        Seed of the masking noise.
+    log_every : int
+        Optimiser steps between reads of the losses (logging and the non-finite check).
+    """
+
+    micro_batch_size: int
+    accum_steps: int
+    n_tokens: int
+    patch_samples: int
+    n_masked: int
+    strategy: str = "knowledge"
+    loss_tokens: str = "all"
+    clip_grad: float | None = 20.0
+    amp_dtype: torch.dtype | None = None
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.strategy not in MASKING_STRATEGIES:
+            raise ValueError(
+                "Invalid value for the 'masking.strategy' parameter. "
+                f"Allowed values are {MASKING_STRATEGIES}, "
+                f"but got {self.strategy!r} instead."
+            )
+        if self.loss_tokens not in LOSS_TOKENS:
+            raise ValueError(
+                f"Invalid value for the 'loss.tokens' parameter. Allowed values are {LOSS_TOKENS}, "
+                f"but got {self.loss_tokens!r} instead."
+            )
+        if self.loss_tokens == "masked" and self.n_masked == 0:
+            raise ValueError(
+                "loss.tokens='masked' needs masked tokens, but masking.mask_ratio gives 0 per window."
+            )
+        if not 0 <= self.n_masked <= self.n_tokens:
+            raise ValueError(
+                f"Invalid value for the 'n_masked' parameter: must be in 0..{self.n_tokens}, "
+                f"but got {self.n_masked}."
+            )
+        for name in ("micro_batch_size", "accum_steps", "n_tokens", "patch_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"Invalid value for the '{name}' parameter: must be >= 1, but got {getattr(self, name)}."
+                )
+
+
+def reconstruction_loss(
+    pred_magnitude: torch.Tensor,
+    pred_phase: torch.Tensor,
+    target_magnitude: torch.Tensor,
+    target_phase: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared errors of the predicted Fourier magnitude and phase.
+
+    Parameters
+    ----------
+    pred_magnitude, pred_phase : Tensor, shape (batch, n_tokens, n_freqs)
+        Model outputs (any float dtype; computed in float32).
+    target_magnitude, target_phase : Tensor, shape (batch, n_tokens, n_freqs)
+        :func:`models.patch_spectrum` of the scaled input (phase in radians).
+    mask : Tensor, shape (batch, n_tokens), bool | None
+        None: mean over all tokens (official M4CEA). Otherwise the mean over the tokens where
+        ``mask`` is True.
+
+    Returns
+    -------
+    loss_magnitude, loss_phase : Tensor, scalar, float32
+        The training loss is their sum.
+
+    References
+    ----------
+    Official M4CEA pretraining: ``MSE(rec_magnitude, target_magnitude) + MSE(rec_angle, target_angle)``
+    over all tokens.
+    """
+    err_mag = (pred_magnitude.float() - target_magnitude).square()
+    err_phase = (pred_phase.float() - target_phase).square()
+    if mask is None:
+        return err_mag.mean(), err_phase.mean()
+    weight = mask.unsqueeze(-1).to(err_mag.dtype)
+    denom = weight.sum() * err_mag.shape[-1]
+    return (err_mag * weight).sum() / denom, (err_phase * weight).sum() / denom
+
+
+def _no_sync(model: torch.nn.Module, sync: bool):
+    """DDP's ``no_sync()`` when gradients must not be all-reduced yet, else a no-op."""
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epoch: int,
+    *,
+    settings: EngineSettings,
+    step: int,
+    lr_scheduler=None,
+    scaler: torch.amp.GradScaler | None = None,
+    ctx: DistributedContext | None = None,
+    log_writer=None,
+    max_steps: int | None = None,
+) -> dict:
+    """Train for one epoch of the loader (only whole optimiser steps).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Pretraining model ``model(x, mask) -> (pred_magnitude, pred_phase)``, possibly wrapped in
+        ``DistributedDataParallel`` and/or ``torch.compile``, in training mode.
+    loader : DataLoader
+        This rank's micro-batches ``(x, weights)``: x (micro_batch, n_chans, n_times) scaled,
+        weights (micro_batch, n_tokens) MFDE (:func:`pretrain.data.build_pretrain_loader`).
+        Call ``sampler.set_epoch(epoch)`` before.
+    optimizer : torch.optim.Optimizer
+    device : torch.device
+    epoch : int
+        0-based, for logs.
+    settings : EngineSettings
+    step : int
+        Optimiser steps done before this epoch (sets the learning rate and the masking noise).
+    lr_scheduler : timm.scheduler.Scheduler | None
+        Stepped with ``step_update(step)`` before every optimiser step.
+    scaler : torch.amp.GradScaler | None
+        For float16 autocast; None (or disabled) otherwise.
+    ctx : DistributedContext | None
+        This process's rank and world size (None: a single process).
+    log_writer : tensorboardX.SummaryWriter | None
+        Receives ``loss``, ``loss_magnitude``, ``loss_phase``, ``grad_norm``, ``lr`` and
+        ``samples_per_s`` every ``log_every`` steps (rank 0 only).
+    max_steps : int | None
+        Stop after this many optimiser steps (benchmarks); None runs the whole epoch.
+
+    Returns
+    -------
+    metrics : dict
+        Means over the epoch's optimiser steps and over ranks: ``loss``, ``loss_magnitude``,
+        ``loss_phase``, ``grad_norm``; ``lr`` (last), ``samples_per_s``, ``n_steps`` and ``step``
+        (optimiser steps done after this epoch).
+
+    Raises
+    ------
+    ValueError
+        If the loader holds fewer micro-batches than one optimiser step needs.
+    FloatingPointError
+        If the loss becomes NaN or infinite (checked every ``log_every`` steps).
+    """
+    ctx = ctx or DistributedContext(device=device)
+    s = settings
+    accum, world = s.accum_steps, ctx.world_size
+    n_steps = len(loader) // accum
+    if max_steps is not None:
+        n_steps = min(n_steps, max_steps)
+    if n_steps == 0:
+        raise ValueError(
+            f"Epoch {epoch}: this rank has {len(loader)} micro-batches of {s.micro_batch_size} windows, "
+            f"fewer than the {accum} that one optimiser step needs: use more data or a smaller "
+            "optim.batch_size."
+        )
+    model.train()
+    if scaler is None:
+        scaler = torch.amp.GradScaler(device.type, enabled=False)
+    autocast = torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None)
+    generator = torch.Generator(device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    max_norm = s.clip_grad if s.clip_grad else math.inf
+    global_batch = s.micro_batch_size * accum * world
+
+    window = torch.zeros(len(_METRICS), device=device)  # sums since the last read
+    total = torch.zeros(len(_METRICS), device=device)  # sums over the epoch
+    window_steps = 0
+    epoch_start = window_start = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    progress = tqdm(
+        total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
+    )
+    data_iter = iter(loader)
+    for step_in_epoch in range(n_steps):
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(step)
+        lr = optimizer.param_groups[0]["lr"]
+        generator.manual_seed(derive_seed(s.seed, "mask", step))
+        noise = gumbel_noise((accum, s.micro_batch_size, world, s.n_tokens), generator)
+        step_losses = torch.zeros(2, device=device)
+        for micro in range(accum):
+            x, weights = next(data_iter)
+            x = x.to(device, non_blocking=True)
+            weights = weights.to(device, non_blocking=True)
+            if s.strategy == "random":
+                weights = torch.ones_like(weights)
+            mask = gumbel_topk_mask(weights, s.n_masked, noise=noise[micro, :, ctx.rank])
+            with torch.no_grad():
+                target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
+            with _no_sync(model, sync=micro == accum - 1):
+                with autocast:
+                    pred_magnitude, pred_phase = model(x, mask)
+                loss_magnitude, loss_phase = reconstruction_loss(
+                    pred_magnitude,
+                    pred_phase,
+                    target_magnitude,
+                    target_phase,
+                    mask if s.loss_tokens == "masked" else None,
+                )
+                loss = (loss_magnitude + loss_phase) / accum
+                scaler.scale(loss).backward()
+            step_losses += torch.stack([loss_magnitude.detach(), loss_phase.detach()]) / accum
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window += torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
+        window_steps += 1
+        progress.update(1)
+
+        if window_steps == s.log_every or step_in_epoch == n_steps - 1:
+            total += window
+            means = (all_reduce_sum(window.clone()) / (window_steps * world)).tolist()  # one host sync
+            now = time.perf_counter()
+            samples_per_s = window_steps * global_batch / (now - window_start)
+            values = dict(zip(_METRICS, means, strict=True))
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(
+                    f"Non-finite pretraining loss {values['loss']} (magnitude {values['loss_magnitude']}, "
+                    f"phase {values['loss_phase']}) in epoch {epoch} at optimiser step {step} (checked "
+                    f"every {s.log_every} steps): lower optim.base_lr, check the data for NaN or extreme "
+                    "values, or set runtime.amp=fp32."
+                )
+            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{samples_per_s:.0f}")
+            if log_writer is not None:
+                for name, value in values.items():
+                    log_writer.add_scalar(f"train/{name}", value, step)
+                log_writer.add_scalar("train/lr", lr, step)
+                log_writer.add_scalar("train/samples_per_s", samples_per_s, step)
+            window.zero_()
+            window_steps = 0
+            window_start = now
+    progress.close()
+
+    means = (all_reduce_sum(total) / (n_steps * world)).tolist()
+    metrics = dict(zip(_METRICS, means, strict=True))
+    metrics.update(
+        lr=lr,
+        samples_per_s=n_steps * global_batch / (time.perf_counter() - epoch_start),
+        n_steps=n_steps,
+        step=step,
+    )
+    return metrics
