@@ -27,7 +27,10 @@ unit (:func:`finetune.metrics.evaluate_predictions`).
 
 Run folder ``OUTPUT/<task>/seed<S>/``: ``results.json``, ``predictions.csv``, ``confusion_matrix.png``,
 ``roc.png`` (binary tasks) (:mod:`finetune.outputs`), ``checkpoint-best.pth``, ``config.yaml`` (the
-resolved config), ``metrics.jsonl`` (one line per epoch), ``log.txt`` and ``tensorboard/``. A folder
+resolved config), ``preprocess.yaml`` (the preprocessing config of the data folder, its ``config.yaml``,
+when it has one; also stored in the checkpoint under ``"preprocess"``, so that ``finetune/predict.py``
+windows new recordings exactly as the training data), ``metrics.jsonl`` (one line per epoch),
+``log.txt`` and ``tensorboard/``. A folder
 that holds a finished run (``results.json``) is refused unless ``--overwrite``.
 
 Exit status 2 on a usage, config or data error (unknown task or key, wrong type, missing data folder,
@@ -62,6 +65,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 
@@ -76,7 +80,7 @@ from finetune.outputs import (  # noqa: E402
     write_predictions,
     write_results,
 )
-from finetune.splits import SPLIT_NAMES, Split, make_split  # noqa: E402
+from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file  # noqa: E402
 from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load_task_config, predict  # noqa: E402
 from models import convert_official_state_dict, create_model, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
@@ -94,12 +98,14 @@ from runtime.seeding import seed_everything  # noqa: E402
 
 __all__ = [
     "BEST_CHECKPOINT",
+    "PREPROCESS_CONFIG_FILE",
     "build_model",
     "build_optimizer",
     "cli",
     "get_args_parser",
     "load_pretrained",
     "main",
+    "read_preprocess_config",
     "resolve_config",
     "run_folder",
 ]
@@ -111,6 +117,9 @@ DEFAULT_OUTPUT = "runs/finetune"
 
 #: Name of the best checkpoint in the run folder.
 BEST_CHECKPOINT = "checkpoint-best.pth"
+
+#: The data folder's preprocessing config, copied into the run folder (and the checkpoint's ``"preprocess"``).
+PREPROCESS_CONFIG_FILE = "preprocess.yaml"
 
 #: Model keys of the config passed to ``models.create_model`` when not null.
 MODEL_OVERRIDE_KEYS = (
@@ -133,6 +142,7 @@ RUN_OUTPUTS = (
     PREDICTIONS_FILE,
     BEST_CHECKPOINT,
     "config.yaml",
+    PREPROCESS_CONFIG_FILE,
     "metrics.jsonl",
     "log.txt",
     "confusion_matrix.png",
@@ -435,6 +445,7 @@ class _Run:
     class_weights: torch.Tensor | None
     pretrained: dict | None
     run_dir: Path
+    preprocess_config: dict | None = None
 
 
 def _data_root(cfg: dict) -> Path:
@@ -452,6 +463,40 @@ def _data_root(cfg: dict) -> Path:
             f"folder with manifest.csv)."
         )
     return root
+
+
+def read_preprocess_config(root: str | Path) -> dict | None:
+    """The preprocessing config a data folder was made with: its ``config.yaml``, or None without one.
+
+    Parameters
+    ----------
+    root : path-like
+        A preprocessing output folder (``preprocess/preprocess_main.py`` writes ``config.yaml`` there).
+
+    Returns
+    -------
+    config : dict | None
+        The resolved preprocessing config; None when the folder has no ``config.yaml`` (data written by
+        other tools).
+
+    Raises
+    ------
+    ValueError
+        If ``config.yaml`` is not valid YAML or holds no mapping (the message names the file).
+    """
+    path = Path(root) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ValueError(f"The preprocessing config {path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"The preprocessing config {path} must hold a mapping, but holds {type(config).__name__}."
+        )
+    return config
 
 
 def _check_split_data(task: Task, split: Split, rows: list) -> None:
@@ -495,7 +540,10 @@ def _setup(args: argparse.Namespace) -> _Run:
     if not rows:
         raise ValueError(f"The manifest {root / 'manifest.csv'} lists no window.")
     encode_labels(rows, task)  # every label one of the task's classes, before anything else
-    split = make_split(rows, cfg["split"])
+    assignment, assignment_key = (
+        read_split_file(root / SPLIT_FILE) if cfg["split"]["protocol"] == "official" else (None, "subject")
+    )
+    split = make_split(rows, cfg["split"], assignment, assignment_key)
     _check_split_data(task, split, rows)
     accum = steps_per_accumulation(
         cfg["optim"]["batch_size"], cfg["optim"]["micro_batch_size"], ctx.world_size
@@ -637,6 +685,7 @@ def _setup(args: argparse.Namespace) -> _Run:
         class_weights,
         pretrained,
         run_dir,
+        read_preprocess_config(root),
     )
 
 
@@ -663,6 +712,14 @@ def _train(run: _Run) -> dict | None:
         _clear_run_folder(run.run_dir)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.run_dir / "config.yaml")
+        if run.preprocess_config is not None:
+            save_config(run.preprocess_config, run.run_dir / PREPROCESS_CONFIG_FILE)
+        else:
+            logger.warning(
+                "The data folder %s has no config.yaml: the run does not record how its windows were "
+                "preprocessed (finetune/predict.py will assume configs/preprocess/m4cea.yaml).",
+                cfg["data"]["root"],
+            )
     barrier()
     setup_logging(ctx.rank, run.run_dir if ctx.is_main else None)
     metrics_log = JsonLinesWriter(run.run_dir / "metrics.jsonl", enabled=ctx.is_main)
@@ -727,6 +784,7 @@ def _train(run: _Run) -> dict | None:
                         val_loss=val_loss,
                         task=task.name,
                         classes=list(task.classes),
+                        preprocess=run.preprocess_config,
                     )
             else:
                 bad_epochs += 1

@@ -33,10 +33,13 @@ indices; :meth:`Split.describe` gives the JSON-ready summary saved in ``results.
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -53,13 +56,18 @@ __all__ = [
     "patient_specific_split",
     "split_counts",
     "subject_wise_split",
+    "read_split_file",
+    "SPLIT_FILE",
 ]
 
 #: The three splits, in order.
 SPLIT_NAMES = ("train", "val", "test")
 
-#: Allowed values of ``split.protocol``.
-PROTOCOLS = ("subject_wise", "patient_specific")
+#: Allowed values of ``split.protocol``; ``official`` reads the data folder's ``split.csv``.
+PROTOCOLS = ("subject_wise", "patient_specific", "official")
+
+#: The file of official or customary splits that dataset adapters write beside the manifest.
+SPLIT_FILE = "split.csv"
 
 #: Allowed values of ``split.patient_specific_by``.
 PATIENT_SPECIFIC_BY = ("recording", "time_block")
@@ -512,6 +520,49 @@ def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: 
     return split
 
 
+def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], str]:
+    """Read official splits: a CSV with a ``recording`` or ``subject`` column and a ``split`` column.
+
+    Parameters
+    ----------
+    path : path-like
+        ``split.csv`` written by a dataset adapter (``preprocess_main.py --dataset``) or by hand.
+
+    Returns
+    -------
+    assignment : dict
+        Id -> ``"train" | "val" | "test"``.
+    key : {"recording", "subject"}
+        Which manifest column the ids are.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist (the message says how to get one).
+    ValueError
+        If the columns are not ``recording,split`` or ``subject,split``, or an id is given twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"split.protocol=official needs {path}: preprocess with --dataset NAME (adapters with an official "
+            "split write it) or write a CSV with the columns recording,split or subject,split."
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        key = next((k for k in ("recording", "subject") if k in columns), None)
+        if key is None or "split" not in columns:
+            raise ValueError(f"{path} must have the columns recording,split or subject,split; it has {columns}.")
+        assignment: dict[str, str] = {}
+        for line, row in enumerate(reader, start=2):
+            ident = row[key].strip()
+            if ident in assignment:
+                raise ValueError(f"{path}, line {line}: the {key} {ident!r} is given twice.")
+            assignment[ident] = row["split"].strip()
+    return assignment, key
+
+
 def make_split(
     rows: Sequence[Mapping],
     section: Mapping,
@@ -544,6 +595,11 @@ def make_split(
     if assignment is not None:
         return assigned_split(rows, assignment, assignment_key)
     check_split_config(section)
+    if section["protocol"] == "official":
+        raise ValueError(
+            f"split.protocol=official needs the official assignment ({SPLIT_FILE} of the data folder, "
+            "read with read_split_file)."
+        )
     if section["protocol"] == "subject_wise":
         return subject_wise_split(rows, section["val_fraction"], section["test_fraction"], section["seed"])
     return patient_specific_split(

@@ -94,7 +94,7 @@ def build_lr_scheduler(
         )
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(1, total - warmup),
+        t_initial=max(2, total - warmup),
         lr_min=optim["min_lr"],
         warmup_t=warmup,
         warmup_lr_init=0.0,

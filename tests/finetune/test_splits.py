@@ -204,3 +204,19 @@ def test_rows_without_subject(make_rows):
     rows[4]["subject"] = ""
     with pytest.raises(ValueError, match=r"Manifest row 4 .* has an empty 'subject'"):
         subject_wise_split(rows)
+
+
+def test_read_split_file(tmp_path):
+    from finetune.splits import read_split_file
+
+    path = tmp_path / "split.csv"
+    path.write_text("subject,split\nchb01,train\nchb23,test\n")
+    assert read_split_file(path) == ({"chb01": "train", "chb23": "test"}, "subject")
+    path.write_text("recording,fold\nr1,train\n")
+    with pytest.raises(ValueError, match=r"columns recording,split or subject,split"):
+        read_split_file(path)
+    path.write_text("recording,split\nr1,train\nr1,test\n")
+    with pytest.raises(ValueError, match=r"line 3: the recording 'r1' is given twice"):
+        read_split_file(path)
+    with pytest.raises(FileNotFoundError, match="--dataset"):
+        read_split_file(tmp_path / "absent.csv")
