@@ -18,6 +18,10 @@ seconds, each read with ``margin_s`` on both sides so that the filters and the r
 neighbourhood as on the whole recording. A recording shorter than one block is processed in one piece,
 which is exactly what MNE's ``Raw`` methods do on the whole recording.
 
+The same windows are available in memory, block by block, through :meth:`Preprocessor.iter_windows`
+(steps 1-4, without labels or MFDE): :meth:`Preprocessor.process` uses it to write pickles, and
+``finetune/predict.py`` uses it to run a fine-tuned model over new recordings.
+
 A recording is written atomically: its pickles go to a temporary folder that is renamed into place,
 then its manifest part ``parts/<recording>.csv`` is written. A rerun skips recordings whose part
 exists, so a killed batch resumes where it stopped.
@@ -46,6 +50,7 @@ from runtime.checks import check_choice, check_positive
 
 __all__ = [
     "RECORDING_SUFFIXES",
+    "OpenRecording",
     "PreprocessError",
     "RecordingResult",
     "Preprocessor",
@@ -176,6 +181,43 @@ class RecordingResult:
     error: str | None = None
 
 
+@dataclass
+class OpenRecording:
+    """A recording opened for windowing by :meth:`Preprocessor.open` (header read, data not loaded).
+
+    Attributes
+    ----------
+    path : Path
+        The recording file.
+    recording_id : str
+        File name without folder and extension (:func:`recording_id`).
+    raw : mne.io.BaseRaw
+        The recording, EEG channels only, not preloaded.
+    sfreq_in : float
+        The recording's own sampling rate in Hz.
+    duration_s : float
+        Length in s (``raw.n_times / sfreq_in``).
+    filled_channels : list of str
+        Montage channels filled with zeros (``missing_channels: zeros``); empty otherwise.
+    matrix : ndarray, shape (n_chans, n_used)
+        Montage matrix from the used recording channels to the montage's channels.
+    used : ndarray of int, shape (n_used,)
+        Indices (in ``raw``) of the channels the montage reads.
+    keep_rows : ndarray of bool, shape (n_chans,)
+        Montage channels that hold data (not zero-filled): the ones checked for flatness.
+    """
+
+    path: Path
+    recording_id: str
+    raw: mne.io.BaseRaw
+    sfreq_in: float
+    duration_s: float
+    filled_channels: list[str]
+    matrix: np.ndarray
+    used: np.ndarray
+    keep_rows: np.ndarray
+
+
 class Preprocessor:
     """Preprocesses recordings with one resolved config.
 
@@ -252,23 +294,11 @@ class Preprocessor:
             For a bad recording; nothing of it is left in ``output``.
         """
         path, output = Path(path), Path(output)
-        rec_id = recording_id(path)
+        rec = self.open(path)
+        rec_id, raw, duration_s = rec.recording_id, rec.raw, rec.duration_s
         result = RecordingResult(str(path), rec_id)
-        raw = read_recording(path)
-        sfreq_in = raw.info["sfreq"]
-        if self.config["h_freq"] >= sfreq_in / 2:
-            raise PreprocessError(
-                f"sampling rate too low for the filter in {path.name}: sfreq {sfreq_in:g} Hz (Nyquist "
-                f"{sfreq_in / 2:g} Hz) cannot carry h_freq={self.config['h_freq']:g} Hz"
-            )
-        duration_s = raw.n_times / sfreq_in
-        window_s, stride_s = self.config["window_s"], self.config["stride_s"]
-        if duration_s < window_s:
-            raise PreprocessError(f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})")
-        matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
-        used = np.flatnonzero(np.abs(matrix).sum(axis=0))
-        matrix = matrix[:, used]
-        keep_rows = np.array([name not in filled for name in self.montage.ch_names])
+        filled = rec.filled_channels
+        window_s = self.config["window_s"]
 
         labels_cfg = self.config["labels"]
         if isinstance(events, str):  # "annotations"
@@ -276,7 +306,7 @@ class Preprocessor:
                 raw.annotations, labels_cfg["annotation_map"], labels_cfg["classes"],
                 labels_cfg["ignore_unknown_annotations"], path.name, raw.first_time,
             )
-        starts = np.arange(0.0, duration_s - window_s + 1e-9, stride_s)
+        starts = self.window_starts(duration_s)
         if events is not None:
             check_events(events, duration_s, path.name)
             labels, straddles = label_windows(
@@ -292,9 +322,11 @@ class Preprocessor:
         final_dir = output / "segments" / rec_id
         rows = []
         try:
-            for block in self._blocks(raw, matrix, used, starts):
-                first, windows, nan_windows = block
-                reasons = self._reject(windows, nan_windows, keep_rows, straddles[first:first + len(windows)])
+            next_first = 0
+            for block_starts, windows, reasons in self.iter_windows(rec, starts_s=starts):
+                first, next_first = next_first, next_first + len(windows)  # index of the block's first window
+                # "straddle" is the last of REJECT_REASONS: it only applies to windows no other check rejects.
+                reasons[(reasons == "") & straddles[first:next_first]] = "straddle"
                 accepted = reasons == ""
                 result.rejected.update(reasons[~accepted].tolist())
                 if not accepted.any():
@@ -305,7 +337,7 @@ class Preprocessor:
                 )
                 for offset, data, mfde in zip(np.flatnonzero(accepted), kept, weights):
                     index = first + offset
-                    start_s = float(starts[index])
+                    start_s = float(block_starts[offset])
                     name = f"{rec_id}_{round(start_s * 1000):09d}ms.pkl"
                     segment = {
                         "data": data,
@@ -338,13 +370,136 @@ class Preprocessor:
         result.n_windows = len(rows)
         return result
 
+    # -- windows in memory -------------------------------------------------------------------------
+
+    def open(self, path: str | os.PathLike) -> OpenRecording:
+        """Open a recording and check that it can be windowed with this config (no data is read).
+
+        Parameters
+        ----------
+        path : path-like
+            Any recording :func:`read_recording` reads.
+
+        Returns
+        -------
+        recording : OpenRecording
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        PreprocessError
+            If the file is unreadable, not EEG, sampled too slowly for ``h_freq``, or shorter than one
+            window (the message names the file).
+        MissingChannelsError
+            If the recording lacks electrodes of the montage and ``missing_channels`` is ``error``.
+        """
+        path = Path(path)
+        raw = read_recording(path)
+        sfreq_in = float(raw.info["sfreq"])
+        if self.config["h_freq"] >= sfreq_in / 2:
+            raise PreprocessError(
+                f"sampling rate too low for the filter in {path.name}: sfreq {sfreq_in:g} Hz (Nyquist "
+                f"{sfreq_in / 2:g} Hz) cannot carry h_freq={self.config['h_freq']:g} Hz"
+            )
+        duration_s = raw.n_times / sfreq_in
+        window_s = self.config["window_s"]
+        if duration_s < window_s:
+            raise PreprocessError(f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})")
+        matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
+        used = np.flatnonzero(np.abs(matrix).sum(axis=0))
+        keep_rows = np.array([name not in filled for name in self.montage.ch_names])
+        return OpenRecording(path, recording_id(path), raw, sfreq_in, duration_s, list(filled),
+                             matrix[:, used], used, keep_rows)
+
+    def window_starts(self, duration_s: float, stride_s: float | None = None) -> np.ndarray:
+        """Start times in s of the windows of a recording: ``0, stride_s, ...`` while a whole window fits.
+
+        Parameters
+        ----------
+        duration_s : float
+            Recording length in s.
+        stride_s : float | None
+            Step between window starts in s; None: the config's ``stride_s``.
+
+        Returns
+        -------
+        starts_s : ndarray of float64, shape (n_windows,)
+
+        Raises
+        ------
+        ValueError
+            If ``stride_s`` is not a positive number.
+        """
+        stride_s = self.config["stride_s"] if stride_s is None else stride_s
+        check_positive("stride_s", stride_s)
+        return np.arange(0.0, duration_s - self.config["window_s"] + 1e-9, stride_s)
+
+    def iter_windows(
+        self,
+        recording: str | os.PathLike | OpenRecording,
+        stride_s: float | None = None,
+        starts_s: np.ndarray | None = None,
+    ):
+        """Yield a recording's preprocessed windows block by block, with the reason each is rejected.
+
+        Steps 1-4 of the module docstring: montage, microvolts, filters, resampling, windows and the
+        NaN / flat / amplitude checks. Memory is bounded by one block (``block_s`` seconds of windows),
+        whatever the recording's length.
+
+        Parameters
+        ----------
+        recording : path-like | OpenRecording
+            A recording file, or one opened by :meth:`open`.
+        stride_s : float | None
+            Step between window starts in s; None: the config's ``stride_s``. Ignored with ``starts_s``.
+        starts_s : array-like, shape (n_windows,) | None
+            Explicit window starts in s (sorted, each window inside the recording), e.g. a few windows
+            around an event; None: :meth:`window_starts`.
+
+        Yields
+        ------
+        starts_s : ndarray of float64, shape (n,)
+            Window starts in s from the recording's first sample.
+        windows : ndarray of float32, shape (n, n_chans, n_times)
+            Windows in uV, montage channels in the montage's order, at ``sfreq`` Hz. Rejected windows are
+            yielded too.
+        reasons : ndarray of object (str), shape (n,)
+            ``""`` for an accepted window, else the first of ``"nan"``, ``"flat"``, ``"amplitude"`` that
+            applies (see :data:`REJECT_REASONS`).
+
+        Raises
+        ------
+        FileNotFoundError, PreprocessError, MissingChannelsError
+            From :meth:`open`, before the first block.
+        ValueError
+            If ``stride_s`` is not positive, or ``starts_s`` is not sorted or puts a window outside the
+            recording.
+        """
+        rec = recording if isinstance(recording, OpenRecording) else self.open(recording)
+        stride_s = self.config["stride_s"] if stride_s is None else stride_s
+        if starts_s is None:
+            starts = self.window_starts(rec.duration_s, stride_s)
+        else:
+            starts = np.asarray(starts_s, dtype=np.float64).reshape(-1)
+            last = rec.duration_s - self.config["window_s"] + 1e-9
+            if starts.size and ((np.diff(starts) < 0).any() or starts[0] < 0 or starts[-1] > last):
+                raise ValueError(
+                    f"Invalid value for the 'starts_s' parameter: expected sorted window starts in "
+                    f"[0, {last:g}] s for {rec.path.name} ({rec.duration_s:g} s), but got {starts.min():g} "
+                    f"to {starts.max():g} s."
+                )
+        per_block = max(1, int(self.config["block_s"] // stride_s))
+        for first, windows, nan_windows in self._blocks(rec.raw, rec.matrix, rec.used, starts, per_block):
+            reasons = self._reject(windows, nan_windows, rec.keep_rows)
+            yield starts[first:first + len(windows)], windows, reasons
+
     # -- steps -------------------------------------------------------------------------------------
 
-    def _blocks(self, raw, matrix: np.ndarray, used: np.ndarray, starts: np.ndarray):
+    def _blocks(self, raw, matrix: np.ndarray, used: np.ndarray, starts: np.ndarray, per_block: int):
         """Yield ``(first_window, windows (n, n_chans, n_times) float32 uV, nan (n,) bool)`` per block."""
         cfg = self.config
         sfreq_in = raw.info["sfreq"]
-        per_block = max(1, int(cfg["block_s"] // cfg["stride_s"]))
         for first in range(0, len(starts), per_block):
             block_starts = starts[first:first + per_block]
             t0 = block_starts[0] - cfg["margin_s"]
@@ -375,22 +530,21 @@ class Preprocessor:
             x = mne.filter.notch_filter(x, sfreq_in, cfg["notch_freq"], verbose="error")
         return x
 
-    def _reject(self, windows: np.ndarray, nan: np.ndarray, keep_rows: np.ndarray, straddle: np.ndarray) -> np.ndarray:
-        """Rejection reason per window (``""`` = accepted), the first of :data:`REJECT_REASONS` that applies.
+    def _reject(self, windows: np.ndarray, nan: np.ndarray, keep_rows: np.ndarray) -> np.ndarray:
+        """Rejection reason per window (``""`` = accepted), the first of ``nan``, ``flat``, ``amplitude``.
 
         ``flat``: a channel (not zero-filled) with a standard deviation below ``reject.flat_std_uv``;
-        ``amplitude``: a sample with ``|x|`` above ``reject.max_abs_uv``; ``straddle``: the window
-        straddles a label boundary under ``labels.straddle=drop``.
+        ``amplitude``: a sample with ``|x|`` above ``reject.max_abs_uv``. (``straddle``, a window across a
+        label boundary under ``labels.straddle=drop``, is checked by :meth:`process`, last.)
         """
         cfg = self.config["reject"]
         checks = {
             "nan": nan,
             "flat": (windows[:, keep_rows].std(axis=-1) < cfg["flat_std_uv"]).any(axis=-1),
             "amplitude": np.abs(windows).max(axis=(1, 2)) > cfg["max_abs_uv"],
-            "straddle": straddle,
         }
         reasons = np.full(len(windows), "", dtype=object)
-        for reason in reversed(REJECT_REASONS):  # the first reason in the list wins
+        for reason in reversed(list(checks)):  # the first reason in the list wins
             reasons[checks[reason]] = reason
         return reasons
 

@@ -13,7 +13,7 @@ import mne
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["CHBMIT_CHANNELS", "TEN_TWENTY", "synthetic_raw", "write_edf"]
+__all__ = ["CHBMIT_CHANNELS", "TEN_TWENTY", "synthetic_raw", "write_edf", "write_long_edf"]
 
 #: The 23 bipolar channels of a CHB-MIT recording, with its duplicated ``T8-P8``.
 CHBMIT_CHANNELS = (
@@ -71,4 +71,47 @@ def write_edf(raw: mne.io.BaseRaw, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose="error")
+    return path
+
+
+def write_long_edf(
+    path: str | os.PathLike,
+    duration_s: float,
+    sfreq: float = 256.0,
+    ch_names: list[str] | tuple[str, ...] = CHBMIT_CHANNELS,
+) -> Path:
+    """Write a long synthetic EDF (hours) channel by channel with edfio, MNE's EDF writer.
+
+    MNE's ``export_raw`` needs the whole recording in memory as float64 (4 GB for 24 h of 23 channels at
+    256 Hz), so long files are written signal by signal; edfio's int16 storage keeps the peak memory at
+    about 1 GB for 24 h. Channel ``i`` is :func:`synthetic_eeg` with seed ``i``, in uV, physical range
+    +/- 3000 uV.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.edf`` file.
+    duration_s : float
+        Length in s.
+    sfreq : float
+        Sampling rate in Hz.
+    ch_names : sequence of str
+        Channel labels (default: the 23 CHB-MIT bipolar channels).
+
+    Returns
+    -------
+    path : Path
+    """
+    import edfio
+
+    n_times = int(duration_s * sfreq)
+    signals = []
+    for i, name in enumerate(ch_names):
+        data = synthetic_eeg(1, n_times, sfreq, seed=i)[0]
+        signals.append(edfio.EdfSignal(data, sfreq, label=name, physical_dimension="uV",
+                                       physical_range=(-3000.0, 3000.0)))
+        del data
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    edfio.Edf(signals).write(path)
     return path

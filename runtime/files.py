@@ -12,6 +12,16 @@ from typing import IO
 __all__ = ["atomic_write"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files get the permissions a plain open() would give (mkstemp alone would make them 0600).
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside ``path`` and rename it onto ``path`` when the block succeeds.
@@ -44,6 +54,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     except OSError as err:
         raise type(err)(err.errno, f"Cannot write to the folder {path.parent}: {err.strerror}") from None
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode, encoding=encoding or ("utf-8" if mode == "w" else None)) as f:
             yield f
             f.flush()

@@ -28,25 +28,10 @@ ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 
 
 def make_edf(path: Path, hours: float, sfreq: float = 256.0) -> None:
-    """Write a synthetic EDF of ``hours`` hours channel by channel (edfio, MNE's EDF writer).
+    """Write a synthetic EDF of ``hours`` hours (:func:`preprocess.synthetic.write_long_edf`)."""
+    from preprocess.synthetic import write_long_edf
 
-    MNE's ``export_raw`` needs the whole recording in memory as float64 (4 GB for 24 h), so long files
-    are written signal by signal with edfio, whose int16 storage keeps memory at about 1 GB.
-    """
-    import edfio
-    import numpy as np
-
-    from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_eeg
-
-    n_times = int(hours * 3600 * sfreq)
-    signals = []
-    for i, name in enumerate(CHBMIT_CHANNELS):
-        data = synthetic_eeg(1, n_times, sfreq, seed=i)[0]
-        signal = edfio.EdfSignal(data, sfreq, label=name, physical_dimension="uV",
-                                 physical_range=(-3000.0, 3000.0))
-        signals.append(signal)
-        del data
-    edfio.Edf(signals).write(path)
+    write_long_edf(path, hours * 3600.0, sfreq)
 
 
 def run_once(edf: Path, out: Path) -> tuple[float, float, int]:

@@ -5,8 +5,14 @@
 # (recording, subject, onset_s, duration_s, label). Without DATA_DIR, the two real CHB-MIT crops in
 # ../shared/data/chbmit/edf are used when present, otherwise CHB-MIT records chb01_03 and chb01_04 are
 # downloaded from PhysioNet (sha256-checked) with their seizure times as events.
+#
 # OUT_DIR (default runs/quickstart) receives:
-#   preprocessed/   pickled windows with MFDE weights, manifest.csv, config.yaml
+#   preprocessed/                          windows with MFDE weights, manifest.csv, config.yaml
+#   pretrain/                              a short knowledge-guided pretraining of m4cea_tiny
+#   finetune/onset_detection/seed42/       fine-tuning and test results (results.json, figures)
+#   finetune/table_main.csv                the results table
+#   predict/                               the fine-tuned model applied to the recordings
+# A few minutes on a laptop CPU. Rerunning with the same OUT_DIR starts the stages again from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
@@ -21,12 +27,42 @@ if [ -z "$DATA_DIR" ]; then
     fi
 fi
 echo "Data: $DATA_DIR -> $OUT_DIR"
+rm -rf "$OUT_DIR/pretrain" "$OUT_DIR/finetune" "$OUT_DIR/predict"
 
 EVENTS=()
 [ -f "$DATA_DIR/events.csv" ] && EVENTS=(--events "$DATA_DIR/events.csv")
 
-echo "== 1/1 Preprocessing (0.5-70 Hz, 50 Hz notch, 1000 Hz, 4-s windows, MFDE weights)"
+echo "== 1/5 Preprocessing (0.5-70 Hz, 50 Hz notch, 1000 Hz, 4-s windows, MFDE weights)"
 "$PYTHON" preprocess/preprocess_main.py --input "$DATA_DIR" --output "$OUT_DIR/preprocessed" \
     "${EVENTS[@]}" --set labels.default=background
 
-echo "Done: $OUT_DIR/preprocessed/manifest.csv"
+echo "== 2/5 Pretraining m4cea_tiny (knowledge-guided masking, 10 short epochs)"
+"$PYTHON" pretrain/pretrain_main.py --config configs/pretrain/m4cea_tiny.yaml \
+    --data "$OUT_DIR/preprocessed" --output "$OUT_DIR/pretrain" --epochs 10
+
+# One subject: train and test within it (patient-specific protocol); several: subject-wise splits.
+N_SUBJECTS="$("$PYTHON" -c "import sys; from preprocess.segments import read_manifest; \
+print(len({r['subject'] for r in read_manifest(sys.argv[1])}))" "$OUT_DIR/preprocessed")"
+PROTOCOL=subject_wise
+[ "$N_SUBJECTS" -lt 3 ] && PROTOCOL=patient_specific
+echo "== 3/5 Fine-tuning onset_detection, seed 42 ($N_SUBJECTS subject(s): $PROTOCOL split)"
+"$PYTHON" finetune/finetune_main.py --task onset_detection --seed 42 --data "$OUT_DIR/preprocessed" \
+    --output "$OUT_DIR/finetune" --pretrained "$OUT_DIR/pretrain/checkpoint-last.pth" --epochs 5 \
+    --set model.name=m4cea_tiny --set split.protocol="$PROTOCOL" --set split.patient_specific_by=time_block \
+    --set optim.warmup_epochs=1 \
+    --set data.num_workers=0 --set optim.batch_size=8 --set optim.micro_batch_size=8
+
+echo "== 4/5 Results table"
+"$PYTHON" scripts/make_table.py "$OUT_DIR/finetune" --seeds 42
+
+echo "== 5/5 Prediction: the fine-tuned model applied to the recordings (events, figures)"
+"$PYTHON" finetune/predict.py --checkpoint "$OUT_DIR/finetune/onset_detection/seed42" --input "$DATA_DIR" \
+    --output "$OUT_DIR/predict"
+
+echo
+echo "Outputs:"
+echo "  windows + manifest:   $OUT_DIR/preprocessed/manifest.csv"
+echo "  pretraining:          $OUT_DIR/pretrain/checkpoint-last.pth (log: metrics.jsonl)"
+echo "  fine-tuning results:  $OUT_DIR/finetune/onset_detection/seed42/results.json"
+echo "  table:                $OUT_DIR/finetune/table_main.csv"
+echo "  prediction:           $OUT_DIR/predict/"

@@ -193,3 +193,36 @@ def test_preprocessor_rejects_bad_config_values(preprocess_config):
         Preprocessor(preprocess_config("labels.default=spike"))
     with pytest.raises(ValueError, match="mfde.variant"):
         Preprocessor(preprocess_config("mfde.variant=fast"))
+
+
+def test_iter_windows_yields_the_windows_process_writes(tmp_path, preprocess_config):
+    """The in-memory windows (finetune/predict.py) are the pickled ones, with the rejection reasons."""
+    raw = synthetic_raw(duration_s=60.0, seed=5)
+    raw._data[:, int(21.0 * 256):int(21.5 * 256)] = np.nan  # inside the window 20-24 s
+    raw.save(tmp_path / "rec_raw.fif", verbose="error")
+    config = preprocess_config()
+    run_preprocessing([tmp_path / "rec_raw.fif"], tmp_path / "out", config, progress=False)
+    written = {row["start_s"]: load_segment(tmp_path / "out" / row["path"])["data"]
+               for row in read_manifest(tmp_path / "out")}
+    preprocessor = Preprocessor(config)
+    (starts, windows, reasons), = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif"))
+    np.testing.assert_array_equal(starts, 4.0 * np.arange(15))
+    assert windows.shape == (15, 16, 4000) and windows.dtype == np.float32
+    assert list(reasons) == [""] * 5 + ["nan"] + [""] * 9
+    assert sorted(written) == [s for s, r in zip(starts, reasons, strict=True) if r == ""]
+    for start, data in written.items():
+        np.testing.assert_array_equal(windows[list(starts).index(start)], data)
+    # Another stride, and explicit starts (a few windows around a time): the same signal.
+    (starts2, windows2, _), = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif", stride_s=2.0))
+    np.testing.assert_array_equal(starts2, 2.0 * np.arange(29))
+    np.testing.assert_array_equal(windows2[::2], windows)
+    recording = preprocessor.open(tmp_path / "rec_raw.fif")
+    blocks = list(preprocessor.iter_windows(recording, starts_s=[40.0, 44.0]))
+    assert len(blocks) == 1 and list(blocks[0][0]) == [40.0, 44.0]
+    assert np.abs(blocks[0][1] - windows[10:12]).max() < 0.01  # uV: a shorter block, the same margins
+    with pytest.raises(ValueError, match="starts_s"):
+        list(preprocessor.iter_windows(recording, starts_s=[58.0]))
+    # block_s=12 s: 3 windows per block; memory is bounded by the block, not by the recording.
+    small = Preprocessor(preprocess_config("block_s=12.0"))
+    sizes = [len(w) for _, w, _ in small.iter_windows(recording, stride_s=4.0)]
+    assert sizes == [3, 3, 3, 3, 3]

@@ -132,3 +132,13 @@ def test_other_architecture_is_a_clear_error(tmp_path):
             load_model_state=_strict_load,
             source=str(tmp_path / "c.pth"),
         )
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    from runtime.files import atomic_write
+
+    with atomic_write(tmp_path / "a.txt", "w") as f:
+        f.write("x")
+    plain = tmp_path / "b.txt"
+    plain.write_text("x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

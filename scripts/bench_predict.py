@@ -1,0 +1,194 @@
+"""Time to annotate a synthetic 1-hour and 24-hour recording with m4cea_base, on the CPU and on a GPU.
+
+Usage::
+
+    python scripts/bench_predict.py [--hours 1 24] [--devices cpu cuda] [--workdir DIR]
+        [--amp-cpu auto|bf16|fp32] [--batch-size N] [--threads N] [--compile auto|always|never] [--profile]
+
+Each recording is a synthetic 23-channel, 256 Hz EDF (CHB-MIT channel names,
+:func:`preprocess.synthetic.write_long_edf`, as ``scripts/bench_preprocess.py``). The model is
+``m4cea_base`` with a randomly initialised ``onset_detection`` head, saved as a fine-tuning checkpoint
+with the default preprocessing config. ``finetune/predict.py`` runs in a child process (windows of 4 s,
+no overlap: 21,600 windows for 24 h), whose wall time (everything: reading, filtering, resampling, model,
+events, files, figure) and peak resident memory are printed. ``--profile`` also times the preprocessing
+alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows` over the recording), so that the model's
+share is the difference. ``cuda`` is skipped when no GPU is present.
+
+Goals (issue 6): 24 h in under 2 minutes on the CPU, under 10 s on one H200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_checkpoint(path: Path) -> Path:
+    """A fine-tuning checkpoint of m4cea_base for onset_detection (random head), default preprocessing."""
+    import torch
+
+    from finetune.finetune_main import build_model
+    from finetune.tasks import get_task, load_task_config
+    from runtime.checkpoint import save_checkpoint
+    from runtime.config import CONFIG_DIR, load_config
+
+    cfg = load_task_config("onset_detection", overrides=["model.name=m4cea_base"])
+    task = get_task("onset_detection", cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, task)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        scaler=None,
+        epoch=0,
+        step=0,
+        config=cfg,
+        task=task.name,
+        classes=list(task.classes),
+        preprocess=load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml"),
+    )
+    return path
+
+
+def run_child(code: str) -> dict:
+    """Run ``code`` in a child Python; it prints one JSON line prefixed ``RESULT``."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"child failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def predict_once(edf: Path, ckpt: Path, out: Path, device: str, args) -> dict:
+    """Annotate ``edf`` in a child; returns wall s, peak RSS GB, windows and the autocast used."""
+    shutil.rmtree(out, ignore_errors=True)
+    overrides = [f"device={device}", f"amp_cpu={args.amp_cpu}", f"batch_size={args.batch_size}"]
+    if args.threads:
+        overrides.append(f"num_threads={args.threads}")
+    overrides.append(f"compile={args.compile}")
+    argv = [
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(edf),
+        "--output",
+        str(out),
+        "--quiet",
+        "--set",
+        *overrides,
+    ]
+    code = (
+        "import json, resource, sys, time;"
+        f"sys.path.insert(0, {str(ROOT)!r});"
+        "from finetune.predict import cli;"
+        "t = time.perf_counter();"
+        f"rc = cli({argv!r});"
+        "wall = time.perf_counter() - t;"
+        "assert rc == 0, rc;"
+        f"s = json.load(open({str(out / edf.stem / (edf.stem + '_summary.json'))!r}));"
+        "print('RESULT ' + json.dumps({'wall_s': wall,"
+        " 'rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+        " / 1024**2, 'windows': s['windows']['n_windows'], 'amp': s['runtime']['amp'],"
+        " 'device': s['runtime']['device'], 'events': len(s['events'])}))"
+    )
+    return run_child(code)
+
+
+def preprocess_only(edf: Path, threads: int | None) -> float:
+    """Seconds to window the recording (read, montage, filters, resampling, checks) without the model."""
+    code = (
+        "import json, sys, time;"
+        f"sys.path.insert(0, {str(ROOT)!r});"
+        "import torch;"
+        + (f"torch.set_num_threads({threads});" if threads else "")
+        + "from preprocess.pipeline import Preprocessor;"
+        "from preprocess.segments import scale_window;"
+        "from runtime.config import CONFIG_DIR, load_config;"
+        "p = Preprocessor(load_config(CONFIG_DIR / 'preprocess' / 'm4cea.yaml'));"
+        "t = time.perf_counter();"
+        f"n = sum(len(scale_window(w)) for _, w, _ in p.iter_windows({str(edf)!r}));"
+        "print('RESULT ' + json.dumps({'wall_s': time.perf_counter() - t, 'windows': n}))"
+    )
+    return run_child(code)["wall_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--workdir", help="folder for the synthetic EDFs and outputs (default: a temporary one)"
+    )
+    parser.add_argument("--amp-cpu", default="auto", choices=["auto", "bf16", "fp32"], help="CPU autocast")
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)"
+    )
+    parser.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "always", "never"],
+        help="torch.compile the model (config compile; auto: for recordings of >= 1 h)",
+    )
+    parser.add_argument("--profile", action="store_true", help="also time the preprocessing alone")
+    args = parser.parse_args()
+    import torch
+
+    devices = [d for d in args.devices if d == "cpu" or torch.cuda.is_available()]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="m4cea_bench_predict_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = workdir / "checkpoint-best.pth"
+    if not ckpt.exists():
+        make_checkpoint(ckpt)
+    print(
+        f"CPU threads: {args.threads or torch.get_num_threads()} of {os.cpu_count()}; model m4cea_base; "
+        f"batch {args.batch_size}; compile {args.compile}",
+        flush=True,
+    )
+    header = (
+        f"{'recording':>10} {'device':>7} {'amp':>5} {'windows':>8} {'wall s':>8} {'win/s':>7} {'peak GB':>8}"
+    )
+    print(header + ("  preprocessing s" if args.profile else ""), flush=True)
+    for hours in args.hours:
+        edf = workdir / f"synthetic_{hours:g}h.edf"
+        if not edf.exists():
+            t = time.perf_counter()
+            # A child process, so that the memory used to make the file does not count in the measured peaks.
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                    "from preprocess.synthetic import write_long_edf; "
+                    f"write_long_edf({str(edf)!r}, {hours * 3600.0!r})",
+                ],
+                check=True,
+            )
+            print(f"(made {edf.name} in {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
+        pre_s = preprocess_only(edf, args.threads) if args.profile else None
+        for device in devices:
+            r = predict_once(edf, ckpt, workdir / f"out_{hours:g}h_{device}", device, args)
+            line = (
+                f"{hours:>8g} h {device:>7} {r['amp']:>5} {r['windows']:>8d} {r['wall_s']:>8.1f} "
+                f"{r['windows'] / r['wall_s']:>7.1f} {r['rss_gb']:>8.2f}"
+            )
+            print(line + (f"  {pre_s:>15.1f}" if pre_s is not None else ""), flush=True)
+            shutil.rmtree(workdir / f"out_{hours:g}h_{device}", ignore_errors=True)
+    print("goals: 24 h in < 120 s on the CPU, < 10 s on one H200")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

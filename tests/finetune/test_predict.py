@@ -1,0 +1,685 @@
+"""finetune/predict.py end to end on the real CHB-MIT seizure crop with a tiny model fine-tuned here, the
+event rules on hand-made probability traces, and every bad input with its message and exit status."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from finetune.finetune_main import main as finetune
+from finetune.inference import (
+    DetectedEvent,
+    Predictor,
+    detect_events,
+    hypnogram,
+    load_finetuned,
+    load_predict_config,
+    recording_class,
+    spike_wave_index,
+)
+from finetune.predict import cli
+from finetune.tasks import Task, get_task
+from preprocess.segments import load_segment, read_manifest, scale_window
+from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
+from tests.finetune.labelled_data import preprocess_chbmit, save_pretrain_checkpoint
+from tests.helpers import shared_path
+
+SEIZURE = "chb01_03_seizure_2995-3036s"
+ONSET = get_task("onset_detection")
+FINETUNE = [
+    "model.name=m4cea_tiny",
+    "data.num_workers=0",
+    "optim.batch_size=4",
+    "optim.micro_batch_size=2",
+    "optim.base_lr=0.05",
+    "optim.warmup_epochs=0",
+    "split.protocol=patient_specific",
+    "split.patient_specific_by=time_block",
+    "split.val_fraction=0.2",
+    "split.test_fraction=0.2",
+    "logging.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(scope="module")
+def edf_dir():
+    return shared_path("data", "chbmit", "edf")
+
+
+@pytest.fixture(scope="module")
+def chbmit(edf_dir, tmp_path_factory):
+    """Both real crops preprocessed with their events (the training data, with its config.yaml)."""
+    return preprocess_chbmit(edf_dir, tmp_path_factory.mktemp("chbmit") / "pre")
+
+
+@pytest.fixture(scope="module")
+def run_dir(chbmit, tmp_path_factory):
+    """onset_detection fine-tuned for one epoch on the real windows (m4cea_tiny, from scratch)."""
+    runs = tmp_path_factory.mktemp("runs")
+    finetune(
+        [
+            "--task",
+            "onset_detection",
+            "--seed",
+            "42",
+            "--data",
+            str(chbmit),
+            "--output",
+            str(runs),
+            "--epochs",
+            "1",
+            "--set",
+            *FINETUNE,
+        ]
+    )
+    return runs / "onset_detection" / "seed42"
+
+
+def _predict(run_dir, inputs, output, *overrides):
+    argv = [
+        "--checkpoint",
+        str(run_dir),
+        "--input",
+        *map(str, inputs),
+        "--output",
+        str(output),
+        "--quiet",
+        "--set",
+        "num_threads=1",
+        "amp_cpu=fp32",
+        *overrides,
+    ]
+    return cli(argv)
+
+
+@pytest.fixture(scope="module")
+def predicted(run_dir, edf_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predicted")
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out) == 0
+    return out / SEIZURE
+
+
+def _read_csv(path, delimiter=","):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def _summary(folder):
+    return json.loads((folder / f"{folder.name}_summary.json").read_text())
+
+
+# -- the real crop -------------------------------------------------------------------------------------
+
+
+def test_outputs_exist_and_times_are_seconds_of_the_recording(predicted):
+    names = {p.name for p in predicted.iterdir()}
+    assert names == {
+        f"{SEIZURE}_{suffix}"
+        for suffix in (
+            "probabilities.csv",
+            "events.tsv",
+            "events.json",
+            "annot.fif",
+            "annotations.edf",
+            "prediction.png",
+            "summary.json",
+        )
+    }
+    rows = _read_csv(predicted / f"{SEIZURE}_probabilities.csv")
+    assert list(rows[0]) == ["start_s", "end_s", "p_background", "p_seizure", "rejected"]
+    starts = [float(r["start_s"]) for r in rows]
+    assert starts == [4.0 * k for k in range(10)]  # 41 s: windows at 0, 4, ..., 36 s
+    assert float(rows[0]["end_s"]) == 4.0 and float(rows[-1]["end_s"]) == 40.0
+    p = np.array([[float(r["p_background"]), float(r["p_seizure"])] for r in rows])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert all(r["rejected"] == "" for r in rows)
+    summary = _summary(predicted)
+    assert summary["recording"]["duration_s"] == 41.0 and summary["recording"]["sfreq_hz"] == 256.0
+    assert summary["windows"] == {
+        "window_s": 4.0,
+        "stride_s": 4.0,
+        "n_windows": 10,
+        "n_classified": 10,
+        "rejected": {},
+    }
+    assert summary["model"]["name"] == "m4cea_tiny" and summary["model"]["checkpoint"].endswith(
+        "checkpoint-best.pth"
+    )
+    assert {"torch", "mne", "numpy", "project"} <= set(summary["versions"])
+    assert summary["versions"]["torch"] == torch.__version__ and summary["versions"]["mne"] == mne.__version__
+    assert summary["task"]["name"] == "onset_detection" and summary["runtime"]["device"] == "cpu"
+    assert summary["totals"]["n_events"] == len(summary["events"])
+    assert summary["recording_class"]["probabilities"]["seizure"] == pytest.approx(p[:, 1].mean(), abs=1e-9)
+
+
+def test_the_training_preprocessing_is_used_and_windows_equal_the_training_windows(
+    predicted, run_dir, chbmit
+):
+    """Same config as the training data (from the checkpoint), same windows, same probabilities."""
+    with open(chbmit / "config.yaml", encoding="utf-8") as f:
+        data_config = yaml.safe_load(f)
+    summary = _summary(predicted)
+    assert summary["config"]["preprocess_source"] == "checkpoint"
+    assert summary["config"]["preprocess"] == data_config
+    assert yaml.safe_load((run_dir / "preprocess.yaml").read_text()) == data_config
+    finetuned = load_finetuned(run_dir)
+    assert finetuned.preprocess_config == data_config
+    predictor = Predictor(finetuned, load_predict_config(overrides=["num_threads=1", "amp_cpu=fp32"]))
+    rows = _read_csv(predicted / f"{SEIZURE}_probabilities.csv")
+    segments = {
+        r["start_s"]: load_segment(chbmit / r["path"])["data"]
+        for r in read_manifest(chbmit)
+        if r["recording"] == f"{SEIZURE}.edf"
+    }
+    assert sorted(segments) == [
+        4.0 * k for k in range(1, 10)
+    ]  # window 0 straddles the onset: dropped in training
+    shared = shared_path("data", "chbmit", "edf", f"{SEIZURE}.edf")
+    ((starts, windows, reasons),) = list(predictor.preprocessor.iter_windows(shared))
+    for start, data in segments.items():
+        np.testing.assert_array_equal(windows[list(starts).index(start)], data)
+        with torch.inference_mode():
+            logits = finetuned.model(torch.from_numpy(scale_window(data))[None])
+        p = torch.softmax(logits, dim=-1)[0].numpy()
+        row = rows[list(starts).index(start)]
+        np.testing.assert_allclose([float(row["p_background"]), float(row["p_seizure"])], p, atol=1e-6)
+
+
+def test_events_read_back_with_mne_and_as_bids_tsv(run_dir, edf_dir, tmp_path):
+    # A threshold at the median probability makes a few events out of the (barely trained) model's output.
+    rows = _read_csv(_first(run_dir, edf_dir, tmp_path / "first"))
+    p_seizure = np.array([float(r["p_seizure"]) for r in rows])
+    threshold = float(np.median(p_seizure))
+    out = tmp_path / "out"
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out, f"threshold={threshold!r}") == 0
+    folder = out / SEIZURE
+    expected = detect_events(
+        np.arange(10) * 4.0,
+        np.stack([1 - p_seizure, p_seizure], axis=1),
+        ONSET,
+        4.0,
+        4.0,
+        threshold=threshold,
+    )
+    assert expected  # the median threshold gives at least one event
+    tsv = _read_csv(folder / f"{SEIZURE}_events.tsv", delimiter="\t")
+    assert list(tsv[0]) == ["onset", "duration", "trial_type", "probability"]
+    assert [(float(r["onset"]), float(r["duration"]), r["trial_type"]) for r in tsv] == [
+        (e.onset_s, e.duration_s, e.trial_type) for e in expected
+    ]
+    np.testing.assert_allclose(
+        [float(r["probability"]) for r in tsv], [e.probability for e in expected], atol=1e-4
+    )
+    assert json.loads((folder / f"{SEIZURE}_events.json").read_text())["onset"]["Units"] == "s"
+    summary = _summary(folder)
+    assert summary["task"]["threshold"] == threshold
+    assert [(e["onset_s"], e["duration_s"]) for e in summary["events"]] == [
+        (e.onset_s, e.duration_s) for e in expected
+    ]
+    raw = mne.io.read_raw_edf(edf_dir / f"{SEIZURE}.edf", verbose="error")
+    for name in (f"{SEIZURE}_annot.fif", f"{SEIZURE}_annotations.edf"):
+        annotations = mne.read_annotations(folder / name)
+        np.testing.assert_allclose(annotations.onset, [e.onset_s for e in expected], atol=1e-6)
+        np.testing.assert_allclose(annotations.duration, [e.duration_s for e in expected], atol=1e-6)
+        assert list(annotations.description) == ["seizure"] * len(expected)
+        raw.set_annotations(annotations)  # lines up with the recording (MNE's browser shows them)
+        np.testing.assert_allclose(raw.annotations.onset, [e.onset_s for e in expected], atol=1e-6)
+
+
+def _first(run_dir, edf_dir, out):
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out, "figure.enabled=false") == 0
+    return out / SEIZURE / f"{SEIZURE}_probabilities.csv"
+
+
+def test_events_tsv_reads_with_mne_bids(run_dir, edf_dir, tmp_path):
+    mne_bids = pytest.importorskip("mne_bids")
+    # threshold 0: one event over every window, [0, 40) s
+    assert (
+        _predict(
+            run_dir, [edf_dir / f"{SEIZURE}.edf"], tmp_path / "out", "threshold=0.0", "figure.enabled=false"
+        )
+        == 0
+    )
+    predicted = tmp_path / "out" / SEIZURE
+    raw = mne.io.read_raw_edf(edf_dir / f"{SEIZURE}.edf", verbose="error")
+    bids_path = mne_bids.BIDSPath(subject="01", task="predict", root=tmp_path / "bids", datatype="eeg")
+    mne_bids.write_raw_bids(raw, bids_path, verbose="error")
+    shutil.copy(
+        predicted / f"{SEIZURE}_events.tsv", bids_path.copy().update(suffix="events", extension=".tsv").fpath
+    )
+    annotations = mne_bids.read_raw_bids(bids_path, verbose="error").annotations
+    events = _summary(predicted)["events"]
+    assert [(e["onset_s"], e["duration_s"], e["trial_type"]) for e in events] == [(0.0, 40.0, "seizure")]
+    assert list(annotations.description) == ["seizure"]
+    np.testing.assert_allclose(annotations.onset, [e["onset_s"] for e in events], atol=1e-6)
+    np.testing.assert_allclose(annotations.duration, [e["duration_s"] for e in events], atol=1e-6)
+
+
+def test_figure_is_written(predicted):
+    png = (predicted / f"{SEIZURE}_prediction.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_rejected_windows_are_marked_not_dropped(run_dir, tmp_path):
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=30.0, seed=3)
+    raw._data[:, int(9.0 * 256) : int(9.5 * 256)] = np.nan  # inside the window 8-12 s
+    raw._data[4, int(20.5 * 256) :] = 0.0  # a disconnected channel from 20.5 s: the window 24-28 s is flat
+    raw.save(tmp_path / "broken_raw.fif", verbose="error")
+    assert _predict(run_dir, [tmp_path / "broken_raw.fif"], tmp_path / "out", "threshold=0.0") == 0
+    rows = _read_csv(tmp_path / "out" / "broken_raw" / "broken_raw_probabilities.csv")
+    assert [float(r["start_s"]) for r in rows] == [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0]
+    by_start = {float(r["start_s"]): r for r in rows}
+    assert by_start[8.0]["rejected"] == "nan" and by_start[8.0]["p_seizure"] == ""
+    assert by_start[24.0]["rejected"] == "flat" and by_start[24.0]["p_seizure"] == ""
+    assert by_start[0.0]["rejected"] == "" and by_start[0.0]["p_seizure"] != ""
+    summary = _summary(tmp_path / "out" / "broken_raw")
+    assert summary["windows"]["rejected"] == {"flat": 1, "nan": 1}
+    # threshold 0: every classified window is positive; the rejected windows split the events.
+    assert [(e["onset_s"], e["duration_s"]) for e in summary["events"]] == [(0.0, 8.0), (12.0, 12.0)]
+
+
+def test_stride_and_rerun_replace_the_folder(run_dir, edf_dir, tmp_path):
+    assert (
+        _predict(
+            run_dir,
+            [edf_dir / f"{SEIZURE}.edf"],
+            tmp_path,
+            "stride_s=2.0",
+            "figure.enabled=false",
+            "annotations.edf=false",
+        )
+        == 0
+    )
+    rows = _read_csv(tmp_path / SEIZURE / f"{SEIZURE}_probabilities.csv")
+    assert [float(r["start_s"]) for r in rows] == [2.0 * k for k in range(19)]  # last start 36 <= 37
+    assert not (tmp_path / SEIZURE / f"{SEIZURE}_prediction.png").exists()
+    assert not (tmp_path / SEIZURE / f"{SEIZURE}_annotations.edf").exists()
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], tmp_path, "figure.enabled=false") == 0
+    assert len(_read_csv(tmp_path / SEIZURE / f"{SEIZURE}_probabilities.csv")) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == [SEIZURE, "predict_summary.json"]  # no .tmp left
+
+
+def _task_checkpoint(path, task_name, *overrides):
+    """A fine-tuning checkpoint of m4cea_tiny with a random head for ``task_name`` (default preprocessing)."""
+    from finetune.finetune_main import build_model
+    from finetune.tasks import load_task_config
+    from runtime.checkpoint import save_checkpoint
+    from runtime.config import CONFIG_DIR, load_config
+
+    cfg = load_task_config(task_name, overrides=["model.name=m4cea_tiny", *overrides])
+    task = get_task(task_name, cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, task)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        scaler=None,
+        epoch=0,
+        step=0,
+        config=cfg,
+        task=task_name,
+        classes=list(task.classes),
+        preprocess=load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml"),
+    )
+    return path, task
+
+
+@pytest.mark.parametrize(
+    "task_name, overrides",
+    [
+        ("sleep_staging", ()),
+        ("hie_grading", ()),
+        ("swi_quantification", ()),
+        (
+            "artifact_detection",
+            (
+                "task.classes=[clean,emg,movement]",
+                "task.positive_class=null",
+                "task.metrics=[balanced_accuracy]",
+            ),
+        ),
+    ],
+)
+def test_each_kind_of_task_writes_its_outputs(task_name, overrides, edf_dir, tmp_path):
+    ckpt, task = _task_checkpoint(tmp_path / "checkpoint-best.pth", task_name, *overrides)
+    assert _predict(ckpt, [edf_dir / f"{SEIZURE}.edf"], tmp_path / "out") == 0
+    folder = tmp_path / "out" / SEIZURE
+    summary = _summary(folder)
+    rows = _read_csv(folder / f"{SEIZURE}_probabilities.csv")
+    p = np.array([[float(r[f"p_{c}"]) for c in task.classes] for r in rows])
+    assert (folder / f"{SEIZURE}_prediction.png").read_bytes()[:4] == b"\x89PNG"
+    mean = p.mean(axis=0)
+    expected = dict(zip(task.classes, mean, strict=True))
+    assert summary["recording_class"]["probabilities"] == pytest.approx(expected)
+    tsv = folder / f"{SEIZURE}_events.tsv"
+    if task_name == "sleep_staging":
+        hyp = _read_csv(folder / f"{SEIZURE}_hypnogram.csv")
+        assert [(float(r["onset_s"]), float(r["duration_s"]), int(r["n_windows"])) for r in hyp] == [
+            (0.0, 30.0, 8),
+            (30.0, 11.0, 2),
+        ]  # windows at 0-28 s and 32-36 s; the recording ends at 41 s
+        stages = [
+            task.classes[int(np.argmax(p[:8].mean(axis=0)))],
+            task.classes[int(np.argmax(p[8:].mean(axis=0)))],
+        ]
+        assert [r["stage"] for r in hyp] == stages
+        assert [r["trial_type"] for r in _read_csv(tsv, delimiter="\t")] == stages
+        assert summary["hypnogram"]["n_epochs"] == 2 and summary["events"] == []
+        assert sum(summary["hypnogram"]["minutes_per_stage"].values()) == pytest.approx(41.0 / 60)
+    elif task_name == "hie_grading":
+        assert not tsv.exists() and "totals" not in summary
+        assert summary["recording_class"]["class"] == task.classes[int(np.argmax(mean))]
+    else:
+        expected = detect_events(np.arange(10) * 4.0, p, task, 4.0, 4.0)
+        assert [
+            (float(r["onset"]), float(r["duration"]), r["trial_type"]) for r in _read_csv(tsv, delimiter="\t")
+        ] == [(e.onset_s, e.duration_s, e.trial_type) for e in expected]
+        assert summary["totals"]["n_events"] == len(expected)
+        if task_name == "swi_quantification":
+            assert summary["swi_percent"] == pytest.approx(100.0 * np.mean(p[:, 1] >= 0.5))
+
+
+# -- event rules on hand-made traces --------------------------------------------------------------------
+
+P = np.array([0.05, 0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.1, 0.6, np.nan, 0.9, 0.95, 0.9, 0.1, 0.1, 0.55])
+STARTS = 4.0 * np.arange(len(P))
+
+
+def _events(**kwargs):
+    events = detect_events(STARTS, np.stack([1 - P, P], axis=1), ONSET, 4.0, 4.0, **kwargs)
+    assert all(e.trial_type == "seizure" for e in events)
+    return [(e.onset_s, e.duration_s, round(e.probability, 6)) for e in events]
+
+
+def test_event_extraction_threshold_merge_gap_and_minimum_duration():
+    # Threshold 0.5, no smoothing: runs of windows >= 0.5; the rejected window (NaN) at 36 s is a gap.
+    assert _events() == [
+        (4.0, 8.0, 0.85),
+        (16.0, 4.0, 0.7),
+        (32.0, 4.0, 0.6),
+        (40.0, 12.0, 0.916667),
+        (60.0, 4.0, 0.55),
+    ]
+    assert _events(threshold=0.85) == [(4.0, 4.0, 0.9), (40.0, 12.0, 0.916667)]
+    # Events at most 4 s apart merge; the probability is the mean over the merged span's classified windows.
+    assert _events(merge_gap_s=4.0) == [(4.0, 16.0, 0.65), (32.0, 20.0, 0.8375), (60.0, 4.0, 0.55)]
+    assert _events(merge_gap_s=4.0, min_duration_s=8.0) == [(4.0, 16.0, 0.65), (32.0, 20.0, 0.8375)]
+    assert _events(min_duration_s=8.0) == [(4.0, 8.0, 0.85), (40.0, 12.0, 0.916667)]
+    assert _events(min_duration_s=12.5) == []
+
+
+def test_event_extraction_smoothing():
+    # 2 of the last 2 windows of a run (causal; the first window after the gap has no predecessor).
+    assert _events(k=2, n=2) == [(8.0, 4.0, 0.8), (44.0, 8.0, 0.925)]
+    # The task's own k-of-n when k and n are not given.
+    task = Task(
+        "onset_detection",
+        ("background", "seizure"),
+        "window",
+        ("balanced_accuracy",),
+        "seizure",
+        smoothing_k=2,
+        smoothing_n=2,
+    )
+    events = detect_events(STARTS, np.stack([1 - P, P], axis=1), task, 4.0, 4.0)
+    assert [(e.onset_s, e.duration_s) for e in events] == [(8.0, 4.0), (44.0, 8.0)]
+    # Centred moving average over 12 s = 3 windows (2 at the edges of a run), then the threshold.
+    assert _events(smoothing="moving_average", average_s=12.0) == [
+        (4.0, 12.0, 0.633333),
+        (40.0, 12.0, 0.916667),
+    ]
+    assert _events(smoothing="none", k=2, n=2) == _events()  # k and n only act with k_of_n
+    with pytest.raises(ValueError, match="smoothing"):
+        _events(smoothing="median")
+
+
+def test_event_extraction_overlapping_windows_and_peak():
+    starts = np.arange(6) * 2.0  # 4-s windows every 2 s
+    p = np.array([0.1, 0.6, 0.9, 0.7, 0.2, 0.1])
+    (event,) = detect_events(starts, np.stack([1 - p, p], axis=1), ONSET, 4.0, 2.0)
+    assert event == DetectedEvent(2.0, 8.0, "seizure", pytest.approx(0.7333333), 0.9, 4.0)
+
+
+def test_multiclass_detection_gives_events_per_class():
+    task = Task("artifact_detection", ("clean", "emg", "movement"), "window", ("balanced_accuracy",))
+    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+    events = detect_events(np.arange(5) * 4.0, p, task, 4.0, 4.0)
+    assert [(e.onset_s, e.duration_s, e.trial_type) for e in events] == [
+        (4.0, 8.0, "emg"),
+        (12.0, 4.0, "movement"),
+    ]
+
+
+def test_hypnogram_recording_class_and_spike_wave_index():
+    sleep = get_task("sleep_staging")
+    starts = np.arange(22) * 4.0  # epochs 0 (0-28 s), 1 (32-56 s), 2 (60-84 s) of a 90-s recording
+    p = np.full((22, 5), np.nan)
+    p[:8] = [0.7, 0.1, 0.1, 0.05, 0.05]  # W
+    p[3] = [0.1, 0.8, 0.05, 0.03, 0.02]  # one N1 window in a W epoch
+    p[8:15] = [0.05, 0.1, 0.7, 0.1, 0.05]  # N2, two windows rejected
+    p[9] = p[12] = np.nan
+    hyp = hypnogram(starts, p, sleep, duration_s=90.0)
+    assert hyp["stage"] == ["W", "N2", ""]  # the last epoch has no classified window
+    np.testing.assert_array_equal(hyp["onset_s"], [0.0, 30.0, 60.0])
+    np.testing.assert_array_equal(hyp["n_windows"], [8, 5, 0])
+    np.testing.assert_allclose(hyp["probabilities"][0, 0], (7 * 0.7 + 0.1) / 8)
+    assert np.isnan(hyp["probabilities"][2]).all()
+
+    hie = get_task("hie_grading")
+    q = np.array([[0.1, 0.2, 0.6, 0.1], [np.nan] * 4, [0.3, 0.2, 0.4, 0.1]])
+    name, mean = recording_class(q, hie)
+    assert name == "severe" and mean == pytest.approx([0.2, 0.2, 0.5, 0.1])
+    assert recording_class(np.full((2, 4), np.nan), hie)[0] == ""
+
+    swi = get_task("swi_quantification")
+    s = np.array([0.9, 0.1, 0.6, np.nan, 0.2, 0.3, 0.5, 0.4, np.nan, 0.0])
+    assert spike_wave_index(np.stack([1 - s, s], axis=1), swi) == pytest.approx(37.5)  # 3 of 8 windows
+    assert spike_wave_index(np.stack([1 - s, s], axis=1), swi, threshold=0.85) == pytest.approx(12.5)
+
+
+# -- bad inputs ---------------------------------------------------------------------------------------------
+
+
+def test_missing_checkpoint(edf_dir, tmp_path, capsys):
+    assert (
+        cli(
+            [
+                "--checkpoint",
+                str(tmp_path / "nope.pth"),
+                "--input",
+                str(edf_dir),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "Checkpoint not found" in err and "nope.pth" in err
+    (tmp_path / "empty_run").mkdir()
+    assert (
+        cli(
+            [
+                "--checkpoint",
+                str(tmp_path / "empty_run"),
+                "--input",
+                str(edf_dir),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "No fine-tuning checkpoint in the folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_pretraining_checkpoint_without_a_head(edf_dir, tmp_path, capsys):
+    ckpt = save_pretrain_checkpoint(tmp_path / "checkpoint-0001.pth")
+    assert cli(["--checkpoint", str(ckpt), "--input", str(edf_dir), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "pretraining checkpoint" in err and "no classification head" in err and "finetune_main.py" in err
+    torch.save({"blocks.0.weight": torch.zeros(2)}, tmp_path / "bare.pth")
+    assert (
+        cli(
+            [
+                "--checkpoint",
+                str(tmp_path / "bare.pth"),
+                "--input",
+                str(edf_dir),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "not a training checkpoint of this project" in capsys.readouterr().err
+
+
+def test_bad_recordings_are_reported_and_the_batch_goes_on(run_dir, edf_dir, tmp_path, capsys):
+    synthetic_raw(["Fp1", "Fp2", "Cz", "Pz"], duration_s=20.0).save(tmp_path / "few_raw.fif", verbose="error")
+    flat = synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0)
+    flat._data[:] = 0.0  # every channel disconnected: no window can be classified
+    flat.save(tmp_path / "flat_raw.fif", verbose="error")
+    (tmp_path / "broken.edf").write_bytes(b"0       not an EDF header")
+    out = tmp_path / "out"
+    inputs = [
+        tmp_path / "few_raw.fif",
+        tmp_path / "flat_raw.fif",
+        tmp_path / "broken.edf",
+        edf_dir / f"{SEIZURE}.edf",
+    ]
+    assert _predict(run_dir, inputs, out, "figure.enabled=false") == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "few_raw.fif" in err and "missing channels" in err
+    assert (
+        "flat_raw.fif" in err and "no window of flat_raw.fif passed the checks (rejected: {'flat': 3})" in err
+    )
+    assert "unreadable recording broken.edf" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        SEIZURE,
+        "predict_summary.json",
+    ]  # nothing of the bad ones
+    batch = json.loads((out / "predict_summary.json").read_text())
+    assert [d["recording"] for d in batch["done"]] == [SEIZURE]
+    failed = {Path(f["path"]).name: f["reason"] for f in batch["failed"]}
+    assert sorted(failed) == ["broken.edf", "few_raw.fif", "flat_raw.fif"]
+    assert "missing channels" in failed["few_raw.fif"] and "'flat': 3" in failed["flat_raw.fif"]
+
+
+def test_usage_errors(run_dir, edf_dir, tmp_path, capsys):
+    bad = [
+        (["unknown_key=1"], "Unknown config key 'unknown_key'"),
+        (["smoothing.method=median"], "smoothing.method"),
+        (["batch_size=0"], "batch_size"),
+        (["threshold=1.5"], "threshold"),
+        (["preprocess.no_such_key=1"], "Unknown config key 'no_such_key'"),
+        (["preprocess.window_s=2.0"], "takes 16 x 4000"),  # windows the model cannot take
+    ]
+    for overrides, message in bad:
+        assert _predict(run_dir, [edf_dir], tmp_path / "o", *overrides) == 2, overrides
+        assert message in capsys.readouterr().err, message
+    assert _predict(run_dir, [tmp_path / "missing.edf"], tmp_path / "o") == 2
+    assert "Input not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_without_preprocessing_config_falls_back_to_the_defaults(run_dir, tmp_path):
+    checkpoint = torch.load(run_dir / "checkpoint-best.pth", weights_only=True)
+    del checkpoint["preprocess"]
+    torch.save(checkpoint, tmp_path / "old.pth")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("finetune.inference").addHandler(handler)
+    try:
+        finetuned = load_finetuned(tmp_path / "old.pth")
+    finally:
+        logging.getLogger("finetune.inference").removeHandler(handler)
+    assert finetuned.preprocess_source == "defaults"
+    assert any("does not record the preprocessing" in r.getMessage() for r in records)
+    assert finetuned.preprocess_config["window_s"] == 4.0 and finetuned.preprocess_config["sfreq"] == 1000.0
+
+
+def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_dir, edf_dir, monkeypatch):
+    finetuned = load_finetuned(run_dir)
+    predictor = Predictor(finetuned, load_predict_config(overrides=["batch_size=4", "amp_cpu=fp32"]))
+    assert not predictor.use_compiled(899) and predictor.use_compiled(
+        900
+    )  # compile: auto, from 1 h of windows
+    ((_, windows, _),) = list(predictor.preprocessor.iter_windows(edf_dir / f"{SEIZURE}.edf"))
+    eager = predictor.classify(windows)
+    bf16 = Predictor(finetuned, load_predict_config(overrides=["amp_cpu=bf16"]))
+    assert bf16.amp == "bf16"
+    np.testing.assert_allclose(bf16.classify(windows), eager, atol=0.02)  # bf16 autocast on the CPU
+    shapes = []
+
+    def fake_compile(model, dynamic):  # stands in for torch.compile (seconds to minutes on a CPU)
+        assert dynamic is False
+        return lambda x: (shapes.append(tuple(x.shape)), model(x))[1]
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    np.testing.assert_allclose(predictor.classify(windows, compiled=True), eager, atol=1e-6)
+    assert shapes == [(4, 16, 4000)] * 3  # 10 windows: the last batch padded to 4, one compiled shape
+
+    def failing_compile(model, dynamic):
+        def run(x):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    other = Predictor(
+        finetuned, load_predict_config(overrides=["batch_size=4", "amp_cpu=fp32", "compile=always"])
+    )
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("finetune.inference").addHandler(handler)
+    try:
+        assert other.use_compiled(1)
+        np.testing.assert_allclose(other.classify(windows, compiled=True), eager, atol=1e-6)
+    finally:
+        logging.getLogger("finetune.inference").removeHandler(handler)
+    assert any("torch.compile failed (RuntimeError: no C++ compiler)" in r.getMessage() for r in records)
+    assert not other.use_compiled(10_000)  # uncompiled from then on
+    never = Predictor(finetuned, load_predict_config(overrides=["compile=never"]))
+    assert not never.use_compiled(10_000)
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    from finetune.inference import prefetch
+
+    with prefetch(iter(range(5))) as items:
+        assert list(items) == [0, 1, 2, 3, 4]
+
+    def broken():
+        yield 1
+        raise ValueError("bad block")
+
+    with prefetch(broken()) as items:
+        assert next(items) == 1
+        with pytest.raises(ValueError, match="bad block"):
+            next(items)
+    with prefetch(iter(range(1000))) as items:  # leaving early stops the producer
+        assert next(items) == 0
+    with prefetch(iter(range(3)), enabled=False) as items:
+        assert list(items) == [0, 1, 2]
