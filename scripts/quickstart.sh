@@ -46,11 +46,13 @@ print(len({r['subject'] for r in read_manifest(sys.argv[1])}))" "$OUT_DIR/prepro
 PROTOCOL=subject_wise
 [ "$N_SUBJECTS" -lt 3 ] && PROTOCOL=patient_specific
 echo "== 3/5 Fine-tuning onset_detection, seed 42 ($N_SUBJECTS subject(s): $PROTOCOL split)"
+# Settings for a demo on a few dozen windows: small batches, a high learning rate, no layer decay.
 "$PYTHON" finetune/finetune_main.py --task onset_detection --seed 42 --data "$OUT_DIR/preprocessed" \
-    --output "$OUT_DIR/finetune" --pretrained "$OUT_DIR/pretrain/checkpoint-last.pth" --epochs 5 \
+    --output "$OUT_DIR/finetune" --pretrained "$OUT_DIR/pretrain/checkpoint-last.pth" --epochs 10 \
     --set model.name=m4cea_tiny --set split.protocol="$PROTOCOL" --set split.patient_specific_by=time_block \
-    --set optim.warmup_epochs=1 \
-    --set data.num_workers=0 --set optim.batch_size=8 --set optim.micro_batch_size=8
+    --set split.val_fraction=0.2 --set split.test_fraction=0.2 --set data.num_workers=0 \
+    --set optim.batch_size=4 --set optim.micro_batch_size=4 --set optim.base_lr=0.5 \
+    --set optim.layer_decay=1.0 --set optim.warmup_epochs=1
 
 echo "== 4/5 Results table"
 "$PYTHON" scripts/make_table.py "$OUT_DIR/finetune" --seeds 42
