@@ -19,14 +19,13 @@ optimiser step, after it.
 
 Host synchronisation. The step runs without ``.item()``: losses and correct counts are summed on the
 device and read once per ``log_every`` optimiser steps (and at the end of the epoch), summed over
-ranks; a non-finite loss is detected there and stops the run.
+ranks (:class:`runtime.metrics.IntervalLog`); a non-finite loss is detected there and stops the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from runtime.distributed import DistributedContext, all_gather_object, all_reduce_sum, unwrap_model
+from runtime.distributed import DistributedContext, all_gather_object, unwrap_model
+from runtime.metrics import IntervalLog
 
 __all__ = [
     "EngineSettings",
@@ -252,17 +252,29 @@ def train_one_epoch(
     windows_per_rank_step = s.micro_batch_size * accum
     global_batch = windows_per_rank_step * world
 
-    window = torch.zeros(len(_METRICS), device=device)  # sums since the last read
-    total = torch.zeros(len(_METRICS), device=device)  # sums over the epoch
-    window_steps = 0
-    epoch_start = window_start = time.perf_counter()
-    lr = max(group["lr"] for group in optimizer.param_groups)
+    def nonfinite_message(values: dict, step: int) -> str:
+        return (
+            f"Non-finite fine-tuning loss {values['loss']} in epoch {epoch} at optimiser step {step} "
+            f"(checked every {s.log_every} steps): lower optim.base_lr, check the data for NaN or "
+            f"extreme values, or switch off runtime.amp."
+        )
+
     progress = tqdm(
         total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
     )
+    log = IntervalLog(
+        _METRICS,
+        device=device,
+        log_every=s.log_every,
+        world_size=world,
+        global_batch=global_batch,
+        progress=progress,
+        log_writer=log_writer,
+        nonfinite_message=nonfinite_message,
+    )
     data_iter = iter(loader)
     optimizer.zero_grad(set_to_none=True)
-    for step_in_epoch in range(n_steps):
+    for _ in range(n_steps):
         if lr_scheduler is not None:
             lr_scheduler.step_update(step)
         lr = max(group["lr"] for group in optimizer.param_groups)
@@ -291,42 +303,9 @@ def train_one_epoch(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        window += torch.cat([step_sums / windows_per_rank_step, grad_norm.float().reshape(1)])
-        window_steps += 1
-        progress.update(1)
-
-        if window_steps == s.log_every or step_in_epoch == n_steps - 1:
-            total += window
-            means = (all_reduce_sum(window.clone()) / (window_steps * world)).tolist()  # one host sync
-            now = time.perf_counter()
-            samples_per_s = window_steps * global_batch / (now - window_start)
-            values = dict(zip(_METRICS, means, strict=True))
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(
-                    f"Non-finite fine-tuning loss {values['loss']} in epoch {epoch} at optimiser step {step} "
-                    f"(checked every {s.log_every} steps): lower optim.base_lr, check the data for NaN or "
-                    f"extreme values, or switch off runtime.amp."
-                )
-            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
-            if log_writer is not None:
-                for name, value in values.items():
-                    log_writer.add_scalar(f"train/{name}", value, step)
-                log_writer.add_scalar("train/lr", lr, step)
-                log_writer.add_scalar("train/samples_per_s", samples_per_s, step)
-            window.zero_()
-            window_steps = 0
-            window_start = now
-    progress.close()
-
-    means = (all_reduce_sum(total) / (n_steps * world)).tolist()
-    metrics = dict(zip(_METRICS, means, strict=True))
-    metrics.update(
-        lr=lr,
-        samples_per_s=n_steps * global_batch / (time.perf_counter() - epoch_start),
-        n_steps=n_steps,
-        step=step,
-    )
-    return metrics
+        step_metrics = torch.cat([step_sums / windows_per_rank_step, grad_norm.float().reshape(1)])
+        log.update(step_metrics, step=step, lr=lr)
+    return log.finish()
 
 
 @torch.no_grad()

@@ -89,9 +89,9 @@ from runtime.config import ConfigError, save_config  # noqa: E402
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
     barrier,
-    cleanup_distributed,
     init_distributed,
 )
+from runtime.entry import USAGE_ERRORS, run_entry  # noqa: E402,F401 (USAGE_ERRORS re-exported)
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging  # noqa: E402
 from runtime.optim import build_lr_scheduler, steps_per_accumulation  # noqa: E402
 from runtime.seeding import seed_everything  # noqa: E402
@@ -152,10 +152,6 @@ RUN_OUTPUTS = (
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 _CLASS_WEIGHTS = ("none", "balanced")
-
-#: Errors of the setup phase reported as usage errors (exit status 2).
-USAGE_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of the fine-tuning entry point."""
@@ -944,29 +940,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     FloatingPointError
         If the training or validation loss becomes non-finite.
     """
-    args = get_args_parser().parse_args(argv)
-    try:
-        run = _setup(args)
-        return _train(run)
-    finally:
-        cleanup_distributed()
+    return run_entry(_setup, _train, get_args_parser().parse_args(argv))
 
 
 def cli(argv: list[str] | None = None) -> int:
     """Command-line entry: like :func:`main`, but usage/config/data errors print a message and return 2."""
     args = get_args_parser().parse_args(argv)  # argparse exits with status 2 itself
-    try:
-        try:
-            run = _setup(args)
-        except USAGE_ERRORS as err:
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            if rank == 0:
-                print(f"finetune_main.py: error: {err}", file=sys.stderr)
-            return 2
-        _train(run)
-        return 0
-    finally:
-        cleanup_distributed()
+    return run_entry(_setup, _train, args, prog="finetune_main.py")
 
 
 if __name__ == "__main__":

@@ -44,15 +44,12 @@ from finetune.inference import (  # noqa: E402
     load_predict_config,
     run_batch,
 )
-from runtime.config import ConfigError  # noqa: E402
+from runtime.entry import USAGE_ERRORS  # noqa: E402
 from runtime.logging import setup_logging  # noqa: E402
 
 __all__ = ["cli", "get_args_parser", "main"]
 
 logger = logging.getLogger("finetune.predict")
-
-#: Errors before any recording is read, reported as usage errors (exit status 2).
-USAGE_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -17,18 +17,17 @@ the seed, the step and its position: not on the number of ranks, the micro-batch
 resume, and a run on 2 processes makes the same update as a run on 1 with the same global batch.
 
 Host synchronisation. The step runs without ``.item()``: losses are summed on the device and read
-once per ``log_every`` optimiser steps (and at the end of the epoch), after summing over ranks. A
-non-finite loss is detected there, so it stops the run at most ``log_every`` steps after it
-appears (and before the epoch's checkpoint is written). With ``runtime.amp=fp16`` the gradient
-scaler reads its overflow flag once per step, a synchronisation inherent to ``GradScaler``; bf16
-(the default on CUDA) needs no scaler.
+once per ``log_every`` optimiser steps (and at the end of the epoch), after summing over ranks
+(:class:`runtime.metrics.IntervalLog`). A non-finite loss is detected there, so it stops the run at
+most ``log_every`` steps after it appears (and before the epoch's checkpoint is written). With
+``runtime.amp=fp16`` the gradient scaler reads its overflow flag once per step, a synchronisation
+inherent to ``GradScaler``; bf16 (the default on CUDA) needs no scaler.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +35,8 @@ from tqdm import tqdm
 
 from models import patch_spectrum
 from pretrain.masking import MASKING_STRATEGIES, gumbel_noise, gumbel_topk_mask
-from runtime.distributed import DistributedContext, all_reduce_sum
+from runtime.distributed import DistributedContext
+from runtime.metrics import IntervalLog
 from runtime.seeding import derive_seed
 
 __all__ = ["LOSS_TOKENS", "EngineSettings", "reconstruction_loss", "train_one_epoch"]
@@ -244,16 +244,30 @@ def train_one_epoch(
     max_norm = s.clip_grad if s.clip_grad else math.inf
     global_batch = s.micro_batch_size * accum * world
 
-    window = torch.zeros(len(_METRICS), device=device)  # sums since the last read
-    total = torch.zeros(len(_METRICS), device=device)  # sums over the epoch
-    window_steps = 0
-    epoch_start = window_start = time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
+    def nonfinite_message(values: dict, step: int) -> str:
+        return (
+            f"Non-finite pretraining loss {values['loss']} (magnitude {values['loss_magnitude']}, "
+            f"phase {values['loss_phase']}) in epoch {epoch} at optimiser step {step} (checked "
+            f"every {s.log_every} steps): lower optim.base_lr, check the data for NaN or extreme "
+            "values, or set runtime.amp=fp32."
+        )
+
     progress = tqdm(
         total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
     )
+    log = IntervalLog(
+        _METRICS,
+        device=device,
+        log_every=s.log_every,
+        world_size=world,
+        global_batch=global_batch,
+        progress=progress,
+        log_writer=log_writer,
+        nonfinite_message=nonfinite_message,
+        show_speed=True,
+    )
     data_iter = iter(loader)
-    for step_in_epoch in range(n_steps):
+    for _ in range(n_steps):
         if lr_scheduler is not None:
             lr_scheduler.step_update(step)
         lr = optimizer.param_groups[0]["lr"]
@@ -288,40 +302,6 @@ def train_one_epoch(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        window += torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
-        window_steps += 1
-        progress.update(1)
-
-        if window_steps == s.log_every or step_in_epoch == n_steps - 1:
-            total += window
-            means = (all_reduce_sum(window.clone()) / (window_steps * world)).tolist()  # one host sync
-            now = time.perf_counter()
-            samples_per_s = window_steps * global_batch / (now - window_start)
-            values = dict(zip(_METRICS, means, strict=True))
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(
-                    f"Non-finite pretraining loss {values['loss']} (magnitude {values['loss_magnitude']}, "
-                    f"phase {values['loss_phase']}) in epoch {epoch} at optimiser step {step} (checked "
-                    f"every {s.log_every} steps): lower optim.base_lr, check the data for NaN or extreme "
-                    "values, or set runtime.amp=fp32."
-                )
-            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{samples_per_s:.0f}")
-            if log_writer is not None:
-                for name, value in values.items():
-                    log_writer.add_scalar(f"train/{name}", value, step)
-                log_writer.add_scalar("train/lr", lr, step)
-                log_writer.add_scalar("train/samples_per_s", samples_per_s, step)
-            window.zero_()
-            window_steps = 0
-            window_start = now
-    progress.close()
-
-    means = (all_reduce_sum(total) / (n_steps * world)).tolist()
-    metrics = dict(zip(_METRICS, means, strict=True))
-    metrics.update(
-        lr=lr,
-        samples_per_s=n_steps * global_batch / (time.perf_counter() - epoch_start),
-        n_steps=n_steps,
-        step=step,
-    )
-    return metrics
+        step_metrics = torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
+        log.update(step_metrics, step=step, lr=lr)
+    return log.finish()

@@ -45,9 +45,9 @@ from runtime.config import CONFIG_DIR, ConfigError, load_config, save_config  # 
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
     all_gather_object,
-    cleanup_distributed,
     init_distributed,
 )
+from runtime.entry import USAGE_ERRORS, run_entry  # noqa: E402,F401 (USAGE_ERRORS re-exported)
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging  # noqa: E402
 from runtime.optim import build_lr_scheduler, steps_per_accumulation  # noqa: E402
 from runtime.seeding import get_rng_state, seed_everything, set_rng_state  # noqa: E402
@@ -82,10 +82,6 @@ MODEL_OVERRIDE_KEYS = (
 )
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-#: Errors of the setup phase reported as usage errors (exit status 2).
-USAGE_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of the pretraining entry point."""
@@ -494,29 +490,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     FloatingPointError
         If the loss becomes non-finite.
     """
-    args = get_args_parser().parse_args(argv)
-    try:
-        run = _setup(args)
-        return _train(run)
-    finally:
-        cleanup_distributed()
+    return run_entry(_setup, _train, get_args_parser().parse_args(argv))
 
 
 def cli(argv: list[str] | None = None) -> int:
     """Command-line entry: like :func:`main`, but usage/config errors print a message and return 2."""
     args = get_args_parser().parse_args(argv)  # argparse exits with status 2 itself
-    try:
-        try:
-            run = _setup(args)
-        except USAGE_ERRORS as err:
-            rank = 0 if not torch.distributed.is_initialized() else torch.distributed.get_rank()
-            if rank == 0:
-                print(f"pretrain_main.py: error: {err}", file=sys.stderr)
-            return 2
-        _train(run)
-        return 0
-    finally:
-        cleanup_distributed()
+    return run_entry(_setup, _train, args, prog="pretrain_main.py")
 
 
 if __name__ == "__main__":

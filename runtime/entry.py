@@ -1,0 +1,66 @@
+"""The command-line entry of the training scripts: setup, training, distributed cleanup, exit status.
+
+:func:`run_entry` is the ``main``/``cli`` body shared by ``pretrain/pretrain_main.py`` and
+``finetune/finetune_main.py``: run the setup phase, then training, and destroy the process group in
+any case. As a command-line entry, a usage or config error of the setup phase (:data:`USAGE_ERRORS`)
+is printed once (rank 0) as ``"<prog>: error: <message>"`` on stderr, the way argparse reports its
+own errors, and gives exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from runtime.config import ConfigError
+from runtime.distributed import cleanup_distributed
+
+__all__ = ["USAGE_ERRORS", "run_entry"]
+
+#: Errors of the setup phase reported as usage errors (exit status 2).
+USAGE_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
+
+
+def run_entry(
+    setup: Callable[[Any], Any],
+    train: Callable[[Any], Any],
+    args: Any,
+    prog: str | None = None,
+) -> Any:
+    """Run ``train(setup(args))``, then destroy the process group (also on errors).
+
+    Parameters
+    ----------
+    setup : callable
+        ``setup(args) -> run``: the setup phase (config, data, model; may initialise the process group).
+    train : callable
+        ``train(run) -> result``: the training phase.
+    args : argparse.Namespace
+        Parsed command-line arguments.
+    prog : str | None
+        None: a function entry, errors propagate and the result of ``train`` is returned. A program
+        name (``"pretrain_main.py"``): a command-line entry, which returns the exit status: 0 after
+        training, 2 after a :data:`USAGE_ERRORS` error of the setup phase (printed on rank 0).
+
+    Returns
+    -------
+    result : Any
+        What ``train`` returns (``prog`` None), or the exit status (``prog`` given).
+    """
+    try:
+        if prog is None:
+            return train(setup(args))
+        try:
+            run = setup(args)
+        except USAGE_ERRORS as err:
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            if rank == 0:
+                print(f"{prog}: error: {err}", file=sys.stderr)
+            return 2
+        train(run)
+        return 0
+    finally:
+        cleanup_distributed()
