@@ -82,7 +82,7 @@ from finetune.outputs import (  # noqa: E402
 )
 from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file  # noqa: E402
 from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load_task_config, predict  # noqa: E402
-from models import convert_official_state_dict, create_model, load_official_state_dict  # noqa: E402
+from models import convert_official_state_dict, create_model_from_config, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
 from runtime.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
 from runtime.config import ConfigError, save_config  # noqa: E402
@@ -120,21 +120,6 @@ BEST_CHECKPOINT = "checkpoint-best.pth"
 
 #: The data folder's preprocessing config, copied into the run folder (and the checkpoint's ``"preprocess"``).
 PREPROCESS_CONFIG_FILE = "preprocess.yaml"
-
-#: Model keys of the config passed to ``models.create_model`` when not null.
-MODEL_OVERRIDE_KEYS = (
-    "n_chans",
-    "n_patches",
-    "patch_samples",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "drop_path_rate",
-    "drop_rate",
-    "attn_drop_rate",
-    "tie",
-)
 
 #: Files and folders a run writes; an unfinished run's are removed before a new run starts.
 RUN_OUTPUTS = (
@@ -295,8 +280,7 @@ def build_model(cfg: dict, task: Task) -> torch.nn.Module:
     ValueError
         If the model name is not registered or an override is invalid.
     """
-    overrides = {k: cfg["model"][k] for k in MODEL_OVERRIDE_KEYS if cfg["model"].get(k) is not None}
-    return create_model(cfg["model"]["name"], head="classification", n_outputs=task.n_classes, **overrides)
+    return create_model_from_config(cfg["model"], head="classification", n_outputs=task.n_classes)
 
 
 def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping, dict | None]:

@@ -11,7 +11,7 @@ import inspect
 
 from .m4cea import HEAD_TYPES, M4CEA
 
-__all__ = ["create_model", "get_model_config", "list_models"]
+__all__ = ["OVERRIDE_KEYS", "create_model", "create_model_from_config", "get_model_config", "list_models"]
 
 _MODEL_CONFIGS = {
     # The paper's model: 16 channels x 20 patches of 200 samples (4 s at 1000 Hz), 6.0 M parameters.
@@ -25,6 +25,9 @@ _MODEL_CONFIGS = {
 _HEAD_ARGS = ("head", "n_outputs")
 _ALLOWED_OVERRIDES = tuple(name for name in inspect.signature(M4CEA.__init__).parameters
                            if name not in ("self",) + _HEAD_ARGS)
+
+#: Keys a config's ``model`` section may set to override a registered size (null keeps the size's value).
+OVERRIDE_KEYS = _ALLOWED_OVERRIDES
 
 
 def list_models():
@@ -107,3 +110,27 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
                          f"{list(_ALLOWED_OVERRIDES)}.")
     config = {**_MODEL_CONFIGS[name], **overrides}
     return M4CEA(**config, head=head, n_outputs=n_outputs)
+
+
+def create_model_from_config(model_config, head="pretrain", n_outputs=None):
+    """Build the model a config's ``model`` section names, with its non-null size overrides.
+
+    Parameters
+    ----------
+    model_config : mapping
+        ``name`` (a registered size) and any of :data:`OVERRIDE_KEYS` (null keeps the registered value);
+        other keys (``pretrained``...) are ignored.
+    head, n_outputs
+        As for :func:`create_model`.
+
+    Returns
+    -------
+    model : M4CEA
+
+    Raises
+    ------
+    ValueError
+        If the name is not registered or an override is invalid.
+    """
+    overrides = {k: model_config[k] for k in OVERRIDE_KEYS if model_config.get(k) is not None}
+    return create_model(model_config["name"], head=head, n_outputs=n_outputs, **overrides)

@@ -36,7 +36,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from timm.optim import param_groups_weight_decay  # noqa: E402
 
-from models import create_model, load_official_state_dict  # noqa: E402
+from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict  # noqa: E402
 from pretrain.data import PretrainDataset, build_pretrain_loader  # noqa: E402
 from pretrain.engine import EngineSettings, train_one_epoch  # noqa: E402
 from pretrain.masking import num_masked_tokens  # noqa: E402
@@ -65,21 +65,6 @@ logger = logging.getLogger("pretrain.pretrain_main")
 
 #: The pretraining schema and defaults.
 DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "m4cea_base.yaml"
-
-#: Model keys of the config that are passed to ``models.create_model`` when not null.
-MODEL_OVERRIDE_KEYS = (
-    "n_chans",
-    "n_patches",
-    "patch_samples",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "drop_path_rate",
-    "drop_rate",
-    "attn_drop_rate",
-    "tie",
-)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -124,7 +109,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
 
 #: Config keys that may be null (the model overrides: null keeps the registry's value).
-_NULLABLE_KEYS = {f"model.{k}" for k in MODEL_OVERRIDE_KEYS} | {"optim.clip_grad", "runtime.fused_attn"}
+_NULLABLE_KEYS = {f"model.{k}" for k in OVERRIDE_KEYS} | {"optim.clip_grad", "runtime.fused_attn"}
 
 #: Value checks that the schema's type checks cannot express: key -> (predicate, allowed values).
 _VALUE_CHECKS = {
@@ -188,8 +173,7 @@ def build_model(cfg: dict) -> torch.nn.Module:
     ValueError
         If the model name is not registered or an override is invalid.
     """
-    overrides = {k: cfg["model"][k] for k in MODEL_OVERRIDE_KEYS if cfg["model"].get(k) is not None}
-    return create_model(cfg["model"]["name"], head="pretrain", **overrides)
+    return create_model_from_config(cfg["model"], head="pretrain")
 
 
 def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.AdamW:

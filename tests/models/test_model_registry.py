@@ -98,3 +98,13 @@ def test_head_arguments_are_checked():
 def test_invalid_override_value():
     with pytest.raises(ValueError, match=r"'depth'.*'3'"):
         create_model("m4cea_tiny", depth="3")
+
+
+def test_create_model_from_a_config_section():
+    from models import create_model_from_config
+
+    section = {"name": "m4cea_tiny", "depth": 3, "embed_dim": None, "pretrained": "ignored.pth"}
+    model = create_model_from_config(section, head="classification", n_outputs=2)
+    assert model.depth == 3 and model.embed_dim == 64 and model.n_outputs == 2
+    with pytest.raises(ValueError, match="m4cea_base"):
+        create_model_from_config({"name": "m4cea_huge"})
