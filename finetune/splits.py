@@ -545,7 +545,8 @@ def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"split.protocol=official needs {path}: preprocess with --dataset NAME (adapters with an official "
+            f"split.protocol=official needs {path}: preprocess with --dataset NAME (adapters with an "
+            "official "
             "split write it) or write a CSV with the columns recording,split or subject,split."
         )
     with open(path, newline="", encoding="utf-8") as f:
@@ -553,7 +554,9 @@ def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], str]:
         columns = reader.fieldnames or []
         key = next((k for k in ("recording", "subject") if k in columns), None)
         if key is None or "split" not in columns:
-            raise ValueError(f"{path} must have the columns recording,split or subject,split; it has {columns}.")
+            raise ValueError(
+                f"{path} must have the columns recording,split or subject,split; it has {columns}."
+            )
         assignment: dict[str, str] = {}
         for line, row in enumerate(reader, start=2):
             ident = row[key].strip()

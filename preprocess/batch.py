@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from preprocess.events import Event, events_for, read_events_csv
@@ -27,7 +28,7 @@ from preprocess.pipeline import (
 from runtime.config import save_config
 from runtime.files import atomic_write
 
-__all__ = ["BatchSummary", "parse_shard", "run_preprocessing"]
+__all__ = ["BatchSummary", "check_output_config", "parse_shard", "run_preprocessing"]
 
 logger = logging.getLogger("m4cea.preprocess")
 
@@ -75,6 +76,26 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
+def check_output_config(output: str | os.PathLike, config: dict, hint: str = "the same config") -> None:
+    """Refuse an output folder that holds windows made with another config (nothing is written).
+
+    Raises
+    ------
+    ValueError
+        If ``output/config.yaml`` exists and differs from ``config``; the message ends with how to
+        resume (``hint``).
+    """
+    saved = Path(output) / "config.yaml"
+    if saved.is_file():
+        with open(saved, encoding="utf-8") as f:
+            previous = yaml.safe_load(f)
+        if previous != config:
+            raise ValueError(
+                f"The output folder {output} holds windows made with another config ({saved}); "
+                f"use a new --output folder, or {hint} to resume."
+            )
+
+
 def _prepare_output(output: Path, config: dict) -> None:
     """Create the output folder, check it is writable and holds no output of another config."""
     try:
@@ -84,19 +105,9 @@ def _prepare_output(output: Path, config: dict) -> None:
         (output / ".write_test").unlink()
     except OSError as err:
         raise PermissionError(f"The output folder {output} cannot be written: {err}") from None
-    saved = output / "config.yaml"
-    if saved.exists():
-        import yaml
-
-        with open(saved, encoding="utf-8") as f:
-            previous = yaml.safe_load(f)
-        if previous != config:
-            raise ValueError(
-                f"The output folder {output} holds windows made with another config ({saved}); "
-                "use a new --output folder, or the same config to resume."
-            )
-    else:
-        save_config(config, saved)
+    check_output_config(output, config)
+    if not (output / "config.yaml").exists():
+        save_config(config, output / "config.yaml")
 
 
 def _process_one(args) -> RecordingResult:

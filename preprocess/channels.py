@@ -99,7 +99,9 @@ def normalize_channel_name(name: str) -> str:
 def _parse_pair(text: str, source: str) -> tuple[str, str]:
     parts = normalize_channel_name(text).split("-")
     if len(parts) != 2:
-        raise ValueError(f"Invalid montage pair {text!r} in {source}: expected 'ANODE-CATHODE' like 'FP1-F7'.")
+        raise ValueError(
+            f"Invalid montage pair {text!r} in {source}: expected 'ANODE-CATHODE' like 'FP1-F7'."
+        )
     return parts[0], parts[1]
 
 
@@ -147,7 +149,9 @@ def load_montage(montage: str | os.PathLike | list) -> Montage:
     return Montage(name=str(name), pairs=pairs)
 
 
-def montage_matrix(ch_names: list[str], montage: Montage, missing: str = "error") -> tuple[np.ndarray, list[str]]:
+def montage_matrix(
+    ch_names: list[str], montage: Montage, missing: str = "error"
+) -> tuple[np.ndarray, list[str]]:
     """Linear map from a recording's channels to the montage's bipolar channels.
 
     For each pair ``A-B`` of the montage, in order of preference: the recording's bipolar channel

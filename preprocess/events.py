@@ -24,7 +24,14 @@ import numpy as np
 
 from runtime.checks import check_choice
 
-__all__ = ["Event", "EventsError", "read_events_csv", "events_from_annotations", "check_events", "label_windows"]
+__all__ = [
+    "Event",
+    "EventsError",
+    "read_events_csv",
+    "events_from_annotations",
+    "check_events",
+    "label_windows",
+]
 
 #: Tolerance in s when checking that an event lies inside its recording (one sample at 256 Hz).
 BOUNDARY_TOLERANCE_S = 1e-3
@@ -48,7 +55,9 @@ def _recording_key(name: str) -> str:
     return Path(name).name.lower()
 
 
-def read_events_csv(path: str | os.PathLike, classes: list[str]) -> tuple[dict[str, list[Event]], dict[str, str]]:
+def read_events_csv(
+    path: str | os.PathLike, classes: list[str]
+) -> tuple[dict[str, list[Event]], dict[str, str]]:
     """Read an events CSV.
 
     Parameters
@@ -80,7 +89,9 @@ def read_events_csv(path: str | os.PathLike, classes: list[str]) -> tuple[dict[s
     subjects: dict[str, str] = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("recording", "onset_s", "duration_s", "label") if c not in (reader.fieldnames or [])]
+        missing = [
+            c for c in ("recording", "onset_s", "duration_s", "label") if c not in (reader.fieldnames or [])
+        ]
         if missing:
             raise EventsError(f"Events file {path} lacks the columns {missing}; it has {reader.fieldnames}.")
         for row_number, row in enumerate(reader, start=1):
@@ -102,14 +113,22 @@ def read_events_csv(path: str | os.PathLike, classes: list[str]) -> tuple[dict[s
                     f"Invalid time in {where}: onset_s={row['onset_s']!r}, duration_s={row['duration_s']!r} "
                     "must be numbers in seconds."
                 ) from None
-            if (onset is not None and (onset < 0 or not np.isfinite(onset))) or duration < 0 or not np.isfinite(duration):
-                raise EventsError(f"Invalid event in {where}: onset_s={onset}, duration_s={duration} must be >= 0.")
+            if (
+                (onset is not None and (onset < 0 or not np.isfinite(onset)))
+                or duration < 0
+                or not np.isfinite(duration)
+            ):
+                raise EventsError(
+                    f"Invalid event in {where}: onset_s={onset}, duration_s={duration} must be >= 0."
+                )
             key = _recording_key(recording)
             events.setdefault(key, []).append(Event(onset, duration, label))
             subject = (row.get("subject") or "").strip()
             if subject:
                 if subjects.setdefault(key, subject) != subject:
-                    raise EventsError(f"Recording {recording!r} has two subjects in {path}: {subjects[key]!r}, {subject!r}.")
+                    raise EventsError(
+                        f"Recording {recording!r} has two subjects in {path}: {subjects[key]!r}, {subject!r}."
+                    )
     return events, subjects
 
 
@@ -123,7 +142,12 @@ def events_for(events: dict[str, list[Event]], path: str | os.PathLike) -> list[
 
 
 def events_from_annotations(
-    annotations, description_map: dict, classes: list[str], ignore_unknown: bool, source: str, first_time: float = 0.0
+    annotations,
+    description_map: dict,
+    classes: list[str],
+    ignore_unknown: bool,
+    source: str,
+    first_time: float = 0.0,
 ) -> list[Event]:
     """Turn MNE annotations into events.
 
@@ -148,7 +172,9 @@ def events_from_annotations(
         If a description is unknown and ``ignore_unknown`` is False, or maps to a label outside ``classes``.
     """
     events, unknown = [], set()
-    for onset, duration, description in zip(annotations.onset, annotations.duration, annotations.description):
+    for onset, duration, description in zip(
+        annotations.onset, annotations.duration, annotations.description, strict=True
+    ):
         description = str(description).strip()
         if description in description_map:
             label = description_map[description]
@@ -156,7 +182,8 @@ def events_from_annotations(
                 continue
             if label not in classes:
                 raise EventsError(
-                    f"labels.annotation_map maps {description!r} to {label!r}, which is not in labels.classes {classes}."
+                    f"labels.annotation_map maps {description!r} to {label!r}, which is not in "
+                    f"labels.classes {classes}."
                 )
         elif description in classes:
             label = description
@@ -181,7 +208,8 @@ def check_events(events: list[Event], duration_s: float, source: str) -> None:
         end = event.onset_s + event.duration_s
         if event.onset_s < -BOUNDARY_TOLERANCE_S or end > duration_s + BOUNDARY_TOLERANCE_S:
             raise EventsError(
-                f"event outside the recording {source}: {event.label!r} from {event.onset_s:g} s to {end:g} s, "
+                f"event outside the recording {source}: {event.label!r} from {event.onset_s:g} s "
+                f"to {end:g} s, "
                 f"but the recording lasts {duration_s:g} s."
             )
 
@@ -248,6 +276,6 @@ def label_windows(
     majority = (n_present > 0) & (coverage.max(axis=0, initial=0.0) >= uncovered)  # unlabelled time competes
     keep = full | (majority & (straddle == "majority"))
     best = coverage.argmax(axis=0) if len(used) else np.zeros(len(starts), dtype=int)  # first of ties
-    labels = [used[b] if k else None for b, k in zip(best, keep)]
+    labels = [used[b] if k else None for b, k in zip(best, keep, strict=True)]
     dropped = (n_present > 0) & ~keep & (straddle == "drop")
     return labels, dropped

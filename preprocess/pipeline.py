@@ -140,7 +140,9 @@ def read_recording(path: str | os.PathLike) -> mne.io.BaseRaw:
     if not path.exists():
         raise FileNotFoundError(f"Recording not found: {path}")
     if _suffix(path) not in RECORDING_SUFFIXES:
-        raise PreprocessError(f"unsupported file type {path.name!r}: expected one of {list(RECORDING_SUFFIXES)}")
+        raise PreprocessError(
+            f"unsupported file type {path.name!r}: expected one of {list(RECORDING_SUFFIXES)}"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught, _mne_log_muted():
             warnings.simplefilter("always")
@@ -153,7 +155,9 @@ def read_recording(path: str | os.PathLike) -> mne.io.BaseRaw:
             raise PreprocessError(f"truncated recording {path.name}: {message}")
         logger.debug("%s: %s", path.name, message)
     if not raw.ch_names or "eeg" not in raw.get_channel_types(unique=True):
-        raise PreprocessError(f"{path.name} is not EEG: it has no EEG channel (channels: {raw.ch_names[:10]})")
+        raise PreprocessError(
+            f"{path.name} is not EEG: it has no EEG channel (channels: {raw.ch_names[:10]})"
+        )
     return raw.pick("eeg")
 
 
@@ -242,24 +246,33 @@ class Preprocessor:
             check_positive(key, config[key])
         check_positive("margin_s", config["margin_s"], strict=False)
         if config["l_freq"] is not None and not 0 < config["l_freq"] < config["h_freq"]:
-            raise ValueError(f"Invalid 'l_freq' {config['l_freq']!r}: it must lie in (0, h_freq={config['h_freq']}).")
+            raise ValueError(
+                f"Invalid 'l_freq' {config['l_freq']!r}: it must lie in (0, h_freq={config['h_freq']})."
+            )
         self.sfreq = float(config["sfreq"])
         if config["h_freq"] >= self.sfreq / 2:
             raise ValueError(
-                f"Invalid 'h_freq' {config['h_freq']} Hz: it must be below the Nyquist frequency of the target "
+                f"Invalid 'h_freq' {config['h_freq']} Hz: it must be below the Nyquist frequency of the "
+                "target "
                 f"sfreq={self.sfreq} Hz."
             )
         self.n_times = round(config["window_s"] * self.sfreq)
         self.patch_samples = round(config["patch_s"] * self.sfreq)
-        if not math.isclose(self.n_times, config["window_s"] * self.sfreq) or self.n_times % self.patch_samples:
+        if (
+            not math.isclose(self.n_times, config["window_s"] * self.sfreq)
+            or self.n_times % self.patch_samples
+        ):
             raise ValueError(
-                f"Invalid window: window_s={config['window_s']} s at sfreq={self.sfreq} Hz must be a whole number of "
+                f"Invalid window: window_s={config['window_s']} s at sfreq={self.sfreq} Hz must be a whole "
+                "number of "
                 f"patches of patch_s={config['patch_s']} s."
             )
         self.n_patches = self.n_times // self.patch_samples
         labels = config["labels"]
         if labels["default"] is not None and labels["default"] not in labels["classes"]:
-            raise ValueError(f"labels.default {labels['default']!r} is not in labels.classes {labels['classes']}.")
+            raise ValueError(
+                f"labels.default {labels['default']!r} is not in labels.classes {labels['classes']}."
+            )
 
     # -- one recording ---------------------------------------------------------------------------
 
@@ -303,20 +316,31 @@ class Preprocessor:
         labels_cfg = self.config["labels"]
         if isinstance(events, str):  # "annotations"
             events = events_from_annotations(
-                raw.annotations, labels_cfg["annotation_map"], labels_cfg["classes"],
-                labels_cfg["ignore_unknown_annotations"], path.name, raw.first_time,
+                raw.annotations,
+                labels_cfg["annotation_map"],
+                labels_cfg["classes"],
+                labels_cfg["ignore_unknown_annotations"],
+                path.name,
+                raw.first_time,
             )
         starts = self.window_starts(duration_s)
         if events is not None:
             check_events(events, duration_s, path.name)
             labels, straddles = label_windows(
-                starts, window_s, events, labels_cfg["classes"], labels_cfg["default"],
-                labels_cfg["straddle"], duration_s,
+                starts,
+                window_s,
+                events,
+                labels_cfg["classes"],
+                labels_cfg["default"],
+                labels_cfg["straddle"],
+                duration_s,
             )
         else:
             labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
 
-        for stale in (output / ".tmp").glob(f"{rec_id}.*"):  # left by a killed run; shards never share a recording
+        for stale in (output / ".tmp").glob(
+            f"{rec_id}.*"
+        ):  # left by a killed run; shards never share a recording
             shutil.rmtree(stale, ignore_errors=True)
         tmp_dir = output / ".tmp" / f"{rec_id}.{os.getpid()}"
         final_dir = output / "segments" / rec_id
@@ -335,7 +359,7 @@ class Preprocessor:
                 weights = knowledge_weights(
                     kept.astype(np.float64), n_patches=self.n_patches, **_mfde_kwargs(self.config["mfde"])
                 )
-                for offset, data, mfde in zip(np.flatnonzero(accepted), kept, weights):
+                for offset, data, mfde in zip(np.flatnonzero(accepted), kept, weights, strict=True):
                     index = first + offset
                     start_s = float(block_starts[offset])
                     name = f"{rec_id}_{round(start_s * 1000):09d}ms.pkl"
@@ -351,11 +375,18 @@ class Preprocessor:
                         "filled_channels": list(filled),
                     }
                     save_segment(segment, tmp_dir / name)
-                    rows.append({
-                        "path": f"segments/{rec_id}/{name}", "subject": segment["subject"], "recording": path.name,
-                        "start_s": start_s, "label": labels[index], "n_chans": self.montage.n_chans,
-                        "n_times": self.n_times, "sfreq": self.sfreq,
-                    })
+                    rows.append(
+                        {
+                            "path": f"segments/{rec_id}/{name}",
+                            "subject": segment["subject"],
+                            "recording": path.name,
+                            "start_s": start_s,
+                            "label": labels[index],
+                            "n_chans": self.montage.n_chans,
+                            "n_times": self.n_times,
+                            "sfreq": self.sfreq,
+                        }
+                    )
             if not rows:
                 reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.rejected.items())) or "none"
                 raise PreprocessError(f"no window of {path.name} passed the checks (rejected: {reasons})")
@@ -405,12 +436,23 @@ class Preprocessor:
         duration_s = raw.n_times / sfreq_in
         window_s = self.config["window_s"]
         if duration_s < window_s:
-            raise PreprocessError(f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})")
+            raise PreprocessError(
+                f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})"
+            )
         matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
         used = np.flatnonzero(np.abs(matrix).sum(axis=0))
         keep_rows = np.array([name not in filled for name in self.montage.ch_names])
-        return OpenRecording(path, recording_id(path), raw, sfreq_in, duration_s, list(filled),
-                             matrix[:, used], used, keep_rows)
+        return OpenRecording(
+            path,
+            recording_id(path),
+            raw,
+            sfreq_in,
+            duration_s,
+            list(filled),
+            matrix[:, used],
+            used,
+            keep_rows,
+        )
 
     def window_starts(self, duration_s: float, stride_s: float | None = None) -> np.ndarray:
         """Start times in s of the windows of a recording: ``0, stride_s, ...`` while a whole window fits.
@@ -492,7 +534,7 @@ class Preprocessor:
         per_block = max(1, int(self.config["block_s"] // stride_s))
         for first, windows, nan_windows in self._blocks(rec.raw, rec.matrix, rec.used, starts, per_block):
             reasons = self._reject(windows, nan_windows, rec.keep_rows)
-            yield starts[first:first + len(windows)], windows, reasons
+            yield starts[first : first + len(windows)], windows, reasons
 
     # -- steps -------------------------------------------------------------------------------------
 
@@ -501,7 +543,7 @@ class Preprocessor:
         cfg = self.config
         sfreq_in = raw.info["sfreq"]
         for first in range(0, len(starts), per_block):
-            block_starts = starts[first:first + per_block]
+            block_starts = starts[first : first + per_block]
             t0 = block_starts[0] - cfg["margin_s"]
             t1 = block_starts[-1] + cfg["window_s"] + cfg["margin_s"]
             s0 = max(0, math.floor(t0 * sfreq_in))
@@ -520,7 +562,9 @@ class Preprocessor:
             # NaN in the recording: a window is rejected when any of its input samples was NaN.
             nan_cum = np.concatenate([[0], np.cumsum(nan_samples)])
             a = np.clip(np.floor(block_starts * sfreq_in).astype(int) - s0, 0, len(nan_samples))
-            b = np.clip(np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0, 0, len(nan_samples))
+            b = np.clip(
+                np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0, 0, len(nan_samples)
+            )
             yield first, windows, (nan_cum[b] - nan_cum[a]) > 0
 
     def _filter(self, x: np.ndarray, sfreq_in: float) -> np.ndarray:

@@ -36,24 +36,51 @@ logger = logging.getLogger("m4cea.preprocess")
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                        help="recordings, or folders searched recursively (with --dataset: the dataset root)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="output folder (pickles + manifest.csv)")
-    parser.add_argument("--config", metavar="FILE", help=f"YAML that changes the defaults of {DEFAULT_CONFIG.name}")
-    parser.add_argument("--events", metavar="FILE",
-                        help="events CSV (recording, subject, onset_s, duration_s, label) or 'annotations'")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="recordings, or folders searched recursively (with --dataset: the dataset root)",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="output folder (pickles + manifest.csv)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"YAML that changes the defaults of {DEFAULT_CONFIG.name}"
+    )
+    parser.add_argument(
+        "--events",
+        metavar="FILE",
+        help="events CSV (recording, subject, onset_s, duration_s, label) or 'annotations'",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shard", metavar="I/N", help="process every N-th recording from the I-th (0-based)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set notch_freq=60 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set notch_freq=60 (repeatable)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     dataset = parser.add_argument_group("datasets (preprocess/datasets/)")
-    dataset.add_argument("--dataset", metavar="NAME",
-                         help="read --input ROOT through this dataset's adapter (chbmit, helsinki_seizures, "
-                              "helsinki_artefacts, sleep_edf, cork_hie, tusz, tuev, tuar, bids, csv)")
+    dataset.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="read --input ROOT through this dataset's adapter (chbmit, helsinki_seizures, "
+        "helsinki_artefacts, sleep_edf, cork_hie, tusz, tuev, tuar, bids, csv)",
+    )
     dataset.add_argument("--task", metavar="TASK", help="the fine-tuning task to label for (with --dataset)")
-    dataset.add_argument("--dataset-option", dest="dataset_options", action="append", default=[],
-                         metavar="KEY=VALUE", help="an adapter option, e.g. rule=majority (repeatable)")
+    dataset.add_argument(
+        "--dataset-option",
+        dest="dataset_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an adapter option, e.g. rule=majority (repeatable)",
+    )
     return parser
 
 
@@ -63,19 +90,31 @@ def _run_dataset(args) -> int:
     from preprocess.datasets.prepare import prepare_dataset
 
     if len(args.input) != 1:
-        raise ValueError(f"Invalid value for --input: with --dataset give the dataset's root folder, but got "
-                         f"{len(args.input)} paths.")
+        raise ValueError(
+            f"Invalid value for --input: with --dataset give the dataset's root folder, but got "
+            f"{len(args.input)} paths."
+        )
     if not args.task:
         raise ValueError("--dataset needs --task TASK (a task the dataset serves).")
     options = dict(parse_option(text) for text in args.dataset_options)
     if args.events is not None:
         if args.dataset != "csv":
-            raise ValueError("--events cannot be combined with --dataset: the dataset's adapter provides the "
-                             "labels (use --dataset csv --events FILE for a folder with an events CSV).")
+            raise ValueError(
+                "--events cannot be combined with --dataset: the dataset's adapter provides the "
+                "labels (use --dataset csv --events FILE for a folder with an events CSV)."
+            )
         options["events"] = args.events
     summary, batch = prepare_dataset(
-        args.dataset, args.input[0], args.output, args.task, args.config, args.overrides, options,
-        workers=args.workers, shard=parse_shard(args.shard), progress=not args.quiet,
+        args.dataset,
+        args.input[0],
+        args.output,
+        args.task,
+        args.config,
+        args.overrides,
+        options,
+        workers=args.workers,
+        shard=parse_shard(args.shard),
+        progress=not args.quiet,
     )
     print(batch.to_text())
     print(summary.to_text())
@@ -93,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run_dataset(args)
         config = load_config(DEFAULT_CONFIG, args.config, args.overrides)
         summary = run_preprocessing(
-            args.input, args.output, config, events=args.events, workers=args.workers,
-            shard=parse_shard(args.shard), progress=not args.quiet,
+            args.input,
+            args.output,
+            config,
+            events=args.events,
+            workers=args.workers,
+            shard=parse_shard(args.shard),
+            progress=not args.quiet,
         )
     except (ConfigError, ValueError, FileNotFoundError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -159,7 +159,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
         )
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("path", "subject", "recording", "start_s", "label") if c not in (reader.fieldnames or [])]
+        missing = [
+            c
+            for c in ("path", "subject", "recording", "start_s", "label")
+            if c not in (reader.fieldnames or [])
+        ]
         if missing:
             raise ValueError(f"Manifest {path} lacks the columns {missing}.")
         rows = []

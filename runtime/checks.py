@@ -33,8 +33,14 @@ def check_positive(name: str, value: Any, strict: bool = True) -> Any:
     ValueError
         Naming the parameter and the value.
     """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 if strict else value >= 0)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value > 0 if strict else value >= 0)
+    )
     if not ok:
-        raise ValueError(f"Invalid value for the '{name}' parameter: it must be {'>' if strict else '>='} 0, "
-                         f"but got {value!r} instead.")
+        raise ValueError(
+            f"Invalid value for the '{name}' parameter: it must be {'>' if strict else '>='} 0, "
+            f"but got {value!r} instead."
+        )
     return value

@@ -133,7 +133,9 @@ def parse_override(text: str) -> dict:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"Invalid value for --set: expected key=value (e.g. window_s=4.0), but got {text!r}.")
+        raise ConfigError(
+            f"Invalid value for --set: expected key=value (e.g. window_s=4.0), but got {text!r}."
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -47,7 +47,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     """
     path = Path(path)
     if mode not in ("w", "wb"):
-        raise ValueError(f"Invalid value for the 'mode' parameter. Allowed values are 'w', 'wb', but got {mode!r}.")
+        raise ValueError(
+            f"Invalid value for the 'mode' parameter. Allowed values are 'w', 'wb', but got {mode!r}."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+ONE_THREAD = {
+    k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+}
 
 
 def make_edf(path: Path, hours: float, sfreq: float = 256.0) -> None:
@@ -47,20 +49,28 @@ def run_once(edf: Path, out: Path) -> tuple[float, float, int]:
         "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss);"
         "sys.exit(rc)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, **ONE_THREAD})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **ONE_THREAD}
+    )
     if result.returncode != 0:
         raise RuntimeError(f"preprocessing failed:\n{result.stdout}\n{result.stderr}")
-    values = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("WALL", "RSS")))
-    windows = int(next(line for line in result.stdout.splitlines() if "windows written" in line)
-                  .split("windows written: ")[1].split(";")[0])
+    values = dict(
+        line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("WALL", "RSS"))
+    )
+    windows = int(
+        next(line for line in result.stdout.splitlines() if "windows written" in line)
+        .split("windows written: ")[1]
+        .split(";")[0]
+    )
     return float(values["WALL"]), int(values["RSS"]) / 1024**2, windows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
-    parser.add_argument("--workdir", help="folder for the synthetic EDFs and outputs (default: a temporary one)")
+    parser.add_argument(
+        "--workdir", help="folder for the synthetic EDFs and outputs (default: a temporary one)"
+    )
     parser.add_argument("--make-edf", nargs=2, metavar=("PATH", "HOURS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_edf:

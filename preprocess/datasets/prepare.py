@@ -29,9 +29,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
-from preprocess.batch import BatchSummary, run_preprocessing
+from preprocess.batch import BatchSummary, check_output_config, run_preprocessing
 from preprocess.channels import load_montage
 from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, get_adapter, recording_duration_s
 from preprocess.events import Event, EventsError
@@ -155,19 +153,6 @@ def dataset_config(
     return resolved
 
 
-def _check_output(output: Path, config: dict) -> None:
-    """Refuse an output folder made with another config before anything is written to it."""
-    saved = output / "config.yaml"
-    if saved.is_file():
-        with open(saved, encoding="utf-8") as f:
-            previous = yaml.safe_load(f)
-        if previous != config:
-            raise ValueError(
-                f"The output folder {output} holds windows made with another config ({saved}); use a new "
-                "--output folder, or the same dataset, task, options and config to resume."
-            )
-
-
 def _write_events(path: Path, rows: list[tuple[str, str, Event]]) -> None:
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -275,7 +260,7 @@ def prepare_dataset(
         other = ids.setdefault(recording_id(path), path)
         if other != path:
             raise ValueError(f"Two recordings have the same name, {other} and {path}: rename one.")
-    _check_output(output, config)
+    check_output_config(output, config, hint="the same dataset, task, options and config")
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.csv"
     _write_events(events_path, rows)

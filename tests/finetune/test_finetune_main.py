@@ -585,12 +585,18 @@ def test_official_split_from_the_data_folders_split_csv(tmp_path, capsys):
     data = make_labelled_data(
         tmp_path / "data", [(f"s{i}", f"r{i}", ["background", "seizure"] * 2) for i in range(5)]
     )
-    argv = _argv(data, tmp_path / "runs", "split.protocol=official", task="onset_detection", epochs=1, base=SYNTH)
+    argv = _argv(
+        data, tmp_path / "runs", "split.protocol=official", task="onset_detection", epochs=1, base=SYNTH
+    )
     assert cli(argv) == 2
     assert "split.protocol=official needs" in capsys.readouterr().err
-    (data / "split.csv").write_text("recording,split\nr0,train\nr1,train\nr2,val\nr3,test\nr4,test\nr9,test\n")
+    (data / "split.csv").write_text(
+        "recording,split\nr0,train\nr1,train\nr2,val\nr3,test\nr4,test\nr9,test\n"
+    )
     results = main(argv)
     split = results["split"]
     assert [sorted(split[name]["recordings"]) for name in ("train", "val", "test")] == [
-        ["r0", "r1"], ["r2"], ["r3", "r4"]
+        ["r0", "r1"],
+        ["r2"],
+        ["r3", "r4"],
     ]

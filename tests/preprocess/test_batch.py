@@ -26,8 +26,11 @@ def recordings(tmp_path):
 
 def _files(folder):
     """Every file under ``folder`` with its bytes (manifest, pickles, parts; not the run report)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "last_run.json"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "last_run.json"
+    }
 
 
 def test_resume_after_an_interrupted_run(recordings, tmp_path, preprocess_config, monkeypatch):
@@ -105,14 +108,24 @@ def _truncated(path):
 
 BAD_RECORDINGS = {
     "truncated.edf": (_truncated, r"truncated recording truncated\.edf"),
-    "garbage.edf": (lambda p: p.write_bytes(b"this is not an EDF file" * 20), r"unreadable recording garbage\.edf"),
+    "garbage.edf": (
+        lambda p: p.write_bytes(b"this is not an EDF file" * 20),
+        r"unreadable recording garbage\.edf",
+    ),
     "no_o1.edf": (
-        lambda p: write_edf(synthetic_raw([c for c in "FP1-F7 F7-T7 T7-P7 FP2-F8".split()], duration_s=20.0), p),
+        lambda p: write_edf(
+            synthetic_raw([c for c in "FP1-F7 F7-T7 T7-P7 FP2-F8".split()], duration_s=20.0), p
+        ),
         r"missing channels.*P7-O1",
     ),
-    "slow.edf": (lambda p: write_edf(synthetic_raw(sfreq=100.0, duration_s=20.0), p),
-                 r"sampling rate too low for the filter in slow\.edf.*h_freq=70"),
-    "short.edf": (lambda p: write_edf(synthetic_raw(duration_s=3.0), p), r"short\.edf lasts 3 s, shorter than one window"),
+    "slow.edf": (
+        lambda p: write_edf(synthetic_raw(sfreq=100.0, duration_s=20.0), p),
+        r"sampling rate too low for the filter in slow\.edf.*h_freq=70",
+    ),
+    "short.edf": (
+        lambda p: write_edf(synthetic_raw(duration_s=3.0), p),
+        r"short\.edf lasts 3 s, shorter than one window",
+    ),
     "all_nan_raw.fif": (
         lambda p: synthetic_raw(duration_s=8.0).apply_function(lambda x: x * np.nan).save(p, verbose="error"),
         r"no window of all_nan_raw\.fif passed the checks \(rejected: nan: 2\)",
@@ -144,7 +157,9 @@ def test_hypnogram_is_not_eeg(tmp_path, preprocess_config):
 def test_events_outside_the_recording_fail_that_recording(recordings, tmp_path, preprocess_config):
     events = tmp_path / "events.csv"
     events.write_text("recording,onset_s,duration_s,label\nrec1.edf,15,10,seizure\n")
-    summary = run_preprocessing([recordings], tmp_path / "out", preprocess_config(), events=events, progress=False)
+    summary = run_preprocessing(
+        [recordings], tmp_path / "out", preprocess_config(), events=events, progress=False
+    )
     assert len(summary.failed) == 1
     assert "event outside the recording rec1.edf" in summary.failed[0][1]
     assert {row["recording"] for row in read_manifest(tmp_path / "out")} == {"rec0.edf", "rec2.edf"}
@@ -153,14 +168,17 @@ def test_events_outside_the_recording_fail_that_recording(recordings, tmp_path, 
 def test_other_config_in_the_same_output_is_refused(recordings, tmp_path, preprocess_config):
     run_preprocessing([recordings / "rec0.edf"], tmp_path / "out", preprocess_config(), progress=False)
     with pytest.raises(ValueError, match="made with another config"):
-        run_preprocessing([recordings / "rec1.edf"], tmp_path / "out", preprocess_config("notch_freq=60.0"),
-                          progress=False)
+        run_preprocessing(
+            [recordings / "rec1.edf"], tmp_path / "out", preprocess_config("notch_freq=60.0"), progress=False
+        )
 
 
 def test_duplicate_recording_names_are_refused(recordings, tmp_path, preprocess_config):
     shutil.copytree(recordings, tmp_path / "copy")
     with pytest.raises(ValueError, match="same name"):
-        run_preprocessing([recordings, tmp_path / "copy"], tmp_path / "out", preprocess_config(), progress=False)
+        run_preprocessing(
+            [recordings, tmp_path / "copy"], tmp_path / "out", preprocess_config(), progress=False
+        )
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -174,7 +192,11 @@ def test_cli_exit_codes(recordings, tmp_path, capsys):
     bad = _bad(tmp_path, "garbage.edf", BAD_RECORDINGS["garbage.edf"][0])
     assert main(["--input", str(recordings), str(bad), "--output", str(out), "--quiet"]) == 1
     printed = capsys.readouterr().out
-    assert "already complete (skipped): 3, failed: 1" in printed and "FAILED" in printed and "garbage.edf" in printed
+    assert (
+        "already complete (skipped): 3, failed: 1" in printed
+        and "FAILED" in printed
+        and "garbage.edf" in printed
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,9 +234,21 @@ def test_cli_unknown_label_and_unwritable_output(recordings, tmp_path, capsys):
 def test_script_runs_from_a_fresh_shell(recordings, tmp_path):
     """`python preprocess/preprocess_main.py ...` works without installing the project."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "preprocess" / "preprocess_main.py"), "--input", str(recordings / "rec0.edf"),
-         "--output", str(tmp_path / "out"), "--set", "notch_freq=60", "--quiet"],
-        capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+        [
+            sys.executable,
+            str(ROOT / "preprocess" / "preprocess_main.py"),
+            "--input",
+            str(recordings / "rec0.edf"),
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            "notch_freq=60",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     assert "windows written: 5" in result.stdout

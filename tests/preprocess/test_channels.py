@@ -28,9 +28,13 @@ def test_normalize_channel_name(raw_name, expected):
 
 def test_double_banana_is_the_design_card_montage():
     montage = load_montage("double_banana")
-    assert montage.ch_names == (
-        "FP1-F7 F7-T7 T7-P7 P7-O1 FP2-F8 F8-T8 T8-P8 P8-O2 FP1-F3 F3-C3 C3-P3 P3-O1 FP2-F4 F4-C4 C4-P4 P4-O2"
-    ).split()
+    assert (
+        montage.ch_names
+        == (
+            "FP1-F7 F7-T7 T7-P7 P7-O1 FP2-F8 F8-T8 T8-P8 P8-O2 "
+            "FP1-F3 F3-C3 C3-P3 P3-O1 FP2-F4 F4-C4 C4-P4 P4-O2"
+        ).split()
+    )
 
 
 def test_bipolar_recording_is_picked_in_montage_order_first_duplicate_wins():
@@ -51,7 +55,9 @@ def test_reversed_pair_is_negated_and_referential_pairs_are_rereferenced():
 def test_missing_electrode_is_an_error_naming_it():
     montage = load_montage("double_banana")
     with pytest.raises(MissingChannelsError, match=r"O1") as info:
-        montage_matrix([f"EEG {e}-REF" for e in "Fp1 Fp2 F7 F3 F4 F8 T3 C3 C4 T4 T5 P3 P4 T6 O2".split()], montage)
+        montage_matrix(
+            [f"EEG {e}-REF" for e in "Fp1 Fp2 F7 F3 F4 F8 T3 C3 C4 T4 T5 P3 P4 T6 O2".split()], montage
+        )
     assert "P7-O1" in str(info.value) and "P3-O1" in str(info.value)
 
 

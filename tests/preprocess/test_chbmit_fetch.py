@@ -15,13 +15,15 @@ def test_records_match_physionet_hashes_and_summaries():
         assert f"{info['sha256']} chb01/{record}.edf" in sums
         block = summary.split(f"File Name: {record}.edf")[1].split("File Name:")[0]
         times = [float(t) for t in re.findall(r"Seizure (?:\d+ )?(?:Start|End) Time:\s*(\d+) seconds", block)]
-        assert list(zip(times[::2], times[1::2])) == info["seizures"]
+        assert list(zip(times[::2], times[1::2], strict=True)) == info["seizures"]
 
 
 def test_write_events_reads_back(tmp_path):
     path = chbmit.write_events(["chb01_03", "chb01_04"], tmp_path / "events.csv")
     events, subjects = read_events_csv(path, ["background", "seizure"])
-    assert [(e.onset_s, e.duration_s, e.label) for e in events_for(events, "chb01_03.edf")] == [(2996.0, 40.0, "seizure")]
+    assert [(e.onset_s, e.duration_s, e.label) for e in events_for(events, "chb01_03.edf")] == [
+        (2996.0, 40.0, "seizure")
+    ]
     assert subjects["chb01_04.edf"] == "chb01"
 
 

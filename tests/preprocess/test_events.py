@@ -45,7 +45,10 @@ def test_recording_level_label_and_stem_match(tmp_path):
         ("recording,onset_s,duration_s,label\nr1,0,4,spike\n", r"Invalid label 'spike'.*row 1"),
         ("recording,onset_s,duration_s,label\nr1,0,4,seizure\nr1,abc,4,seizure\n", r"Invalid time.*row 2"),
         ("recording,onset_s,duration_s,label\nr1,-1,4,seizure\n", "must be >= 0"),
-        ("recording,subject,onset_s,duration_s,label\nr1,s1,0,4,seizure\nr1,s2,4,4,seizure\n", "two subjects"),
+        (
+            "recording,subject,onset_s,duration_s,label\nr1,s1,0,4,seizure\nr1,s2,4,4,seizure\n",
+            "two subjects",
+        ),
     ],
 )
 def test_bad_events_files(tmp_path, text, match):
@@ -63,8 +66,9 @@ def test_overlap_rule_drop_and_majority():
     labels, dropped = label_windows(starts, 4.0, events, CLASSES, default="background", straddle="majority")
     # 4-8 holds 3 s of seizure, 12-16 holds 3 s of seizure
     assert labels == ["background", "seizure", "seizure", "seizure", "background"] and not dropped.any()
-    labels, _ = label_windows(starts, 4.0, [Event(6.0, 8.0, "seizure")], CLASSES, default="background",
-                              straddle="majority")
+    labels, _ = label_windows(
+        starts, 4.0, [Event(6.0, 8.0, "seizure")], CLASSES, default="background", straddle="majority"
+    )
     assert labels == ["background", "background", "seizure", "background", "background"]  # 2 s vs 2 s ties
 
 
@@ -88,7 +92,9 @@ def test_events_from_annotations():
     import mne
 
     annotations = mne.Annotations([2.0, 10.0, 12.0], [4.0, 1.0, 0.0], ["seizure", "Eyes closed", "BAD_x"])
-    events = events_from_annotations(annotations, {"Eyes closed": None, "BAD_x": None}, CLASSES, False, "r.edf")
+    events = events_from_annotations(
+        annotations, {"Eyes closed": None, "BAD_x": None}, CLASSES, False, "r.edf"
+    )
     assert events == [Event(2.0, 4.0, "seizure")]
     with pytest.raises(EventsError, match=r"unknown labels in r\.edf: \['BAD_x', 'Eyes closed'\]"):
         events_from_annotations(annotations, {}, CLASSES, False, "r.edf")

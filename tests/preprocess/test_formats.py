@@ -21,13 +21,15 @@ def test_exported_formats_give_the_same_windows_as_fif(fmt, name, referential, t
     (tmp_path / "fif").mkdir()
     mne.export.export_raw(tmp_path / "in" / name, referential, fmt=fmt, verbose="error")
     referential.save(tmp_path / "fif" / "rec_raw.fif", verbose="error")
-    assert [p.name for p in find_recordings([tmp_path / "in"])] == [name]  # BrainVision's .eeg is not a recording
+    assert [p.name for p in find_recordings([tmp_path / "in"])] == [
+        name
+    ]  # BrainVision's .eeg is not a recording
     config = preprocess_config()
     run_preprocessing([tmp_path / "in"], tmp_path / "out", config, progress=False)
     run_preprocessing([tmp_path / "fif"], tmp_path / "out_fif", config, progress=False)
     rows, rows_fif = read_manifest(tmp_path / "out"), read_manifest(tmp_path / "out_fif")
     assert len(rows) == len(rows_fif) == 3
-    for row, row_fif in zip(rows, rows_fif):
+    for row, row_fif in zip(rows, rows_fif, strict=True):
         a = load_segment(tmp_path / "out" / row["path"])["data"]
         b = load_segment(tmp_path / "out_fif" / row_fif["path"])["data"]
         np.testing.assert_allclose(a, b, atol=0.05)  # export quantisation only

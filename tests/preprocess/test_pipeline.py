@@ -31,7 +31,8 @@ def chbmit_output(tmp_path_factory):
 def test_chbmit_window_counts_shapes_labels(chbmit_output):
     out, summary = chbmit_output
     rows = read_manifest(out)
-    # 41 s -> windows at 0, 4, ..., 36 s; the seizure crop's first window straddles background/seizure (dropped).
+    # 41 s -> windows at 0, 4, ..., 36 s; the seizure crop's first window straddles background and seizure
+    # (dropped).
     assert summary.n_windows == 19 and summary.rejected == {"straddle": 1}
     by_recording = {}
     for row in rows:
@@ -66,8 +67,9 @@ def test_chbmit_windows_and_mfde_match_the_official_reference(chbmit_output):
 def test_chbmit_majority_rule_keeps_the_straddling_window(tmp_path, preprocess_config):
     edf = shared_path("data", "chbmit", "edf")
     config = preprocess_config("labels.straddle=majority")
-    summary = run_preprocessing([edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=edf / "events.csv",
-                                progress=False)
+    summary = run_preprocessing(
+        [edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=edf / "events.csv", progress=False
+    )
     rows = read_manifest(tmp_path)
     assert summary.n_windows == 10 and rows[0]["start_s"] == 0.0 and rows[0]["label"] == "seizure"  # 3 s of 4
 
@@ -88,19 +90,26 @@ def _bipolar_from_referential(raw):
     """The double-banana channels computed by hand from a referential recording (names as a bipolar file)."""
     import mne
 
-    names = {normalize: raw_name for raw_name in raw.ch_names
-             for normalize in [raw_name.replace("EEG ", "").replace("-REF", "").upper()]}
+    names = {
+        normalize: raw_name
+        for raw_name in raw.ch_names
+        for normalize in [raw_name.replace("EEG ", "").replace("-REF", "").upper()]
+    }
     old = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
     montage = load_montage("double_banana")
     data = raw.get_data()
-    rows = [data[raw.ch_names.index(names[old.get(a, a)])] - data[raw.ch_names.index(names[old.get(b, b)])]
-            for a, b in montage.pairs]
+    rows = [
+        data[raw.ch_names.index(names[old.get(a, a)])] - data[raw.ch_names.index(names[old.get(b, b)])]
+        for a, b in montage.pairs
+    ]
     info = mne.create_info(montage.ch_names, raw.info["sfreq"], "eeg")
     return mne.io.RawArray(np.array(rows), info, verbose="error")
 
 
 def test_referential_recording_is_rereferenced(tmp_path, preprocess_config):
-    referential = synthetic_raw([f"EEG {name}-REF" for name in TEN_TWENTY], sfreq=250.0, duration_s=30.0, seed=3)
+    referential = synthetic_raw(
+        [f"EEG {name}-REF" for name in TEN_TWENTY], sfreq=250.0, duration_s=30.0, seed=3
+    )
     write_edf(referential, tmp_path / "in" / "ref.edf")
     write_edf(_bipolar_from_referential(referential), tmp_path / "in" / "bip.edf")
     run_preprocessing([tmp_path / "in"], tmp_path / "out", preprocess_config(), progress=False)
@@ -121,7 +130,9 @@ def test_blocks_equal_the_whole_recording(tmp_path, preprocess_config):
     windows = {}
     for block_s in (1000.0, 40.0):
         out = tmp_path / f"out{block_s:g}"
-        run_preprocessing([tmp_path / "rec_raw.fif"], out, preprocess_config(f"block_s={block_s}"), progress=False)
+        run_preprocessing(
+            [tmp_path / "rec_raw.fif"], out, preprocess_config(f"block_s={block_s}"), progress=False
+        )
         rows = read_manifest(out)
         windows[block_s] = np.stack([load_segment(out / row["path"])["data"] for row in rows])
     assert windows[40.0].shape == (50, 16, 4000)
@@ -133,17 +144,23 @@ def test_mfde_in_segments_is_knowledge_weights_of_the_data(chbmit_output):
     out, _ = chbmit_output
     row = read_manifest(out)[3]
     segment = load_segment(out / row["path"])
-    np.testing.assert_allclose(segment["mfde"], knowledge_weights(segment["data"].astype(np.float64)), atol=1e-12)
+    np.testing.assert_allclose(
+        segment["mfde"], knowledge_weights(segment["data"].astype(np.float64)), atol=1e-12
+    )
 
 
 def test_nan_and_flat_windows_are_rejected_and_counted(tmp_path, preprocess_config):
     raw = synthetic_raw(duration_s=40.0, seed=2)
     data = raw.get_data()
-    data[:, int(10.5 * 256):int(11.0 * 256)] = np.nan  # inside the window 8-12 s
-    data[3, 16 * 256:32 * 256] = 1e-6  # a disconnected channel from 16 to 32 s (filter transients 16-20, 28-32)
+    data[:, int(10.5 * 256) : int(11.0 * 256)] = np.nan  # inside the window 8-12 s
+    data[3, 16 * 256 : 32 * 256] = (
+        1e-6  # a disconnected channel from 16 to 32 s (filter transients 16-20, 28-32)
+    )
     raw._data[:] = data
     raw.save(tmp_path / "bad_raw.fif", verbose="error")
-    summary = run_preprocessing([tmp_path / "bad_raw.fif"], tmp_path / "out", preprocess_config(), progress=False)
+    summary = run_preprocessing(
+        [tmp_path / "bad_raw.fif"], tmp_path / "out", preprocess_config(), progress=False
+    )
     starts = [row["start_s"] for row in read_manifest(tmp_path / "out")]
     assert summary.rejected == {"nan": 1, "flat": 2}
     assert 8.0 not in starts and 20.0 not in starts and 24.0 not in starts and len(starts) == 7
@@ -154,15 +171,21 @@ def test_low_voltage_eeg_is_not_flat(tmp_path, preprocess_config):
     raw = synthetic_raw(duration_s=20.0, seed=4)
     raw._data *= 0.1  # ~1-3 uV
     raw.save(tmp_path / "quiet_raw.fif", verbose="error")
-    summary = run_preprocessing([tmp_path / "quiet_raw.fif"], tmp_path / "out", preprocess_config(), progress=False)
+    summary = run_preprocessing(
+        [tmp_path / "quiet_raw.fif"], tmp_path / "out", preprocess_config(), progress=False
+    )
     assert summary.n_windows == 5 and not summary.rejected
 
 
 def test_missing_channels_filled_with_zeros(tmp_path, preprocess_config):
     names = [f"EEG {name}-REF" for name in TEN_TWENTY if name != "O1"]
     synthetic_raw(names, duration_s=12.0).save(tmp_path / "no_o1_raw.fif", verbose="error")
-    run_preprocessing([tmp_path / "no_o1_raw.fif"], tmp_path / "out", preprocess_config("missing_channels=zeros"),
-                      progress=False)
+    run_preprocessing(
+        [tmp_path / "no_o1_raw.fif"],
+        tmp_path / "out",
+        preprocess_config("missing_channels=zeros"),
+        progress=False,
+    )
     rows = read_manifest(tmp_path / "out")
     segment = load_segment(tmp_path / "out" / rows[0]["path"])
     assert segment["filled_channels"] == ["P7-O1", "P3-O1"]
@@ -176,10 +199,20 @@ def test_events_from_the_recordings_annotations(tmp_path, preprocess_config):
     raw = synthetic_raw(duration_s=20.0)
     raw.set_annotations(mne.Annotations([8.0], [8.0], ["seizure"]))
     raw.save(tmp_path / "ann_raw.fif", verbose="error")
-    run_preprocessing([tmp_path / "ann_raw.fif"], tmp_path / "out", preprocess_config("labels.default=background"),
-                      events="annotations", progress=False)
-    assert [row["label"] for row in read_manifest(tmp_path / "out")] == ["background", "background", "seizure",
-                                                                       "seizure", "background"]
+    run_preprocessing(
+        [tmp_path / "ann_raw.fif"],
+        tmp_path / "out",
+        preprocess_config("labels.default=background"),
+        events="annotations",
+        progress=False,
+    )
+    assert [row["label"] for row in read_manifest(tmp_path / "out")] == [
+        "background",
+        "background",
+        "seizure",
+        "seizure",
+        "background",
+    ]
 
 
 def test_preprocessor_rejects_bad_config_values(preprocess_config):
@@ -198,14 +231,16 @@ def test_preprocessor_rejects_bad_config_values(preprocess_config):
 def test_iter_windows_yields_the_windows_process_writes(tmp_path, preprocess_config):
     """The in-memory windows (finetune/predict.py) are the pickled ones, with the rejection reasons."""
     raw = synthetic_raw(duration_s=60.0, seed=5)
-    raw._data[:, int(21.0 * 256):int(21.5 * 256)] = np.nan  # inside the window 20-24 s
+    raw._data[:, int(21.0 * 256) : int(21.5 * 256)] = np.nan  # inside the window 20-24 s
     raw.save(tmp_path / "rec_raw.fif", verbose="error")
     config = preprocess_config()
     run_preprocessing([tmp_path / "rec_raw.fif"], tmp_path / "out", config, progress=False)
-    written = {row["start_s"]: load_segment(tmp_path / "out" / row["path"])["data"]
-               for row in read_manifest(tmp_path / "out")}
+    written = {
+        row["start_s"]: load_segment(tmp_path / "out" / row["path"])["data"]
+        for row in read_manifest(tmp_path / "out")
+    }
     preprocessor = Preprocessor(config)
-    (starts, windows, reasons), = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif"))
+    ((starts, windows, reasons),) = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif"))
     np.testing.assert_array_equal(starts, 4.0 * np.arange(15))
     assert windows.shape == (15, 16, 4000) and windows.dtype == np.float32
     assert list(reasons) == [""] * 5 + ["nan"] + [""] * 9
@@ -213,7 +248,7 @@ def test_iter_windows_yields_the_windows_process_writes(tmp_path, preprocess_con
     for start, data in written.items():
         np.testing.assert_array_equal(windows[list(starts).index(start)], data)
     # Another stride, and explicit starts (a few windows around a time): the same signal.
-    (starts2, windows2, _), = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif", stride_s=2.0))
+    ((starts2, windows2, _),) = list(preprocessor.iter_windows(tmp_path / "rec_raw.fif", stride_s=2.0))
     np.testing.assert_array_equal(starts2, 2.0 * np.arange(29))
     np.testing.assert_array_equal(windows2[::2], windows)
     recording = preprocessor.open(tmp_path / "rec_raw.fif")
