@@ -85,7 +85,7 @@ from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load
 from models import convert_official_state_dict, create_model_from_config, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
 from runtime.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
-from runtime.config import ConfigError, save_config  # noqa: E402
+from runtime.config import ConfigError, add_override_argument, save_config  # noqa: E402
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
     barrier,
@@ -138,6 +138,7 @@ RUN_OUTPUTS = (
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 _CLASS_WEIGHTS = ("none", "balanced")
 
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of the fine-tuning entry point."""
     parser = argparse.ArgumentParser(
@@ -176,16 +177,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="freeze the backbone, train the head only (head.linear_probe)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the run folder")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides with dotted keys, e.g. --set optim.base_lr=5e-4 "
-        "split.protocol=patient_specific",
-    )
+    add_override_argument(parser, "optim.base_lr=5e-4 split.protocol=patient_specific")
     return parser
 
 

@@ -44,6 +44,7 @@ from finetune.inference import (  # noqa: E402
     load_predict_config,
     run_batch,
 )
+from runtime.config import add_override_argument  # noqa: E402
 from runtime.entry import USAGE_ERRORS  # noqa: E402
 from runtime.logging import setup_logging  # noqa: E402
 
@@ -75,16 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--output", required=True, metavar="DIR", help="output folder (one sub-folder per recording)"
     )
     parser.add_argument("--config", default=None, help="YAML that changes configs/predict/default.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. --set stride_s=2 min_duration_s=10 merge_gap_s=8 "
-        "preprocess.notch_freq=60",
-    )
+    add_override_argument(parser, "stride_s=2 min_duration_s=10 merge_gap_s=8 preprocess.notch_freq=60")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

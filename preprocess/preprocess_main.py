@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from preprocess.batch import parse_shard, run_preprocessing  # noqa: E402
-from runtime.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from runtime.config import CONFIG_DIR, ConfigError, add_override_argument, load_config  # noqa: E402
 
 DEFAULT_CONFIG = CONFIG_DIR / "preprocess" / "m4cea.yaml"
 
@@ -56,14 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shard", metavar="I/N", help="process every N-th recording from the I-th (0-based)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set notch_freq=60 (repeatable)",
-    )
+    add_override_argument(parser, "notch_freq=60")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     dataset = parser.add_argument_group("datasets (preprocess/datasets/)")
     dataset.add_argument(

@@ -41,7 +41,7 @@ from pretrain.data import PretrainDataset, build_pretrain_loader  # noqa: E402
 from pretrain.engine import EngineSettings, train_one_epoch  # noqa: E402
 from pretrain.masking import num_masked_tokens  # noqa: E402
 from runtime.checkpoint import load_checkpoint, restore_training_state, save_checkpoint  # noqa: E402
-from runtime.config import CONFIG_DIR, ConfigError, load_config, save_config  # noqa: E402
+from runtime.config import CONFIG_DIR, ConfigError, add_override_argument, load_config, save_config  # noqa: E402
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
     all_gather_object,
@@ -68,6 +68,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "m4cea_base.yaml"
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of the pretraining entry point."""
     parser = argparse.ArgumentParser(
@@ -80,15 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="run folder: config, logs, checkpoints")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (overrides optim.epochs)")
     parser.add_argument("--resume", default=None, help="checkpoint to continue from (checkpoint-*.pth)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides with dotted keys, e.g. --set optim.base_lr=5e-4 model.depth=6",
-    )
+    add_override_argument(parser, "optim.base_lr=5e-4 model.depth=6")
     return parser
 
 

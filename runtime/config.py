@@ -25,7 +25,15 @@ import yaml
 
 from runtime.files import atomic_write
 
-__all__ = ["ConfigError", "load_config", "merge_config", "parse_override", "save_config", "CONFIG_DIR"]
+__all__ = [
+    "add_override_argument",
+    "ConfigError",
+    "load_config",
+    "merge_config",
+    "parse_override",
+    "save_config",
+    "CONFIG_DIR",
+]
 
 #: The project's ``configs/`` folder.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -148,6 +156,28 @@ def parse_override(text: str) -> dict:
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
+
+
+def add_override_argument(parser, example: str = "optim.base_lr=5e-4") -> None:
+    """Add every entry point's ``--set KEY=VALUE [KEY=VALUE ...]`` option (repeatable) to ``parser``.
+
+    The values land in ``args.overrides`` (a list of str) for :func:`load_config`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    example : str
+        One or more ``key=value`` examples shown in the help.
+    """
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config overrides with dotted keys (repeatable), e.g. --set {example}",
+    )
 
 
 def load_config(

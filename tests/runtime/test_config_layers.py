@@ -103,3 +103,15 @@ def test_empty_mapping_default_is_an_open_map(tmp_path):
     assert config["labels"]["annotation_map"] == {"Sz": "seizure", "Eyes closed": None}
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(defaults, overrides=["labels.annotation_map=[1]"])
+
+
+def test_set_option_takes_several_values_and_repeats():
+    import argparse
+
+    from runtime.config import add_override_argument
+
+    parser = argparse.ArgumentParser()
+    add_override_argument(parser)
+    args = parser.parse_args(["--set", "a=1", "b.c=2", "--set", "d=[x,y]"])
+    assert args.overrides == ["a=1", "b.c=2", "d=[x,y]"]
+    assert parser.parse_args([]).overrides == []
