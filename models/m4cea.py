@@ -190,8 +190,41 @@ class TemporalEmbedding(nn.Module):
         self.conv3 = nn.Conv2d(n, n, (1, 3), padding=(0, 1))
         self.norm3 = nn.GroupNorm(_N_GROUPS, n)
 
+    def stage_matrices(self):
+        """The embedding's convolutions as matrices acting on whole patches.
+
+        Every convolution (and the TIE average pooling times ``scale_factor``) is a linear map of one
+        patch, so it equals a matrix: its response to each unit impulse (:func:`_conv_matrix`). Built
+        from the parameters at every call (cheap: one convolution of an identity), so gradients reach
+        the convolution weights as usual.
+
+        Returns
+        -------
+        stages : list of (matrix, bias, norm)
+            ``matrix`` of shape (8 * n_out_steps, n_in_chans * n_in_steps), rows ordered (channel, step);
+            ``bias`` of shape (8 * n_out_steps,) or None; ``norm`` the GroupNorm that follows.
+        """
+        if self.tie:
+            first = _conv_matrix(self.tie_conv, self.patch_samples) + _pooling_matrix(
+                self.patch_samples, _TIE_KERNEL_SAMPLES, self.scale_factor
+            )
+            stages = [(first, None, self.tie_norm)]
+        else:
+            stages = []
+        n_steps = self.patch_samples
+        for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2), (self.conv3, self.norm3)):
+            matrix = _conv_matrix(conv, n_steps)
+            n_steps = matrix.shape[0] // conv.out_channels
+            stages.append((matrix, conv.bias.repeat_interleave(n_steps), norm))
+        return stages
+
     def forward(self, patches):
         """Embed patches.
+
+        Computed in matrix form, as :meth:`stage_matrices` (each stage one batched matrix product of
+        the tokens as columns, then the GroupNorm and GELU): the same numbers as the per-patch
+        convolutions, to float rounding, and 2-3x faster on the CPU in bfloat16 (the TIE convolution
+        reads one input channel, for which convolution kernels are slow).
 
         Parameters
         ----------
@@ -204,17 +237,59 @@ class TemporalEmbedding(nn.Module):
             Flattened as (time step, channel): feature ``t * 8 + c``.
         """
         batch, n_tokens, _ = patches.shape
-        h = patches.unsqueeze(1)  # (batch, 1, n_tokens, patch_samples): one image per sample
-        if self.tie:
-            # zero padding counted in the mean (count_include_pad=True), as nn.AvgPool2d in the official code
-            pooled = F.avg_pool2d(h, (1, _TIE_KERNEL_SAMPLES), stride=1,
-                                  padding=(0, _TIE_KERNEL_SAMPLES // 2))
-            h = self.tie_conv(h) + pooled * self.scale_factor
-            h = F.gelu(self.tie_norm(h))
-        h = F.gelu(self.norm1(self.conv1(h)))
-        h = F.gelu(self.norm2(self.conv2(h)))
-        h = F.gelu(self.norm3(self.conv3(h)))  # (batch, 8, n_tokens, n_steps)
-        return h.permute(0, 2, 3, 1).reshape(batch, n_tokens, -1)
+        h = patches.transpose(1, 2)  # (batch, patch_samples, n_tokens): one column per token
+        for matrix, bias, norm in self.stage_matrices():
+            h = torch.matmul(matrix, h)
+            if bias is not None:
+                h = h + bias[:, None]
+            # rows (channel, step): channel c's statistics over all its steps and all tokens of a sample,
+            # as GroupNorm over the (batch, 8, n_tokens, n_steps) image of the convolution form
+            h = F.gelu(F.group_norm(h.reshape(batch, _N_FILTERS, -1), _N_GROUPS, norm.weight, norm.bias,
+                                    norm.eps)).reshape(h.shape)
+        n_steps = h.shape[1] // _N_FILTERS
+        return h.reshape(batch, _N_FILTERS, n_steps, n_tokens).permute(0, 3, 2, 1).reshape(batch, n_tokens, -1)
+
+
+def _conv_matrix(conv, n_in_steps):
+    """Matrix of a ``Conv2d`` with a (1, k) kernel applied along one row, bias excluded.
+
+    The convolution of ``conv.in_channels`` rows of ``n_in_steps`` samples is linear, so it is the matrix
+    whose column ``j`` is its response to the unit impulse ``j`` (input channel ``j // n_in_steps``,
+    step ``j % n_in_steps``).
+
+    Parameters
+    ----------
+    conv : torch.nn.Conv2d
+        Kernel height 1 (any width, stride and padding along the row).
+    n_in_steps : int
+        Samples per input row.
+
+    Returns
+    -------
+    matrix : torch.Tensor, shape (out_channels * n_out_steps, in_channels * n_in_steps)
+        Rows ordered (output channel, output step); ``conv(x)`` flattened the same way equals
+        ``matrix @ x.flatten()`` (without the bias).
+    """
+    n_in = conv.in_channels * n_in_steps
+    basis = torch.eye(n_in, device=conv.weight.device, dtype=conv.weight.dtype)
+    response = F.conv2d(basis.view(n_in, conv.in_channels, 1, n_in_steps), conv.weight, None, conv.stride,
+                        conv.padding)  # (n_in, out_channels, 1, n_out_steps)
+    return response.reshape(n_in, -1).T
+
+
+def _pooling_matrix(n_steps, kernel_samples, scale):
+    """Matrix of the TIE term: 'same' average pooling (zero padding counted) times ``scale`` per step.
+
+    Returns
+    -------
+    matrix : torch.Tensor, shape (8 * n_steps, n_steps)
+        The same ``(n_steps, n_steps)`` block for each of the 8 output channels (the pooled patch is
+        added to every channel of the TIE convolution), rows ordered (channel, step).
+    """
+    steps = torch.arange(n_steps, device=scale.device)
+    band = (steps[:, None] - steps[None, :]).abs() <= kernel_samples // 2
+    block = band.to(scale.dtype) * (scale[:, None] / kernel_samples)
+    return block.repeat(_N_FILTERS, 1)
 
 
 def _init_module(module):

@@ -150,15 +150,45 @@ def test_tie_layer_adds_scaled_moving_average():
     with torch.no_grad():
         embed.tie_conv.weight.zero_()
         embed.scale_factor.fill_(2.0)
-    captured = {}
-    embed.tie_norm.register_forward_hook(lambda module, args, out: captured.setdefault("in", args[0]))
-    patch = torch.zeros(1, 1, 200)
-    patch[0, 0, 100] = 63.0
-    embed(patch)
-    stage = captured["in"][0, :, 0]  # (8, 200): the same for every filter
+    first_stage, bias, norm = embed.stage_matrices()[0]
+    assert bias is None and norm is embed.tie_norm
+    impulse = torch.zeros(200)
+    impulse[100] = 63.0
     expected = torch.zeros(200)
     expected[100 - 31:100 + 32] = 2.0
-    torch.testing.assert_close(stage, expected.expand(8, 200))
+    torch.testing.assert_close(first_stage @ impulse, expected.repeat(8))  # rows (filter, step)
+
+
+def _convolution_form(embed, patches):
+    """The TIE embedding written out with the official layers (Conv2d, AvgPool2d, GroupNorm) per patch."""
+    batch, n_tokens, n_samples = patches.shape
+    image = patches.reshape(batch, 1, n_tokens, n_samples)
+    pooled = nn.AvgPool2d((1, 63), stride=1, padding=(0, 31))(image)
+    h = nn.functional.gelu(embed.tie_norm(embed.tie_conv(image) + pooled * embed.scale_factor))
+    h = nn.functional.gelu(embed.norm1(embed.conv1(h)))
+    h = nn.functional.gelu(embed.norm2(embed.conv2(h)))
+    h = nn.functional.gelu(embed.norm3(embed.conv3(h)))
+    return h.permute(0, 2, 3, 1).reshape(batch, n_tokens, -1)
+
+
+@pytest.mark.parametrize("patch_samples", [200, 64, 100])
+def test_matrix_form_equals_the_convolutions(patch_samples):
+    # Random (not initial) parameters everywhere, so that every stage and every GroupNorm group matters.
+    torch.manual_seed(3)
+    embed = TemporalEmbedding(patch_samples, tie=True).double()
+    with torch.no_grad():
+        for param in embed.parameters():
+            param.normal_(0.0, 0.3)
+    patches = torch.randn(3, 10, patch_samples, dtype=torch.float64)
+    expected = _convolution_form(embed, patches)
+    assert expected.shape == (3, 10, temporal_feature_dim(patch_samples))
+    torch.testing.assert_close(embed(patches), expected, rtol=0, atol=1e-12)
+    # gradients reach the convolution weights through the matrices
+    weights = [embed.tie_conv.weight, embed.scale_factor, embed.conv1.weight, embed.conv1.bias]
+    grads = torch.autograd.grad(embed(patches).square().sum(), weights)
+    grads_ref = torch.autograd.grad(_convolution_form(embed, patches).square().sum(), weights)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
 
 
 def test_patch_spectrum_of_a_cosine():
