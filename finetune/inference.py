@@ -107,8 +107,9 @@ SMOOTHING_METHODS = ("none", "k_of_n", "moving_average")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 #: Allowed values of ``compile``.
 COMPILE_MODES = ("auto", "always", "never")
-#: ``compile: auto`` compiles the model for recordings of at least this many windows (1 h of 4-s windows).
-COMPILE_MIN_WINDOWS = 900
+#: ``compile: auto`` compiles the model for recordings of at least this many windows (4 h of 4-s windows:
+#: on a 2-core CPU compiling takes 10-20 s and saves about 20% of the model's time, 4 ms per window).
+COMPILE_MIN_WINDOWS = 3600
 _TIME_TOL_S = 1e-6
 
 
@@ -619,7 +620,7 @@ class Predictor:
         autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
         batch = self.config["batch_size"]
         if compiled and self._compiled is None and not self._compile_failed:
-            self._compiled = torch.compile(self.model, dynamic=False)
+            self._compiled = self._compile()
         for i in range(0, len(windows), batch):
             x = scale_window(windows[i : i + batch])
             n = len(x)
@@ -627,22 +628,44 @@ class Predictor:
             if use and n < batch:
                 x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), dtype=x.dtype)])
             x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
-            with autocast:
-                if use:
-                    try:
-                        logits = self._compiled(x)
-                    except Exception as err:  # torch.compile's backends raise many types; fall back, loudly
-                        logger.warning(
-                            "torch.compile failed (%s: %s); running the model uncompiled.",
-                            type(err).__name__,
-                            str(err).splitlines()[0] if str(err) else "",
-                        )
-                        self._compile_failed = True
-                        x, use = x[:n], False
-                if not use:
+            if use:
+                try:
+                    logits = self._compiled(x)
+                except Exception as err:  # torch.compile's backends raise many types; fall back, loudly
+                    logger.warning(
+                        "torch.compile failed (%s: %s); running the model uncompiled.",
+                        type(err).__name__,
+                        str(err).splitlines()[0] if str(err) else "",
+                    )
+                    self._compile_failed = True
+                    x, use = x[:n], False
+            if not use:
+                with autocast:
                     logits = self.model(x)
             out[i : i + n] = torch.softmax(logits[:n].float(), dim=-1).cpu().numpy()
         return out
+
+    def _compile(self):
+        """The ``torch.compile``d model, as a function of a float32 batch on ``self.device``.
+
+        On the CPU the weights are frozen into the compiled graph (inductor ``freezing``: the TIE
+        matrices are folded into constants, the weights pre-packed for oneDNN) and, with bf16, the
+        compiled model is a bf16 copy of the model instead of autocast (no weight casts at each call):
+        1.2x the compiled autocast throughput on this project's CPU. On CUDA: autocast, as uncompiled.
+        """
+        dtype = _AMP_DTYPES[self.amp]
+        if self.device.type == "cuda":
+            compiled = torch.compile(self.model, dynamic=False)
+            autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
+
+            def run(x):
+                with autocast:
+                    return compiled(x)
+
+            return run
+        model = copy.deepcopy(self.model).to(dtype) if dtype is not None else self.model
+        compiled = torch.compile(model, dynamic=False, options={"freezing": True})
+        return lambda x: compiled(x.to(model.pos_embed.dtype))
 
     def window_probabilities(self, recording: OpenRecording, progress: bool = False) -> WindowPredictions:
         """Classify every window of a recording, block by block.
@@ -672,8 +695,9 @@ class Predictor:
             dynamic_ncols=True,
         )
         blocks = self.preprocessor.iter_windows(recording, self.stride_s)
-        # On a GPU the next block is preprocessed (CPU) while the model runs on this one.
-        with bar, prefetch(blocks, enabled=self.device.type == "cuda") as blocks:
+        # The next block is preprocessed while the model runs on this one (on the CPU too: MNE's filters
+        # and FFTs release the GIL, and a 4-h recording took 6% less time than without on 2 cores).
+        with bar, prefetch(blocks) as blocks:
             for block_starts, windows, block_reasons in blocks:
                 p = np.full((len(windows), self.task.n_classes), np.nan)
                 accepted = block_reasons == ""

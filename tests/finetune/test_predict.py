@@ -622,9 +622,7 @@ def test_checkpoint_without_preprocessing_config_falls_back_to_the_defaults(run_
 def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_dir, edf_dir, monkeypatch):
     finetuned = load_finetuned(run_dir)
     predictor = Predictor(finetuned, load_predict_config(overrides=["batch_size=4", "amp_cpu=fp32"]))
-    assert not predictor.use_compiled(899) and predictor.use_compiled(
-        900
-    )  # compile: auto, from 1 h of windows
+    assert not predictor.use_compiled(3599) and predictor.use_compiled(3600)  # compile: auto, from 4 h
     ((_, windows, _),) = list(predictor.preprocessor.iter_windows(edf_dir / f"{SEIZURE}.edf"))
     eager = predictor.classify(windows)
     bf16 = Predictor(finetuned, load_predict_config(overrides=["amp_cpu=bf16"]))
@@ -632,15 +630,21 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     np.testing.assert_allclose(bf16.classify(windows), eager, atol=0.02)  # bf16 autocast on the CPU
     shapes = []
 
-    def fake_compile(model, dynamic):  # stands in for torch.compile (seconds to minutes on a CPU)
-        assert dynamic is False
-        return lambda x: (shapes.append(tuple(x.shape)), model(x))[1]
+    def fake_compile(model, dynamic, options):  # stands in for torch.compile (seconds to minutes on a CPU)
+        assert dynamic is False and options == {"freezing": True}  # CPU: weights frozen into the graph
+        return lambda x: (shapes.append((tuple(x.shape), x.dtype, model.pos_embed.dtype)), model(x))[1]
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     np.testing.assert_allclose(predictor.classify(windows, compiled=True), eager, atol=1e-6)
-    assert shapes == [(4, 16, 4000)] * 3  # 10 windows: the last batch padded to 4, one compiled shape
+    fp32 = torch.float32
+    assert shapes == [((4, 16, 4000), fp32, fp32)] * 3  # 10 windows: the last batch padded, one shape
+    # CPU bf16: a bf16 copy of the model is compiled (no autocast); the eager model stays float32
+    shapes.clear()
+    np.testing.assert_allclose(bf16.classify(windows, compiled=True), eager, atol=0.02)
+    assert shapes == [((64, 16, 4000), torch.bfloat16, torch.bfloat16)]
+    assert bf16.model.pos_embed.dtype == fp32 and finetuned.model.pos_embed.dtype == fp32
 
-    def failing_compile(model, dynamic):
+    def failing_compile(model, dynamic, options):
         def run(x):
             raise RuntimeError("no C++ compiler")
 
@@ -663,6 +667,22 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     assert not other.use_compiled(10_000)  # uncompiled from then on
     never = Predictor(finetuned, load_predict_config(overrides=["compile=never"]))
     assert not never.use_compiled(10_000)
+
+
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile's CPU backend needs a C++ compiler"
+)
+def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
+    # The path the long recordings take: a frozen bf16 copy compiled by inductor (about 10 s for the tiny
+    # model). It must give the eager model's probabilities, without falling back.
+    finetuned = load_finetuned(run_dir)
+    predictor = Predictor(finetuned, load_predict_config(overrides=["batch_size=8", "amp_cpu=bf16"]))
+    ((_, windows, _),) = list(predictor.preprocessor.iter_windows(edf_dir / f"{SEIZURE}.edf"))
+    eager_fp32 = Predictor(finetuned, load_predict_config(overrides=["amp_cpu=fp32"])).classify(windows)
+    compiled = predictor.classify(windows, compiled=True)
+    assert not predictor._compile_failed and predictor._compiled is not None
+    np.testing.assert_allclose(compiled, eager_fp32, atol=0.02)
+    np.testing.assert_allclose(compiled.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_prefetch_keeps_order_and_raises_the_producers_error():
