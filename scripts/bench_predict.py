@@ -123,6 +123,54 @@ def preprocess_only(edf: Path, threads: int | None) -> float:
     return run_child(code)["wall_s"]
 
 
+def _seconds_per_call(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def compute_floor(batch_size: int) -> dict:
+    """The model's lower bound per window on this CPU, from rates measured here and now.
+
+    The model's matrix-product FLOPs per window (counted by ``torch.utils.flop_counter`` on a forward
+    pass with explicit attention) at the bf16 rate measured on its largest product (the MLP's first layer
+    at ``batch_size`` windows), plus its attention exponentials (``depth x heads x n_tokens^2`` per
+    window) at the rate of a bf16 softmax of one layer's scores. Normalisations, GELU and the data
+    movement are left out, so the model cannot run faster than this on this machine (in bf16).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models import create_model
+    from pretrain.pretrain_main import configure_attention
+
+    torch.manual_seed(0)
+    model = create_model("m4cea_base", head="classification", n_outputs=2).eval()
+    configure_attention(model, fused=False)  # matmuls the counter sees
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, model.n_chans, model.n_times))
+    flops = counter.get_total_flops()
+    width, n_tokens, bf16 = model.embed_dim, model.n_tokens, torch.bfloat16
+    with torch.inference_mode():
+        tokens = torch.randn(batch_size * n_tokens, width, dtype=bf16)
+        weight = torch.randn(4 * width, width, dtype=bf16)
+        gemm_flops_per_s = 2 * tokens.shape[0] * width * 4 * width / _seconds_per_call(
+            lambda: F.linear(tokens, weight)
+        )
+        scores = torch.randn(batch_size, model.num_heads, n_tokens, n_tokens, dtype=bf16)
+        softmax_s_per_score = _seconds_per_call(lambda: scores.softmax(-1)) / scores.numel()
+    n_scores = model.depth * model.num_heads * n_tokens**2
+    return {
+        "gflop": flops / 1e9,
+        "gemm_gflop_s": gemm_flops_per_s / 1e9,
+        "softmax_ns": softmax_s_per_score * 1e9,
+        "floor_s_per_window": flops / gemm_flops_per_s + n_scores * softmax_s_per_score,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
@@ -156,6 +204,15 @@ def main() -> None:
         f"batch {args.batch_size}; compile {args.compile}",
         flush=True,
     )
+    if "cpu" in devices:
+        floor = compute_floor(args.batch_size)
+        print(
+            f"model: {floor['gflop']:.2f} GFLOP per window in matrix products; this CPU: bf16 GEMM "
+            f"{floor['gemm_gflop_s']:.0f} GFLOP/s, softmax {floor['softmax_ns']:.2f} ns per score -> floor "
+            f"{floor['floor_s_per_window'] * 1e3:.1f} ms per window, "
+            f"{floor['floor_s_per_window'] * 21600:.0f} s for 24 h (model only)",
+            flush=True,
+        )
     header = (
         f"{'recording':>10} {'device':>7} {'amp':>5} {'windows':>8} {'wall s':>8} {'win/s':>7} {'peak GB':>8}"
     )

@@ -295,6 +295,31 @@ def test_rejected_windows_are_marked_not_dropped(run_dir, tmp_path):
     assert [(e["onset_s"], e["duration_s"]) for e in summary["events"]] == [(0.0, 8.0), (12.0, 12.0)]
 
 
+def test_batches_run_across_blocks_and_skip_rejected_windows(run_dir, tmp_path):
+    # Blocks of 2 windows, batches of 3: batches span blocks and leave the rejected windows out; every
+    # window gets the probabilities of classifying it alone, in its own row.
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=40.0, seed=4)
+    raw._data[:, int(9.0 * 256) : int(9.5 * 256)] = np.nan  # window 8-12 s
+    raw._data[:, int(30.0 * 256) : int(30.5 * 256)] = np.nan  # window 28-32 s
+    raw.save(tmp_path / "gaps_raw.fif", verbose="error")
+    overrides = ["batch_size=3", "amp_cpu=fp32", "preprocess.block_s=8.0"]
+    predictor = Predictor(load_finetuned(run_dir), load_predict_config(overrides=overrides))
+    calls = []
+    classify = predictor.classify
+    predictor.classify = lambda x, compiled=False: (calls.append(len(x)), classify(x, compiled))[1]
+    result = predictor.window_probabilities(predictor.preprocessor.open(tmp_path / "gaps_raw.fif"))
+    np.testing.assert_array_equal(result.starts_s, 4.0 * np.arange(10))
+    assert result.reasons.tolist() == ["", "", "nan", "", "", "", "", "nan", "", ""]
+    assert calls == [3, 3, 2]  # 8 accepted windows in 5 blocks: two full batches, then the rest
+    ((starts, windows, reasons),) = list(
+        Predictor(load_finetuned(run_dir), load_predict_config(overrides=["amp_cpu=fp32"]))
+        .preprocessor.iter_windows(tmp_path / "gaps_raw.fif")
+    )
+    for row in np.flatnonzero(reasons == ""):
+        np.testing.assert_allclose(result.probabilities[row], classify(windows[row : row + 1])[0], atol=1e-6)
+    assert np.isnan(result.probabilities[reasons != ""]).all()
+
+
 def test_stride_and_rerun_replace_the_folder(run_dir, edf_dir, tmp_path):
     assert (
         _predict(
