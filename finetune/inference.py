@@ -18,10 +18,12 @@ The logic behind ``finetune/predict.py``, in four parts:
 4. **Batch** (:func:`run_batch`): many recordings, a progress bar, one output folder per recording
    written atomically (:mod:`finetune.predict_outputs`), a bad recording reported and skipped.
 
-Speed: the GPU when present (bf16 autocast, the next block preprocessed on the CPU while the GPU runs
-this one, :func:`prefetch`); on the CPU, bf16 autocast when the CPU computes bf16 natively (AVX512-BF16,
-AMX), and ``torch.compile`` for recordings of an hour or more (config ``compile``). The model dominates:
-m4cea_base costs about 5 GFLOP per 4-s window, about 100 TFLOP for 24 hours.
+Speed: the next block is preprocessed while the model runs on this one (:func:`prefetch`), by several
+threads on a GPU machine (config ``preprocess_threads``); windows are classified in full batches across
+blocks. The GPU when present (bf16 autocast); on the CPU, bf16 autocast when the CPU computes bf16
+natively (AVX512-BF16, AMX), and for recordings of 4 hours or more (config ``compile``) a frozen bf16 copy
+of the model compiled by ``torch.compile``. The model dominates: m4cea_base costs 5.3 GFLOP in matrix
+products and 9.8 million attention exponentials per 4-s window, 114 TFLOP for 24 hours.
 
 What each task gets (DESIGN.md section 5):
 
@@ -68,6 +70,7 @@ __all__ = [
     "COMPILE_MIN_WINDOWS",
     "COMPILE_MODES",
     "DETECTION_TASKS",
+    "MAX_PREPROCESS_THREADS",
     "PREDICT_CONFIG",
     "PREPROCESS_DEFAULTS",
     "RECORDING_TASKS",
@@ -110,6 +113,9 @@ COMPILE_MODES = ("auto", "always", "never")
 #: ``compile: auto`` compiles the model for recordings of at least this many windows (4 h of 4-s windows:
 #: on a 2-core CPU compiling takes 10-20 s and saves about 20% of the model's time, 4 ms per window).
 COMPILE_MIN_WINDOWS = 3600
+#: ``preprocess_threads: null`` on a GPU: the CPU cores less one, at most this many (each thread holds one
+#: block of the recording, a few hundred MB at the default ``block_s``).
+MAX_PREPROCESS_THREADS = 8
 _TIME_TOL_S = 1e-6
 
 
@@ -217,6 +223,12 @@ def _check_predict_config(cfg: dict) -> None:
             "one of ['auto', 'bf16', 'fp32']",
         ),
         ("num_threads", cfg["num_threads"], int_or_none(cfg["num_threads"]), "an integer >= 1 or null"),
+        (
+            "preprocess_threads",
+            cfg["preprocess_threads"],
+            int_or_none(cfg["preprocess_threads"]),
+            "an integer >= 1 or null",
+        ),
         ("compile", cfg["compile"], cfg["compile"] in COMPILE_MODES, f"one of {list(COMPILE_MODES)}"),
         ("figure.dpi", fig["dpi"], positive(fig["dpi"]), "a number > 0"),
         ("figure.width_in", fig["width_in"], positive(fig["width_in"]), "a number > 0"),
@@ -541,6 +553,9 @@ class Predictor:
         Binary tasks: ``config["threshold"]``, or the task's when null.
     model : models.M4CEA
         The model, on ``device``, in eval mode (compiled on demand: :meth:`use_compiled`).
+    preprocess_threads : int
+        Recording blocks preprocessed at once (config ``preprocess_threads``; null: on a GPU the CPU cores
+        less one, at most :data:`MAX_PREPROCESS_THREADS`, on the CPU 1).
 
     Raises
     ------
@@ -577,6 +592,9 @@ class Predictor:
         else:
             self.amp = config["amp_cpu"]
         self.model = model.to(self.device).eval()
+        self.preprocess_threads = config["preprocess_threads"] or (
+            max(1, min(MAX_PREPROCESS_THREADS, (os.cpu_count() or 1) - 1)) if self.device.type == "cuda" else 1
+        )
         self._compiled = None  # torch.compile(self.model), made at the first recording that needs it
         self._compile_failed = False
         self.threshold = self.task.threshold if config["threshold"] is None else float(config["threshold"])
@@ -590,8 +608,8 @@ class Predictor:
         """Whether a recording of ``n_windows`` windows runs the compiled model (config ``compile``).
 
         ``always``; ``never``; ``auto``: from the first recording of at least :data:`COMPILE_MIN_WINDOWS`
-        windows on (the compilation, 15-60 s once per process, then pays for itself). Never after a failed
-        compilation.
+        windows on (the compilation, 10-20 s once per process on a 2-core CPU, then pays for itself).
+        Never after a failed compilation.
         """
         mode = self.config["compile"]
         if mode == "never" or self._compile_failed:
@@ -700,7 +718,7 @@ class Predictor:
             disable=not progress,
             dynamic_ncols=True,
         )
-        blocks = self.preprocessor.iter_windows(recording, self.stride_s)
+        blocks = self.preprocessor.iter_windows(recording, self.stride_s, n_threads=self.preprocess_threads)
         # The next block is preprocessed while the model runs on this one (on the CPU too: MNE's filters
         # and FFTs release the GIL, and a 4-h recording took 6% less time than without on 2 cores).
         with bar, prefetch(blocks) as blocks:

@@ -645,6 +645,7 @@ def annotate_recording(
             "runtime": {
                 "device": str(predictor.device),
                 "amp": predictor.amp,
+                "preprocess_threads": predictor.preprocess_threads,
                 "windows_s": windows_time_s,  # reading, preprocessing and the model
                 "time_s": elapsed,
                 "windows_per_s": len(predictions.starts_s) / windows_time_s,

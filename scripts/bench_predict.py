@@ -11,8 +11,13 @@ Each recording is a synthetic 23-channel, 256 Hz EDF (CHB-MIT channel names,
 with the default preprocessing config. ``finetune/predict.py`` runs in a child process (windows of 4 s,
 no overlap: 21,600 windows for 24 h), whose wall time (everything: reading, filtering, resampling, model,
 events, files, figure) and peak resident memory are printed. ``--profile`` also times the preprocessing
-alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows` over the recording), so that the model's
-share is the difference. ``cuda`` is skipped when no GPU is present.
+alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows` over the recording) with one thread and
+with one per CPU core (at most 8: config ``preprocess_threads``). ``cuda`` is skipped when no GPU is
+present.
+
+Before the recordings, the model's compute floor on this CPU is printed (:func:`compute_floor`): its
+matrix-product FLOPs at the bf16 GEMM rate measured in the same run, plus its attention softmax at the
+measured softmax rate. No implementation of the model runs faster than that on this machine in bf16.
 
 Goals (issue 6): 24 h in under 2 minutes on the CPU, under 10 s on one H200.
 """
@@ -105,8 +110,11 @@ def predict_once(edf: Path, ckpt: Path, out: Path, device: str, args) -> dict:
     return run_child(code)
 
 
-def preprocess_only(edf: Path, threads: int | None) -> float:
-    """Seconds to window the recording (read, montage, filters, resampling, checks) without the model."""
+def preprocess_only(edf: Path, threads: int | None, block_threads: int) -> float:
+    """Seconds to window the recording (read, montage, filters, resampling, checks) without the model.
+
+    ``block_threads`` blocks are preprocessed at once (config ``preprocess_threads`` of the predictor).
+    """
     code = (
         "import json, sys, time;"
         f"sys.path.insert(0, {str(ROOT)!r});"
@@ -117,7 +125,7 @@ def preprocess_only(edf: Path, threads: int | None) -> float:
         "from runtime.config import CONFIG_DIR, load_config;"
         "p = Preprocessor(load_config(CONFIG_DIR / 'preprocess' / 'm4cea.yaml'));"
         "t = time.perf_counter();"
-        f"n = sum(len(scale_window(w)) for _, w, _ in p.iter_windows({str(edf)!r}));"
+        f"n = sum(len(scale_window(w)) for _, w, _ in p.iter_windows({str(edf)!r}, n_threads={block_threads}));"
         "print('RESULT ' + json.dumps({'wall_s': time.perf_counter() - t, 'windows': n}))"
     )
     return run_child(code)["wall_s"]
@@ -172,6 +180,8 @@ def compute_floor(batch_size: int) -> dict:
 
 
 def main() -> None:
+    from finetune.inference import MAX_PREPROCESS_THREADS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])
@@ -216,7 +226,9 @@ def main() -> None:
     header = (
         f"{'recording':>10} {'device':>7} {'amp':>5} {'windows':>8} {'wall s':>8} {'win/s':>7} {'peak GB':>8}"
     )
-    print(header + ("  preprocessing s" if args.profile else ""), flush=True)
+    block_threads = max(1, min(MAX_PREPROCESS_THREADS, os.cpu_count() or 1))
+    profile_header = f"  preprocessing s: 1 thread, {block_threads} threads"
+    print(header + (profile_header if args.profile else ""), flush=True)
     for hours in args.hours:
         edf = workdir / f"synthetic_{hours:g}h.edf"
         if not edf.exists():
@@ -233,14 +245,16 @@ def main() -> None:
                 check=True,
             )
             print(f"(made {edf.name} in {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        pre_s = preprocess_only(edf, args.threads) if args.profile else None
+        pre_s = (
+            [preprocess_only(edf, args.threads, n) for n in sorted({1, block_threads})] if args.profile else None
+        )
         for device in devices:
             r = predict_once(edf, ckpt, workdir / f"out_{hours:g}h_{device}", device, args)
             line = (
                 f"{hours:>8g} h {device:>7} {r['amp']:>5} {r['windows']:>8d} {r['wall_s']:>8.1f} "
                 f"{r['windows'] / r['wall_s']:>7.1f} {r['rss_gb']:>8.2f}"
             )
-            print(line + (f"  {pre_s:>15.1f}" if pre_s is not None else ""), flush=True)
+            print(line + ("  " + ", ".join(f"{t:.1f}" for t in pre_s) if pre_s else ""), flush=True)
             shutil.rmtree(workdir / f"out_{hours:g}h_{device}", ignore_errors=True)
     print("goals: 24 h in < 120 s on the CPU, < 10 s on one H200")
     if not args.workdir:

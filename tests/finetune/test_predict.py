@@ -165,6 +165,7 @@ def test_outputs_exist_and_times_are_seconds_of_the_recording(predicted):
     assert {"torch", "mne", "numpy", "project"} <= set(summary["versions"])
     assert summary["versions"]["torch"] == torch.__version__ and summary["versions"]["mne"] == mne.__version__
     assert summary["task"]["name"] == "onset_detection" and summary["runtime"]["device"] == "cpu"
+    assert summary["runtime"]["preprocess_threads"] == 1
     assert summary["totals"]["n_events"] == len(summary["events"])
     assert summary["recording_class"]["probabilities"]["seizure"] == pytest.approx(p[:, 1].mean(), abs=1e-9)
 
@@ -295,15 +296,21 @@ def test_rejected_windows_are_marked_not_dropped(run_dir, tmp_path):
     assert [(e["onset_s"], e["duration_s"]) for e in summary["events"]] == [(0.0, 8.0), (12.0, 12.0)]
 
 
-def test_batches_run_across_blocks_and_skip_rejected_windows(run_dir, tmp_path):
+@pytest.mark.parametrize("preprocess_threads", [1, 3])
+def test_batches_run_across_blocks_and_skip_rejected_windows(run_dir, tmp_path, preprocess_threads):
     # Blocks of 2 windows, batches of 3: batches span blocks and leave the rejected windows out; every
-    # window gets the probabilities of classifying it alone, in its own row.
+    # window gets the probabilities of classifying it alone, in its own row; blocks preprocessed in
+    # threads change nothing.
     raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=40.0, seed=4)
     raw._data[:, int(9.0 * 256) : int(9.5 * 256)] = np.nan  # window 8-12 s
     raw._data[:, int(30.0 * 256) : int(30.5 * 256)] = np.nan  # window 28-32 s
     raw.save(tmp_path / "gaps_raw.fif", verbose="error")
     overrides = ["batch_size=3", "amp_cpu=fp32", "preprocess.block_s=8.0"]
+    overrides.append(f"preprocess_threads={preprocess_threads}")
     predictor = Predictor(load_finetuned(run_dir), load_predict_config(overrides=overrides))
+    assert predictor.preprocess_threads == preprocess_threads
+    default = Predictor(load_finetuned(run_dir), load_predict_config())
+    assert default.preprocess_threads == 1  # null on the CPU: the model uses the cores
     calls = []
     classify = predictor.classify
     predictor.classify = lambda x, compiled=False: (calls.append(len(x)), classify(x, compiled))[1]
@@ -616,6 +623,7 @@ def test_usage_errors(run_dir, edf_dir, tmp_path, capsys):
         (["smoothing.method=median"], "smoothing.method"),
         (["batch_size=0"], "batch_size"),
         (["threshold=1.5"], "threshold"),
+        (["preprocess_threads=0"], "preprocess_threads"),
         (["preprocess.no_such_key=1"], "Unknown config key 'no_such_key'"),
         (["preprocess.window_s=2.0"], "takes 16 x 4000"),  # windows the model cannot take
     ]

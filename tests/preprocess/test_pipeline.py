@@ -1,5 +1,7 @@
 """Preprocessing on real recordings from ../shared/data and on synthetic MNE recordings."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -261,3 +263,19 @@ def test_iter_windows_yields_the_windows_process_writes(tmp_path, preprocess_con
     small = Preprocessor(preprocess_config("block_s=12.0"))
     sizes = [len(w) for _, w, _ in small.iter_windows(recording, stride_s=4.0)]
     assert sizes == [3, 3, 3, 3, 3]
+    # Blocks preprocessed in threads: the same blocks, in order, with the same windows and reasons.
+    one = list(small.iter_windows(recording))
+    for n_threads in (2, 3, 8):
+        threaded = list(small.iter_windows(recording, n_threads=n_threads))
+        assert len(threaded) == len(one) == 5
+        for (s1, w1, r1), (s2, w2, r2) in zip(one, threaded, strict=True):
+            np.testing.assert_array_equal(s1, s2)
+            np.testing.assert_array_equal(w1, w2)
+            assert list(r1) == list(r2)
+    assert [r for _, _, reasons in one for r in reasons] == list(reasons)
+    first_only = small.iter_windows(recording, n_threads=3)
+    np.testing.assert_array_equal(next(first_only)[1], one[0][1])
+    first_only.close()  # stopping early leaves no thread behind
+    assert not [t for t in threading.enumerate() if t.name.startswith("m4cea-block")]
+    with pytest.raises(ValueError, match="'n_threads'"):
+        list(small.iter_windows(recording, n_threads=0))
