@@ -592,8 +592,9 @@ class Predictor:
         else:
             self.amp = config["amp_cpu"]
         self.model = model.to(self.device).eval()
+        gpu_threads = max(1, min(MAX_PREPROCESS_THREADS, (os.cpu_count() or 1) - 1))
         self.preprocess_threads = config["preprocess_threads"] or (
-            max(1, min(MAX_PREPROCESS_THREADS, (os.cpu_count() or 1) - 1)) if self.device.type == "cuda" else 1
+            gpu_threads if self.device.type == "cuda" else 1
         )
         self._compiled = None  # torch.compile(self.model), made at the first recording that needs it
         self._compile_failed = False

@@ -152,6 +152,9 @@ class TemporalEmbedding(nn.Module):
 
     The patches of one sample are the rows of one image (batch, 1, n_tokens, patch_samples), so the
     GroupNorm statistics are taken over all tokens of a sample, as in the official code.
+    :meth:`forward` computes each convolution as one matrix product over whole patches (its
+    impulse-response matrix, :meth:`stage_matrices`); :meth:`forward_convolutions` runs the
+    convolutions themselves, with the same result to float rounding.
 
     Parameters
     ----------
@@ -247,7 +250,36 @@ class TemporalEmbedding(nn.Module):
             h = F.gelu(F.group_norm(h.reshape(batch, _N_FILTERS, -1), _N_GROUPS, norm.weight, norm.bias,
                                     norm.eps)).reshape(h.shape)
         n_steps = h.shape[1] // _N_FILTERS
-        return h.reshape(batch, _N_FILTERS, n_steps, n_tokens).permute(0, 3, 2, 1).reshape(batch, n_tokens, -1)
+        h = h.reshape(batch, _N_FILTERS, n_steps, n_tokens)
+        return h.permute(0, 3, 2, 1).reshape(batch, n_tokens, -1)
+
+    def forward_convolutions(self, patches):
+        """The same embedding computed as the official code does: convolutions over one image per sample.
+
+        The patches of a sample are the rows of a (1, n_tokens, patch_samples) image; ``Conv2d`` and
+        ``AvgPool2d`` (zero padding counted) run along the rows. Slower than :meth:`forward` on the CPU;
+        kept as the reference that :meth:`forward` is tested against, and for the official-style step of
+        ``scripts/bench_train.py``.
+
+        Parameters
+        ----------
+        patches : torch.Tensor, shape (batch, n_tokens, patch_samples)
+
+        Returns
+        -------
+        features : torch.Tensor, shape (batch, n_tokens, out_features)
+            As :meth:`forward`.
+        """
+        batch, n_tokens, _ = patches.shape
+        h = patches.unsqueeze(1)  # (batch, 1, n_tokens, patch_samples)
+        if self.tie:
+            pad = _TIE_KERNEL_SAMPLES // 2
+            pooled = F.avg_pool2d(h, (1, _TIE_KERNEL_SAMPLES), stride=1, padding=(0, pad))
+            h = F.gelu(self.tie_norm(self.tie_conv(h) + pooled * self.scale_factor))
+        h = F.gelu(self.norm1(self.conv1(h)))
+        h = F.gelu(self.norm2(self.conv2(h)))
+        h = F.gelu(self.norm3(self.conv3(h)))  # (batch, 8, n_tokens, n_steps)
+        return h.permute(0, 2, 3, 1).reshape(batch, n_tokens, -1)
 
 
 def _conv_matrix(conv, n_in_steps):

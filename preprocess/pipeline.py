@@ -557,7 +557,7 @@ class Preprocessor:
             try:
                 for block_starts in blocks:
                     running.append(pool.submit(preprocess_block, block_starts))
-                    if len(running) == n_threads:  # at most n_threads blocks in memory besides the yielded one
+                    if len(running) == n_threads:  # n_threads blocks in memory besides the yielded one
                         yield running.popleft().result()
                 while running:
                     yield running.popleft().result()
@@ -589,7 +589,8 @@ class Preprocessor:
         # NaN in the recording: a window is rejected when any of its input samples was NaN.
         nan_cum = np.concatenate([[0], np.cumsum(nan_samples)])
         a = np.clip(np.floor(block_starts * sfreq_in).astype(int) - s0, 0, len(nan_samples))
-        b = np.clip(np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0, 0, len(nan_samples))
+        b = np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0
+        b = np.clip(b, 0, len(nan_samples))
         return windows, (nan_cum[b] - nan_cum[a]) > 0
 
     def _filter(self, x: np.ndarray, sfreq_in: float) -> np.ndarray:

@@ -125,7 +125,8 @@ def preprocess_only(edf: Path, threads: int | None, block_threads: int) -> float
         "from runtime.config import CONFIG_DIR, load_config;"
         "p = Preprocessor(load_config(CONFIG_DIR / 'preprocess' / 'm4cea.yaml'));"
         "t = time.perf_counter();"
-        f"n = sum(len(scale_window(w)) for _, w, _ in p.iter_windows({str(edf)!r}, n_threads={block_threads}));"
+        f"blocks = p.iter_windows({str(edf)!r}, n_threads={block_threads});"
+        "n = sum(len(scale_window(w)) for _, w, _ in blocks);"
         "print('RESULT ' + json.dumps({'wall_s': time.perf_counter() - t, 'windows': n}))"
     )
     return run_child(code)["wall_s"]
@@ -245,9 +246,9 @@ def main() -> None:
                 check=True,
             )
             print(f"(made {edf.name} in {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        pre_s = (
-            [preprocess_only(edf, args.threads, n) for n in sorted({1, block_threads})] if args.profile else None
-        )
+        pre_s = None
+        if args.profile:
+            pre_s = [preprocess_only(edf, args.threads, n) for n in sorted({1, block_threads})]
         for device in devices:
             r = predict_once(edf, ckpt, workdir / f"out_{hours:g}h_{device}", device, args)
             line = (

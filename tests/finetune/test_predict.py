@@ -703,7 +703,8 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
 
 
 @pytest.mark.skipif(
-    not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile's CPU backend needs a C++ compiler"
+    not (shutil.which("c++") or shutil.which("g++")),
+    reason="torch.compile's CPU backend needs a C++ compiler",
 )
 def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
     # The path the long recordings take: a frozen bf16 copy compiled by inductor (about 10 s for the tiny

@@ -159,18 +159,6 @@ def test_tie_layer_adds_scaled_moving_average():
     torch.testing.assert_close(first_stage @ impulse, expected.repeat(8))  # rows (filter, step)
 
 
-def _convolution_form(embed, patches):
-    """The TIE embedding written out with the official layers (Conv2d, AvgPool2d, GroupNorm) per patch."""
-    batch, n_tokens, n_samples = patches.shape
-    image = patches.reshape(batch, 1, n_tokens, n_samples)
-    pooled = nn.AvgPool2d((1, 63), stride=1, padding=(0, 31))(image)
-    h = nn.functional.gelu(embed.tie_norm(embed.tie_conv(image) + pooled * embed.scale_factor))
-    h = nn.functional.gelu(embed.norm1(embed.conv1(h)))
-    h = nn.functional.gelu(embed.norm2(embed.conv2(h)))
-    h = nn.functional.gelu(embed.norm3(embed.conv3(h)))
-    return h.permute(0, 2, 3, 1).reshape(batch, n_tokens, -1)
-
-
 @pytest.mark.parametrize("patch_samples", [200, 64, 100])
 def test_matrix_form_equals_the_convolutions(patch_samples):
     # Random (not initial) parameters everywhere, so that every stage and every GroupNorm group matters.
@@ -180,13 +168,20 @@ def test_matrix_form_equals_the_convolutions(patch_samples):
         for param in embed.parameters():
             param.normal_(0.0, 0.3)
     patches = torch.randn(3, 10, patch_samples, dtype=torch.float64)
-    expected = _convolution_form(embed, patches)
+    # the official layers written out (independent of the embedding's own code)
+    image = patches.reshape(3, 1, 10, patch_samples)
+    pooled = nn.AvgPool2d((1, 63), stride=1, padding=(0, 31))(image)
+    h = nn.functional.gelu(embed.tie_norm(embed.tie_conv(image) + pooled * embed.scale_factor))
+    for conv, norm in ((embed.conv1, embed.norm1), (embed.conv2, embed.norm2), (embed.conv3, embed.norm3)):
+        h = nn.functional.gelu(norm(conv(h)))
+    expected = h.permute(0, 2, 3, 1).reshape(3, 10, -1)
+    torch.testing.assert_close(embed.forward_convolutions(patches), expected, rtol=0, atol=0)
     assert expected.shape == (3, 10, temporal_feature_dim(patch_samples))
     torch.testing.assert_close(embed(patches), expected, rtol=0, atol=1e-12)
     # gradients reach the convolution weights through the matrices
     weights = [embed.tie_conv.weight, embed.scale_factor, embed.conv1.weight, embed.conv1.bias]
     grads = torch.autograd.grad(embed(patches).square().sum(), weights)
-    grads_ref = torch.autograd.grad(_convolution_form(embed, patches).square().sum(), weights)
+    grads_ref = torch.autograd.grad(embed.forward_convolutions(patches).square().sum(), weights)
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
 
