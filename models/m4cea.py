@@ -152,9 +152,9 @@ class TemporalEmbedding(nn.Module):
 
     The patches of one sample are the rows of one image (batch, 1, n_tokens, patch_samples), so the
     GroupNorm statistics are taken over all tokens of a sample, as in the official code.
-    :meth:`forward` computes each convolution as one matrix product over whole patches (its
-    impulse-response matrix, :meth:`stage_matrices`); :meth:`forward_convolutions` runs the
-    convolutions themselves, with the same result to float rounding.
+    In inference each convolution is computed as one matrix product over whole patches (its
+    impulse-response matrix, :meth:`forward_matrices`), in training as the convolution itself
+    (:meth:`forward_convolutions`): the same result to float rounding, each the faster where it is used.
 
     Parameters
     ----------
@@ -181,7 +181,7 @@ class TemporalEmbedding(nn.Module):
         self.out_features = temporal_feature_dim(patch_samples)
         n = _N_FILTERS
         if tie:
-            self.scale_factor = nn.Parameter(torch.empty(patch_samples))
+            self.scale_factor = nn.Parameter(torch.randn(patch_samples))  # standard normal, as official
             self.tie_conv = nn.Conv2d(1, n, (1, _TIE_KERNEL_SAMPLES), padding=(0, _TIE_KERNEL_SAMPLES // 2),
                                       bias=False)
             self.tie_norm = nn.GroupNorm(_N_GROUPS, n)
@@ -222,12 +222,12 @@ class TemporalEmbedding(nn.Module):
         return stages
 
     def forward(self, patches):
-        """Embed patches.
+        """Embed patches: :meth:`forward_matrices` in inference, :meth:`forward_convolutions` in training.
 
-        Computed in matrix form, as :meth:`stage_matrices` (each stage one batched matrix product of
-        the tokens as columns, then the GroupNorm and GELU): the same numbers as the per-patch
-        convolutions, to float rounding, and 2-3x faster on the CPU in bfloat16 (the TIE convolution
-        reads one input channel, for which convolution kernels are slow).
+        Both compute the same function (to float rounding, tested). The matrix form is the faster one
+        without gradients (m4cea_base on a 2-core CPU: 1.34x the bf16 forward of the whole model); with
+        gradients the convolutions are as fast or faster (fp32 1.5%, compiled bf16 13% faster training
+        steps), so the choice follows ``torch.is_grad_enabled()``.
 
         Parameters
         ----------
@@ -238,6 +238,27 @@ class TemporalEmbedding(nn.Module):
         -------
         features : torch.Tensor, shape (batch, n_tokens, out_features)
             Flattened as (time step, channel): feature ``t * 8 + c``.
+        """
+        if torch.is_grad_enabled():
+            return self.forward_convolutions(patches)
+        return self.forward_matrices(patches)
+
+    def forward_matrices(self, patches):
+        """The embedding in matrix form: one batched matrix product per stage (:meth:`stage_matrices`).
+
+        Each stage multiplies the tokens, as columns, by the stage's impulse-response matrix, then applies
+        the GroupNorm and GELU: the same numbers as the per-patch convolutions, to float rounding, and
+        2-3x faster on the CPU in bfloat16 (the TIE convolution reads one input channel, for which
+        convolution kernels are slow).
+
+        Parameters
+        ----------
+        patches : torch.Tensor, shape (batch, n_tokens, patch_samples)
+
+        Returns
+        -------
+        features : torch.Tensor, shape (batch, n_tokens, out_features)
+            As :meth:`forward`.
         """
         batch, n_tokens, _ = patches.shape
         h = patches.transpose(1, 2)  # (batch, patch_samples, n_tokens): one column per token
@@ -257,9 +278,7 @@ class TemporalEmbedding(nn.Module):
         """The same embedding computed as the official code does: convolutions over one image per sample.
 
         The patches of a sample are the rows of a (1, n_tokens, patch_samples) image; ``Conv2d`` and
-        ``AvgPool2d`` (zero padding counted) run along the rows. Slower than :meth:`forward` on the CPU;
-        kept as the reference that :meth:`forward` is tested against, and for the official-style step of
-        ``scripts/bench_train.py``.
+        ``AvgPool2d`` (zero padding counted) run along the rows. Used in training (see :meth:`forward`).
 
         Parameters
         ----------

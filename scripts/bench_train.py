@@ -13,8 +13,7 @@ AdamW. Data come from memory (no loader), so the figure is the step itself.
 Variants, each measured in its own process (so that the CPU peak resident memory is its own):
 
 - ``*-reference``: an official-style step, as the official M4CEA code runs it: fp32, explicit
-  attention (softmax of q k^T), the temporal embedding as convolutions
-  (:meth:`models.TemporalEmbedding.forward_convolutions`), masks drawn per sample on the host with
+  attention (softmax of q k^T), masks drawn per sample on the host with
   ``np.random.choice(n_tokens, k, p=w, replace=False)``, torch's default AdamW;
 - ``cpu-fp32``: this project's step in fp32 (device-side masks, fused AdamW, explicit attention,
   which is faster than ``scaled_dot_product_attention`` on CPU for 25-dimensional heads);
@@ -124,8 +123,6 @@ def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup:
     torch.manual_seed(0)
     model = create_model(model_name, head="pretrain").to(device)
     configure_attention(model, variant["fused_attn"])
-    if variant["official"]:  # the official code's convolutions, not the matrix form
-        model.patch_embed.forward = model.patch_embed.forward_convolutions
     groups = param_groups_weight_decay(model, 1e-4, no_weight_decay_list=model.no_weight_decay())
     optimizer = torch.optim.AdamW(groups, lr=1e-4, **({} if variant["official"] else {"fused": True}))
     step_model = torch.compile(model) if variant["compile"] else model

@@ -177,13 +177,28 @@ def test_matrix_form_equals_the_convolutions(patch_samples):
     expected = h.permute(0, 2, 3, 1).reshape(3, 10, -1)
     torch.testing.assert_close(embed.forward_convolutions(patches), expected, rtol=0, atol=0)
     assert expected.shape == (3, 10, temporal_feature_dim(patch_samples))
-    torch.testing.assert_close(embed(patches), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(embed.forward_matrices(patches), expected, rtol=0, atol=1e-12)
     # gradients reach the convolution weights through the matrices
     weights = [embed.tie_conv.weight, embed.scale_factor, embed.conv1.weight, embed.conv1.bias]
-    grads = torch.autograd.grad(embed(patches).square().sum(), weights)
+    grads = torch.autograd.grad(embed.forward_matrices(patches).square().sum(), weights)
     grads_ref = torch.autograd.grad(embed.forward_convolutions(patches).square().sum(), weights)
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_forward_uses_the_matrices_in_inference_and_the_convolutions_in_training():
+    embed = TemporalEmbedding(200, tie=True)
+    patches = torch.randn(2, 5, 200)
+    calls = []
+    for form in ("forward_matrices", "forward_convolutions"):
+        method = getattr(embed, form)
+        setattr(embed, form, lambda x, form=form, method=method: (calls.append(form), method(x))[1])
+    with torch.no_grad():
+        in_inference = embed(patches)
+    assert calls == ["forward_matrices"]
+    in_training = embed(patches)
+    assert calls == ["forward_matrices", "forward_convolutions"] and in_training.requires_grad
+    torch.testing.assert_close(in_inference, in_training.detach(), rtol=0, atol=1e-5)
 
 
 def test_patch_spectrum_of_a_cosine():
