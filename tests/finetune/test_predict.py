@@ -313,7 +313,7 @@ def test_batches_run_across_blocks_and_skip_rejected_windows(run_dir, tmp_path, 
     assert default.preprocess_threads == 1  # null on the CPU: the model uses the cores
     calls = []
     classify = predictor.classify
-    predictor.classify = lambda x, compiled=False: (calls.append(len(x)), classify(x, compiled))[1]
+    predictor.classify = lambda x, **kwargs: (calls.append(len(x)), classify(x, **kwargs))[1]
     result = predictor.window_probabilities(predictor.preprocessor.open(tmp_path / "gaps_raw.fif"))
     np.testing.assert_array_equal(result.starts_s, 4.0 * np.arange(10))
     assert result.reasons.tolist() == ["", "", "nan", "", "", "", "", "nan", "", ""]
