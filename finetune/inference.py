@@ -11,7 +11,8 @@ The logic behind ``finetune/predict.py``, in four parts:
    training preprocessing (:meth:`preprocess.pipeline.Preprocessor.iter_windows`: montage, filters,
    resampling, NaN/flat/amplitude checks), each accepted window is scaled as in training
    (:func:`preprocess.segments.scale_window`) and classified; rejected windows keep NaN probabilities and
-   their reason. Memory is one preprocessing block plus one batch, whatever the recording's length.
+   their reason. Memory is a few preprocessing blocks (one per ``preprocess_threads``, plus the one
+   ahead) plus one batch, whatever the recording's length.
 3. **Post-processing** (pure functions of the window probabilities, times in seconds of the recording):
    :func:`detect_events` (threshold -> smoothing -> runs -> merge gap -> minimum duration),
    :func:`hypnogram` (30-s epochs), :func:`spike_wave_index`, :func:`recording_class`.
