@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import mne
@@ -700,6 +701,21 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     assert not other.use_compiled(10_000)  # uncompiled from then on
     never = Predictor(finetuned, load_predict_config(overrides=["compile=never"]))
     assert not never.use_compiled(10_000)
+    # On CUDA the model itself is compiled, without freezing, and runs under bf16 autocast.
+    seen = []
+
+    def cuda_compile(model, dynamic, options=None):
+        seen.append((model, options))
+        return lambda x: (seen.append(torch.get_autocast_dtype("cuda")), model(x))[1]
+
+    monkeypatch.setattr(torch, "compile", cuda_compile)
+    on_gpu = Predictor(finetuned, load_predict_config(overrides=["amp=bf16"]))
+    on_gpu.device = torch.device("cuda")  # only _compile is run: no GPU needed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available": autocast on CUDA is then a no-op
+        logits = on_gpu._compile()(torch.from_numpy(scale_window(windows[:2])))
+    assert seen[0] == (on_gpu.model, None) and seen[1] == torch.bfloat16
+    assert logits.shape == (2, 2)
 
 
 @pytest.mark.skipif(
