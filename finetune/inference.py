@@ -609,14 +609,17 @@ class Predictor:
     def use_compiled(self, n_windows: int) -> bool:
         """Whether a recording of ``n_windows`` windows runs the compiled model (config ``compile``).
 
-        ``always``; ``never``; ``auto``: from the first recording of at least :data:`COMPILE_MIN_WINDOWS`
-        windows on (the compilation, 10-20 s once per process on a 2-core CPU, then pays for itself).
-        Never after a failed compilation.
+        ``always``; ``never``; ``auto``: on the CPU, from the first recording of at least
+        :data:`COMPILE_MIN_WINDOWS` windows on (the compilation, 10-20 s once per process on a 2-core CPU,
+        then pays for itself); on a GPU never (the model takes well under a second for 24 hours there,
+        less than compiling it). Never after a failed compilation.
         """
         mode = self.config["compile"]
         if mode == "never" or self._compile_failed:
             return False
-        return mode == "always" or self._compiled is not None or n_windows >= COMPILE_MIN_WINDOWS
+        if mode == "always" or self._compiled is not None:
+            return True
+        return self.device.type == "cpu" and n_windows >= COMPILE_MIN_WINDOWS
 
     @torch.inference_mode()
     def classify(self, windows: np.ndarray, compiled: bool = False, scaled: bool = False) -> np.ndarray:

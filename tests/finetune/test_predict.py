@@ -711,6 +711,7 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     monkeypatch.setattr(torch, "compile", cuda_compile)
     on_gpu = Predictor(finetuned, load_predict_config(overrides=["amp=bf16"]))
     on_gpu.device = torch.device("cuda")  # only _compile is run: no GPU needed
+    assert not on_gpu.use_compiled(21_600)  # compile: auto never compiles on a GPU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available": autocast on CUDA is then a no-op
         logits = on_gpu._compile()(torch.from_numpy(scale_window(windows[:2])))
