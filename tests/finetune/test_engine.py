@@ -29,14 +29,6 @@ ONSET = get_task("onset_detection")
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """12 windows of 16 x 1000 samples: 9 background, 3 seizure (imbalanced, for the class weights)."""

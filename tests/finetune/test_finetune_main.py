@@ -59,15 +59,6 @@ SYNTH = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread, set before the module's runs (results are exactly repeatable per thread count)."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def _argv(
     data, output, *overrides, task="onset_detection", seed=42, epochs=3, pretrained=None, base=REAL, extra=()
 ):

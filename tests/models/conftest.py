@@ -1,10 +1,11 @@
 """Fixtures for the model tests: the official reference files in ../shared/reference (skipped if absent)."""
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import one_torch_thread
 
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
 REFERENCE_DIR = SHARED_DIR / "reference"
@@ -17,30 +18,13 @@ def _require(path):
     return path
 
 
-@contextmanager
-def _one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n_threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small models run fastest on one intra-op thread, and stay fast when other jobs load the CPU."""
-    with _one_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def base_pretrain_model():
     """A freshly initialised m4cea_base with pretraining heads (seed 0). Read-only: do not modify it."""
     from models import create_model
 
     torch.manual_seed(0)
-    with _one_thread():
+    with one_torch_thread():
         return create_model("m4cea_base", head="pretrain")
 
 
