@@ -12,8 +12,8 @@ with the default preprocessing config. ``finetune/predict.py`` runs in a child p
 no overlap: 21,600 windows for 24 h), whose wall time (everything: reading, filtering, resampling, model,
 events, files, figure) and peak resident memory are printed. ``--profile`` also times the preprocessing
 alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows` over the recording) with one thread and
-with one per CPU core (at most 8: config ``preprocess_threads``). ``cuda`` is skipped when no GPU is
-present.
+with one per CPU core (at most 8: config ``preprocess_threads``), and the model alone on each device
+(:func:`model_only`). ``cuda`` is skipped when no GPU is present.
 
 Before the recordings, the model's compute floor on this CPU is printed (:func:`compute_floor`): its
 matrix-product FLOPs at the bf16 GEMM rate measured in the same run, plus its attention softmax at the
@@ -130,6 +130,37 @@ def preprocess_only(edf: Path, threads: int | None, block_threads: int) -> float
         "print('RESULT ' + json.dumps({'wall_s': time.perf_counter() - t, 'windows': n}))"
     )
     return run_child(code)["wall_s"]
+
+
+def model_only(ckpt: Path, device: str, args, n_batches: int = 8) -> dict:
+    """The model's own throughput on ``device`` as the 24-h prediction runs it (random scaled windows).
+
+    :meth:`finetune.inference.Predictor.classify` in a child, with the prediction's settings and the
+    compilation a 24-h recording gets (``compile: auto``); one batch of warm-up (and compilation), then
+    ``n_batches`` timed batches.
+    """
+    overrides = [f"device={device}", f"amp_cpu={args.amp_cpu}", f"batch_size={args.batch_size}"]
+    overrides += [f"compile={args.compile}"] + ([f"num_threads={args.threads}"] if args.threads else [])
+    code = (
+        "import json, sys, time;"
+        f"sys.path.insert(0, {str(ROOT)!r});"
+        "import numpy as np, torch;"
+        "from finetune.inference import Predictor, load_finetuned, load_predict_config;"
+        f"cfg = load_predict_config(overrides={overrides!r});"
+        + (f"torch.set_num_threads({args.threads});" if args.threads else "")
+        + f"p = Predictor(load_finetuned({str(ckpt)!r}), cfg);"
+        "compiled = p.use_compiled(21600);"
+        "m = p.model;"
+        "x = np.random.default_rng(0).standard_normal("
+        f"({args.batch_size}, m.n_chans, m.n_times), dtype=np.float32) * 0.3;"
+        "p.classify(x, compiled=compiled, scaled=True);"
+        "t = time.perf_counter();"
+        f"[p.classify(x, compiled=compiled, scaled=True) for _ in range({n_batches})];"
+        f"wps = {n_batches} * len(x) / (time.perf_counter() - t);"
+        "print('RESULT ' + json.dumps({'windows_per_s': wps, 'compiled': compiled and not p._compile_failed,"
+        " 'amp': p.amp}))"
+    )
+    return run_child(code)
 
 
 def _seconds_per_call(fn, repeats: int = 5) -> float:
@@ -257,6 +288,14 @@ def main() -> None:
             )
             print(line + ("  " + ", ".join(f"{t:.1f}" for t in pre_s) if pre_s else ""), flush=True)
             shutil.rmtree(workdir / f"out_{hours:g}h_{device}", ignore_errors=True)
+    if args.profile:
+        for device in devices:
+            r = model_only(ckpt, device, args)
+            print(
+                f"model alone on {device} ({r['amp']}, {'compiled' if r['compiled'] else 'not compiled'}): "
+                f"{r['windows_per_s']:.1f} windows/s, {21600 / r['windows_per_s']:.0f} s for 24 h",
+                flush=True,
+            )
     print("goals: 24 h in < 120 s on the CPU, < 10 s on one H200")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
