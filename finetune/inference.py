@@ -735,7 +735,7 @@ class Predictor:
         with bar, prefetch(blocks) as blocks:
             for block_starts, windows, block_reasons in blocks:
                 accepted = block_reasons == ""
-                waiting.append(windows[accepted])
+                waiting.append(windows if accepted.all() else windows[accepted])
                 waiting_rows.append(n_seen + np.flatnonzero(accepted))
                 n_waiting += int(accepted.sum())
                 n_seen += len(windows)
