@@ -231,6 +231,24 @@ class _HelsinkiLayout(DatasetAdapter):
     def subjects(self, root) -> dict[str, str]:
         return {p.name: p.stem.lower() for p in self.find_recordings(root)}
 
+    def _annotated_recordings(self, root, task) -> tuple[dict, dict[str, str]]:
+        """The annotations per baby and the recordings (lower-case name -> name), coverage checked.
+
+        Raises
+        ------
+        ValueError
+            If ``task`` is not one of the adapter's tasks.
+        LayoutError
+            If a recording has no annotation, or (unless the ``partial`` option) an annotation names a
+            missing recording (:func:`check_label_coverage`).
+        """
+        self.check_task(task)
+        path, annotations = self.annotations(root)
+        recordings = {p.name.lower(): p.name for p in self.find_recordings(root)}
+        labelled = [f"{baby}.edf" for baby in annotations]
+        check_label_coverage(recordings, labelled, path, self.opts["partial"], self.name)
+        return annotations, recordings
+
     def _find_one(self, root, patterns: tuple[str, ...], what: str) -> Path:
         for pattern in patterns:
             found = sorted(Path(root).rglob(pattern))
@@ -263,11 +281,7 @@ class HelsinkiSeizuresAdapter(_HelsinkiLayout):
         return self.cached(("annotations", str(root)), compute)
 
     def events(self, root, task, *, montage=None, classes=None) -> dict[str, list[Event]]:
-        self.check_task(task)
-        path, annotations = self.annotations(root)
-        recordings = {p.name.lower(): p.name for p in self.find_recordings(root)}
-        labelled = [f"{b}.edf" for b in annotations]
-        check_label_coverage(recordings, labelled, path, self.opts["partial"], self.name)
+        annotations, recordings = self._annotated_recordings(root, task)
         events = {}
         for baby, annotation in annotations.items():
             name = recordings.get(f"{baby}.edf")
@@ -483,11 +497,7 @@ class HelsinkiArtefactsAdapter(_HelsinkiLayout):
         return self.cached(("annotations", str(root)), compute)
 
     def events(self, root, task, *, montage=None, classes=None) -> dict[str, list[Event]]:
-        self.check_task(task)
-        path, annotations = self.annotations(root)
-        recordings = {p.name.lower(): p.name for p in self.find_recordings(root)}
-        labelled = [f"{b}.edf" for b in annotations]
-        check_label_coverage(recordings, labelled, path, self.opts["partial"], self.name)
+        annotations, recordings = self._annotated_recordings(root, task)
         code_labels = self._code_labels()
         channels = montage.ch_names if montage is not None else None
         totals: Counter = Counter()
