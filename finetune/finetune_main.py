@@ -55,11 +55,12 @@ if __package__ in (
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import pickle  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -85,7 +86,7 @@ from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load
 from models import convert_official_state_dict, create_model_from_config, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
 from runtime.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
-from runtime.config import ConfigError, add_override_argument, save_config  # noqa: E402
+from runtime.config import CONFIG_DIR, ConfigError, add_override_argument, load_config, save_config  # noqa: E402
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
     barrier,
@@ -108,6 +109,7 @@ __all__ = [
     "read_preprocess_config",
     "resolve_config",
     "run_folder",
+    "save_untrained_checkpoint",
 ]
 
 logger = logging.getLogger("finetune.finetune_main")
@@ -273,6 +275,54 @@ def build_model(cfg: dict, task: Task) -> torch.nn.Module:
         If the model name is not registered or an override is invalid.
     """
     return create_model_from_config(cfg["model"], head="classification", n_outputs=task.n_classes)
+
+
+def save_untrained_checkpoint(
+    path: str | os.PathLike, task_name: str, overrides: Sequence[str] = (), seed: int = 0
+) -> tuple[Path, Task]:
+    """Write a fine-tuning checkpoint of a freshly initialised model (random head), default preprocessing.
+
+    What ``finetune/predict.py`` reads, without training: for benchmarks (``scripts/bench_predict.py``)
+    and tests of the prediction outputs, and to check an installation end to end before any training.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file to write (atomically).
+    task_name : str
+        One of the eight tasks.
+    overrides : sequence of str
+        ``--set`` style overrides of the task's fine-tuning config (``model.name=m4cea_base``...).
+    seed : int
+        Seed of the model's initialisation.
+
+    Returns
+    -------
+    path : Path
+    task : finetune.tasks.Task
+
+    Raises
+    ------
+    ValueError, runtime.config.ConfigError
+        On an unknown task, a bad override, or an unknown model.
+    """
+    cfg = load_task_config(task_name, overrides=list(overrides))
+    task = get_task(task_name, cfg)
+    torch.manual_seed(seed)
+    model = build_model(cfg, task)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        scaler=None,
+        epoch=0,
+        step=0,
+        config=cfg,
+        task=task.name,
+        classes=list(task.classes),
+        preprocess=load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml"),
+    )
+    return Path(path), task
 
 
 def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping, dict | None]:

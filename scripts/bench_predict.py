@@ -38,34 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_checkpoint(path: Path) -> Path:
-    """A fine-tuning checkpoint of m4cea_base for onset_detection (random head), default preprocessing."""
-    import torch
-
-    from finetune.finetune_main import build_model
-    from finetune.tasks import get_task, load_task_config
-    from runtime.checkpoint import save_checkpoint
-    from runtime.config import CONFIG_DIR, load_config
-
-    cfg = load_task_config("onset_detection", overrides=["model.name=m4cea_base"])
-    task = get_task("onset_detection", cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, task)
-    save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-        scaler=None,
-        epoch=0,
-        step=0,
-        config=cfg,
-        task=task.name,
-        classes=list(task.classes),
-        preprocess=load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml"),
-    )
-    return path
-
-
 def run_child(code: str) -> dict:
     """Run ``code`` in a child Python; it prints one JSON line prefixed ``RESULT``."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -212,6 +184,7 @@ def compute_floor(batch_size: int) -> dict:
 
 
 def main() -> None:
+    from finetune.finetune_main import save_untrained_checkpoint
     from finetune.inference import MAX_PREPROCESS_THREADS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -240,7 +213,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = workdir / "checkpoint-best.pth"
     if not ckpt.exists():
-        make_checkpoint(ckpt)
+        save_untrained_checkpoint(ckpt, "onset_detection", ["model.name=m4cea_base"])
     print(
         f"CPU threads: {args.threads or torch.get_num_threads()} of {os.cpu_count()}; model m4cea_base; "
         f"batch {args.batch_size}; compile {args.compile}",

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from finetune.finetune_main import main as finetune
+from finetune.finetune_main import save_untrained_checkpoint
 from finetune.inference import (
     DetectedEvent,
     Predictor,
@@ -31,6 +32,7 @@ from finetune.predict import cli
 from finetune.tasks import Task, get_task
 from preprocess.segments import load_segment, read_manifest, scale_window
 from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
+from runtime.config import ConfigError
 from tests.finetune.labelled_data import preprocess_chbmit, save_pretrain_checkpoint
 from tests.helpers import shared_path
 
@@ -341,30 +343,10 @@ def test_stride_and_rerun_replace_the_folder(run_dir, edf_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [SEIZURE, "predict_summary.json"]  # no .tmp left
 
 
-def _task_checkpoint(path, task_name, *overrides):
-    """A fine-tuning checkpoint of m4cea_tiny with a random head for ``task_name`` (default preprocessing)."""
-    from finetune.finetune_main import build_model
-    from finetune.tasks import load_task_config
-    from runtime.checkpoint import save_checkpoint
-    from runtime.config import CONFIG_DIR, load_config
-
-    cfg = load_task_config(task_name, overrides=["model.name=m4cea_tiny", *overrides])
-    task = get_task(task_name, cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, task)
-    save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-        scaler=None,
-        epoch=0,
-        step=0,
-        config=cfg,
-        task=task_name,
-        classes=list(task.classes),
-        preprocess=load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml"),
-    )
-    return path, task
+def test_untrained_checkpoint_names_a_bad_task(tmp_path):
+    with pytest.raises((ValueError, ConfigError), match="no_such_task"):
+        save_untrained_checkpoint(tmp_path / "c.pth", "no_such_task")
+    assert not (tmp_path / "c.pth").exists()
 
 
 @pytest.mark.parametrize(
@@ -384,7 +366,9 @@ def _task_checkpoint(path, task_name, *overrides):
     ],
 )
 def test_each_kind_of_task_writes_its_outputs(task_name, overrides, edf_dir, tmp_path):
-    ckpt, task = _task_checkpoint(tmp_path / "checkpoint-best.pth", task_name, *overrides)
+    ckpt, task = save_untrained_checkpoint(
+        tmp_path / "checkpoint-best.pth", task_name, ["model.name=m4cea_tiny", *overrides]
+    )
     assert _predict(ckpt, [edf_dir / f"{SEIZURE}.edf"], tmp_path / "out") == 0
     folder = tmp_path / "out" / SEIZURE
     summary = _summary(folder)
