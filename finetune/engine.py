@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from runtime.distributed import DistributedContext, all_gather_object, unwrap_model
 from runtime.metrics import IntervalLog
+from runtime.optim import clip_and_step
 
 __all__ = [
     "EngineSettings",
@@ -297,11 +298,7 @@ def train_one_epoch(
             with torch.no_grad():
                 correct = (logits.argmax(dim=1) == labels).sum()
                 step_sums += torch.stack([losses.detach().sum(), correct.float()])
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
         step += 1
         step_metrics = torch.cat([step_sums / windows_per_rank_step, grad_norm.float().reshape(1)])
         log.update(step_metrics, step=step, lr=lr)

@@ -37,6 +37,7 @@ from models import patch_spectrum
 from pretrain.masking import MASKING_STRATEGIES, gumbel_noise, gumbel_topk_mask
 from runtime.distributed import DistributedContext
 from runtime.metrics import IntervalLog
+from runtime.optim import clip_and_step
 from runtime.seeding import derive_seed
 
 __all__ = ["LOSS_TOKENS", "EngineSettings", "reconstruction_loss", "train_one_epoch"]
@@ -296,11 +297,7 @@ def train_one_epoch(
                 loss = (loss_magnitude + loss_phase) / accum
                 scaler.scale(loss).backward()
             step_losses += torch.stack([loss_magnitude.detach(), loss_phase.detach()]) / accum
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
         step += 1
         step_metrics = torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
         log.update(step_metrics, step=step, lr=lr)

@@ -1,4 +1,4 @@
-"""Optimisation helpers shared by pretraining and fine-tuning: accumulation arithmetic and the lr schedule.
+"""Optimisation helpers shared by pretraining and fine-tuning: accumulation, the lr schedule, the step.
 
 Both stages read the same ``optim`` keys (``batch_size``, ``micro_batch_size``, ``epochs``,
 ``warmup_epochs``, ``min_lr``) and step the schedule once per optimiser step, as the paper does
@@ -15,7 +15,7 @@ from timm.scheduler import CosineLRScheduler
 
 from runtime.config import ConfigError
 
-__all__ = ["build_lr_scheduler", "steps_per_accumulation"]
+__all__ = ["build_lr_scheduler", "clip_and_step", "steps_per_accumulation"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,30 @@ def build_lr_scheduler(
         cycle_limit=1,
         t_in_epochs=False,
     )
+
+
+def clip_and_step(optimizer, scaler, params, max_norm: float) -> torch.Tensor:
+    """End one optimiser step: unscale, clip the gradient norm, step through the scaler, zero the gradients.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+    scaler : torch.amp.GradScaler
+        Disabled (``enabled=False``) for fp32 and bf16, where unscaling and the scaler's step are plain.
+    params : sequence of torch.nn.Parameter
+        The trained parameters (those with ``requires_grad``).
+    max_norm : float
+        Clipping threshold of the total L2 norm (``math.inf``: measure it, clip nothing; the official
+        pretraining clips at 20).
+
+    Returns
+    -------
+    grad_norm : torch.Tensor
+        The total gradient norm before clipping (0-d, on the parameters' device; not synchronised).
+    """
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
