@@ -25,6 +25,7 @@ from preprocess.pipeline import (
     part_path,
     recording_id,
 )
+from preprocess.reading import recording_id_clashes
 from runtime.config import save_config
 from runtime.files import atomic_write
 
@@ -159,7 +160,7 @@ def run_preprocessing(
     ------
     ValueError, FileNotFoundError, PermissionError
         For usage errors found before any recording is processed: an invalid config value, a missing
-        input, no recording found, two recordings with the same id, an invalid events file, an output
+        input, no recording found, an invalid events file, an output
         folder that cannot be written or that holds output of another config.
     """
     output = Path(output)
@@ -169,11 +170,7 @@ def run_preprocessing(
     recordings = find_recordings(inputs)
     if not recordings:
         raise ValueError(f"No recording found in {[str(p) for p in inputs]}.")
-    ids: dict[str, Path] = {}
-    for path in recordings:
-        other = ids.setdefault(recording_id(path), path)
-        if other != path:
-            raise ValueError(f"Two recordings have the same name, {other} and {path}: rename one.")
+    clashes = recording_id_clashes(recordings)  # reported per recording below; the others go on
     index, count = shard
     recordings = recordings[index::count]
 
@@ -186,6 +183,10 @@ def run_preprocessing(
     summary = BatchSummary()
     jobs = []
     for path in recordings:
+        if path in clashes:
+            summary.failed.append((str(path), clashes[path]))
+            logger.error("FAILED %s: %s", path, clashes[path])
+            continue
         if part_path(output, recording_id(path)).exists():
             summary.skipped.append(str(path))
             continue

@@ -20,7 +20,14 @@ import yaml
 from runtime.checks import check_choice
 from runtime.config import CONFIG_DIR
 
-__all__ = ["Montage", "load_montage", "normalize_channel_name", "montage_matrix", "MissingChannelsError"]
+__all__ = [
+    "Montage",
+    "load_montage",
+    "normalize_channel_name",
+    "normalize_channel_names",
+    "montage_matrix",
+    "MissingChannelsError",
+]
 
 #: Old 10-20 names -> new (American Clinical Neurophysiology Society 2006) names.
 OLD_TO_NEW = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
@@ -29,6 +36,20 @@ OLD_TO_NEW = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 _PREFIX = re.compile(r"^(EEG|EEG:)\s*", re.IGNORECASE)
 _REF_SUFFIX = re.compile(r"[-_ ](REF|LE|AVG|AR|AV|CAR)$", re.IGNORECASE)
 _DUPLICATE_SUFFIX = re.compile(r"-\d+$")
+# Ear and mastoid references written after a referential channel's electrode (FP1-A1, C3-M2).
+_EAR_REFERENCES = ("A1", "A2", "M1", "M2")
+# BioSemi's "ABC" labels (A1..A32, B1..B32, ... H1..H32 for 256 channels) name cap positions, not 10-20 sites.
+_BIOSEMI_LABEL = re.compile(r"^[A-H]([1-9]|[12]\d|3[0-2])$")
+# 10-10 sites (new names) that look like BioSemi labels; a recording with other such labels is BioSemi's.
+_TEN_TEN_LOOKALIKES = frozenset(
+    ["A1", "A2", "O1", "O2"]
+    + [f"C{i}" for i in range(1, 7)]
+    + [f"F{i}" for i in range(1, 11)]
+    + [f"P{i}" for i in range(1, 11)]
+    + [f"T{i}" for i in range(7, 11)]
+)
+#: Prefix given to BioSemi ABC labels so that they never match a 10-20 site (``A1`` is an ear electrode).
+BIOSEMI_PREFIX = "BIOSEMI_"
 
 
 class MissingChannelsError(ValueError):
@@ -61,7 +82,7 @@ class Montage:
 
 
 def _normalize_electrode(name: str) -> str:
-    name = name.strip().upper()
+    name = name.strip().rstrip(".").strip().upper()  # PhysioNet EEGMMIDB pads names with dots: "T7.."
     return OLD_TO_NEW.get(name, name)
 
 
@@ -69,7 +90,9 @@ def normalize_channel_name(name: str) -> str:
     """Normalise a channel name of a recording.
 
     Upper case, no ``EEG`` prefix, no reference suffix (``-REF``, ``-LE``, ``-AVG``...), no
-    duplicate counter (CHB-MIT's ``T8-P8-0``), old 10-20 names replaced (T3/T4/T5/T6 = T7/T8/P7/P8).
+    duplicate counter (CHB-MIT's ``T8-P8-0``), no trailing dots (PhysioNet EEGMMIDB's ``Fp1.``, ``T7..``),
+    old 10-20 names replaced (T3/T4/T5/T6 = T7/T8/P7/P8). An ear reference (``FP1-A1``) is kept: whether
+    it can be dropped depends on the recording's other channels (:func:`normalize_channel_names`).
 
     Parameters
     ----------
@@ -87,13 +110,64 @@ def normalize_channel_name(name: str) -> str:
     'FP1'
     >>> normalize_channel_name("T8-P8-0")
     'T8-P8'
+    >>> normalize_channel_name("Fc5.")
+    'FC5'
     """
-    name = _PREFIX.sub("", name.strip()).strip()
+    name = _PREFIX.sub("", name.strip().rstrip(".")).strip()
     name = _REF_SUFFIX.sub("", name).strip()
     parts = [p for p in name.split("-") if p.strip()]
     if len(parts) == 3 and parts[2].strip().isdigit():  # T8-P8-0: a duplicated derivation
         parts = parts[:2]
     return "-".join(_normalize_electrode(p) for p in parts)
+
+
+def normalize_channel_names(ch_names: list[str]) -> list[str]:
+    """Normalise the channel names of one recording, deciding from the whole set what each name means.
+
+    Each name is normalised by :func:`normalize_channel_name`; then, from the set of names:
+
+    - **ear references**: when every channel written ``X-A1``, ``X-A2``, ``X-M1`` or ``X-M2`` (an
+      electrode referred to an ear or mastoid) uses the same reference, it is a referential channel of
+      electrode ``X`` and is named ``X`` (so ``FP1-A1`` and ``F7-A1`` give ``FP1-F7``). With mixed
+      references (``F4-A1``, ``CZ-A2``) the names are kept: two channels with different references
+      cannot be subtracted into a bipolar pair.
+    - **BioSemi labels**: a recording labelled in BioSemi's ABC scheme (``A1..A32``, ``B1..B32``...:
+      at least four such labels that are no 10-10 site, and at least half of its channels) has its ABC
+      labels prefixed with ``BIOSEMI_`` so that none is taken for a 10-20 site (BioSemi's ``A1`` is a
+      cap position, not the left ear; its ``C3`` is not 10-20 C3). Their positions are in BioSemi's
+      cap layout, which this project does not map to 10-20.
+
+    Parameters
+    ----------
+    ch_names : list of str
+        A recording's channel names as stored.
+
+    Returns
+    -------
+    names : list of str
+        Normalised names, in the same order.
+
+    Examples
+    --------
+    >>> normalize_channel_names(["Fp1-A1", "F7-A1"])
+    ['FP1', 'F7']
+    >>> normalize_channel_names(["F4-A1", "CZ-A2"])
+    ['F4-A1', 'CZ-A2']
+    """
+    names = [normalize_channel_name(name) for name in ch_names]
+    abc = [i for i, name in enumerate(names) if _BIOSEMI_LABEL.match(name)]
+    if len(abc) * 2 >= len(names) and sum(names[i] not in _TEN_TEN_LOOKALIKES for i in abc) >= 4:
+        for i in abc:
+            names[i] = BIOSEMI_PREFIX + names[i]
+    ear = {}
+    for i, name in enumerate(names):
+        parts = name.split("-")
+        if len(parts) == 2 and parts[1] in _EAR_REFERENCES and parts[0] not in _EAR_REFERENCES:
+            ear[i] = parts
+    if len({ref for _, ref in ear.values()}) == 1:
+        for i, (electrode, _) in ear.items():
+            names[i] = electrode
+    return names
 
 
 def _parse_pair(text: str, source: str) -> tuple[str, str]:
@@ -183,8 +257,8 @@ def montage_matrix(
     """
     check_choice("missing_channels", missing, ("error", "zeros"))
     index: dict[str, int] = {}
-    for i, raw_name in enumerate(ch_names):
-        index.setdefault(normalize_channel_name(raw_name), i)  # keep the first of duplicates
+    for i, name in enumerate(normalize_channel_names(ch_names)):
+        index.setdefault(name, i)  # keep the first of duplicates
     matrix = np.zeros((montage.n_chans, len(ch_names)))
     filled, absent = [], set()
     for row, (a, b) in enumerate(montage.pairs):

@@ -2,7 +2,7 @@
 
 The steps, for one recording (:func:`preprocess_recording`):
 
-1. read any format ``mne.io.read_raw`` reads, EEG channels only (:func:`read_recording`);
+1. read any format ``mne.io.read_raw`` reads, EEG channels only (:mod:`preprocess.reading`);
 2. normalise channel names and build the bipolar montage (:mod:`preprocess.channels`);
 3. microvolts; zero-phase FIR band-pass (``l_freq``-``h_freq``) and notch (``notch_freq``) at the
    recording's own rate, then resampling to ``sfreq`` (MNE, the same calls as ``Raw.filter``,
@@ -29,12 +29,10 @@ exists, so a killed batch resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import shutil
-import warnings
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,11 +44,17 @@ import numpy as np
 from preprocess.channels import Montage, load_montage, montage_matrix
 from preprocess.events import Event, check_events, events_from_annotations, label_windows
 from preprocess.mfde import knowledge_weights
+from preprocess.reading import (
+    PreprocessError,
+    check_reader_options,
+    find_recordings,
+    read_recording,
+    recording_id,
+)
 from preprocess.segments import read_manifest, save_segment, write_manifest
 from runtime.checks import check_choice, check_positive
 
 __all__ = [
-    "RECORDING_SUFFIXES",
     "OpenRecording",
     "PreprocessError",
     "RecordingResult",
@@ -62,116 +66,8 @@ __all__ = [
 
 logger = logging.getLogger("m4cea.preprocess")
 
-#: File name endings read as recordings when a folder is searched (lower case).
-#: ``.eeg`` is Nihon Kohden unless a BrainVision ``.vhdr`` of the same name stands beside it.
-RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".vhdr", ".set", ".cnt", ".eeg", ".mff")
-
-# What MNE's readers warn when a file holds less data than its header announces.
-_TRUNCATION_SIGNS = ("does not match the file size", "truncated", "Truncated")
-
 #: Rejection reasons, in the order they are checked.
 REJECT_REASONS = ("nan", "flat", "amplitude", "straddle")
-
-
-class PreprocessError(ValueError):
-    """A recording cannot be preprocessed (unreadable, not EEG, too short...); the message names it."""
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".fif.gz" if name.endswith(".fif.gz") else path.suffix.lower()
-
-
-def recording_id(path: str | os.PathLike) -> str:
-    """The recording's id: its file name without folder and extension (``chb01_03``)."""
-    path = Path(path)
-    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
-
-
-def find_recordings(paths: list[str | os.PathLike]) -> list[Path]:
-    """Recordings named by ``paths``: files as given, folders searched recursively.
-
-    Returns
-    -------
-    recordings : list of Path
-        Sorted, without duplicates; BrainVision ``.eeg`` data files (beside a ``.vhdr``) are left out.
-
-    Raises
-    ------
-    FileNotFoundError
-        If a path does not exist.
-    """
-    found: set[Path] = set()
-    for entry in map(Path, paths):
-        if entry.is_file():
-            found.add(entry)
-        elif entry.is_dir():
-            for candidate in entry.rglob("*"):
-                if candidate.is_file() and _suffix(candidate) in RECORDING_SUFFIXES:
-                    if _suffix(candidate) == ".eeg" and candidate.with_suffix(".vhdr").exists():
-                        continue
-                    found.add(candidate)
-        else:
-            raise FileNotFoundError(f"Input not found: {entry}")
-    return sorted(found)
-
-
-def read_recording(path: str | os.PathLike) -> mne.io.BaseRaw:
-    """Open a recording lazily with MNE and keep its EEG channels.
-
-    Parameters
-    ----------
-    path : path-like
-        Any file ``mne.io.read_raw`` reads: EDF/BDF/GDF, FIF, BrainVision ``.vhdr``, EEGLAB ``.set``,
-        Neuroscan ``.cnt``, Nihon Kohden ``.EEG``, ...
-
-    Returns
-    -------
-    raw : mne.io.BaseRaw
-        Not preloaded; EEG channels only.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    PreprocessError
-        If the format is not supported, the file is unreadable or truncated, or it holds no EEG channel.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Recording not found: {path}")
-    if _suffix(path) not in RECORDING_SUFFIXES:
-        raise PreprocessError(
-            f"unsupported file type {path.name!r}: expected one of {list(RECORDING_SUFFIXES)}"
-        )
-    try:
-        with warnings.catch_warnings(record=True) as caught, _mne_log_muted():
-            warnings.simplefilter("always")
-            raw = mne.io.read_raw(path, preload=False, verbose="warning")  # warnings are caught, not printed
-    except Exception as err:  # MNE's readers raise many types for a corrupt file; name the file.
-        raise PreprocessError(f"unreadable recording {path.name}: {type(err).__name__}: {err}") from err
-    for warning in caught:
-        message = str(warning.message)
-        if any(sign in message for sign in _TRUNCATION_SIGNS):
-            raise PreprocessError(f"truncated recording {path.name}: {message}")
-        logger.debug("%s: %s", path.name, message)
-    if not raw.ch_names or "eeg" not in raw.get_channel_types(unique=True):
-        raise PreprocessError(
-            f"{path.name} is not EEG: it has no EEG channel (channels: {raw.ch_names[:10]})"
-        )
-    return raw.pick("eeg")
-
-
-@contextlib.contextmanager
-def _mne_log_muted():
-    """Drop MNE's log records for the duration (its warnings still reach ``warnings``)."""
-    mne_logger = logging.getLogger("mne")
-    mute = logging.Filter("nothing-passes")
-    mne_logger.addFilter(mute)
-    try:
-        yield
-    finally:
-        mne_logger.removeFilter(mute)
 
 
 @dataclass
@@ -240,6 +136,7 @@ class Preprocessor:
     def __init__(self, config: dict):
         self.config = config
         self.montage: Montage = load_montage(config["montage"])
+        self.reader_options = check_reader_options(config.get("reader"))
         check_choice("missing_channels", config["missing_channels"], ("error", "zeros"))
         check_choice("labels.straddle", config["labels"]["straddle"], ("drop", "majority"))
         check_choice("mfde.variant", config["mfde"]["variant"], ("official", "textbook"))
@@ -427,12 +324,13 @@ class Preprocessor:
             If the recording lacks electrodes of the montage and ``missing_channels`` is ``error``.
         """
         path = Path(path)
-        raw = read_recording(path)
+        raw = read_recording(path, self.reader_options)
         sfreq_in = float(raw.info["sfreq"])
         if self.config["h_freq"] >= sfreq_in / 2:
             raise PreprocessError(
                 f"sampling rate too low for the filter in {path.name}: sfreq {sfreq_in:g} Hz (Nyquist "
-                f"{sfreq_in / 2:g} Hz) cannot carry h_freq={self.config['h_freq']:g} Hz"
+                f"{sfreq_in / 2:g} Hz) cannot carry h_freq={self.config['h_freq']:g} Hz; set a low-pass "
+                f"edge below {sfreq_in / 2:g} Hz, e.g. --set h_freq={_below_nyquist(sfreq_in):g}"
             )
         duration_s = raw.n_times / sfreq_in
         window_s = self.config["window_s"]
@@ -617,6 +515,12 @@ class Preprocessor:
         for reason in reversed(list(checks)):  # the first reason in the list wins
             reasons[checks[reason]] = reason
         return reasons
+
+
+def _below_nyquist(sfreq: float) -> float:
+    """A round low-pass edge in Hz comfortably below the Nyquist frequency ``sfreq / 2`` (0.8 of it)."""
+    edge = 0.4 * sfreq
+    return float(math.floor(edge)) if edge >= 1 else edge
 
 
 def part_path(output: str | os.PathLike, rec_id: str) -> Path:

@@ -173,12 +173,25 @@ def test_other_config_in_the_same_output_is_refused(recordings, tmp_path, prepro
         )
 
 
-def test_duplicate_recording_names_are_refused(recordings, tmp_path, preprocess_config):
-    shutil.copytree(recordings, tmp_path / "copy")
-    with pytest.raises(ValueError, match="same name"):
-        run_preprocessing(
-            [recordings, tmp_path / "copy"], tmp_path / "out", preprocess_config(), progress=False
-        )
+def test_recordings_sharing_an_id_fail_one_by_one_and_the_batch_goes_on(
+    recordings, tmp_path, preprocess_config
+):
+    # rec0 twice (another folder), and two exports of rec1 (EDF and FIF): each is named as failed, with the
+    # clash; rec2 is processed. (Before: one ValueError aborted the whole batch.)
+    shutil.copytree(recordings, tmp_path / "copy", ignore=shutil.ignore_patterns("rec1.*", "rec2.*"))
+    synthetic_raw(duration_s=20.0, seed=1).save(recordings / "rec1.fif", verbose="error")
+    summary = run_preprocessing(
+        [recordings, tmp_path / "copy"], tmp_path / "out", preprocess_config(), progress=False
+    )
+    assert summary.done == [str(recordings / "rec2.edf")]
+    failed = dict(summary.failed)
+    assert sorted(failed) == sorted(
+        str(p) for p in (recordings / "rec0.edf", tmp_path / "copy" / "rec0.edf", *recordings.glob("rec1.*"))
+    )
+    assert "are both recording 'rec1'" in failed[str(recordings / "rec1.fif")]
+    assert str(recordings / "rec1.edf") in failed[str(recordings / "rec1.fif")]
+    assert str(tmp_path / "copy" / "rec0.edf") in failed[str(recordings / "rec0.edf")]
+    assert {row["recording"] for row in read_manifest(tmp_path / "out")} == {"rec2.edf"}
 
 
 # -- the command line -----------------------------------------------------------------------------

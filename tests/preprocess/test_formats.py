@@ -43,6 +43,9 @@ def test_only_eeg_channels_are_kept(tmp_path):
     raw.pick(["ECG"]).save(tmp_path / "ecg_raw.fif", verbose="error")
     with pytest.raises(ValueError, match=r"ecg_raw\.fif is not EEG"):
         read_recording(tmp_path / "ecg_raw.fif")
-    (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ValueError, match="unsupported file type 'notes.txt'"):
+    (tmp_path / "notes.xyz").write_text("hello")
+    with pytest.raises(ValueError, match="unsupported file type 'notes.xyz': mne.io.read_raw reads"):
+        read_recording(tmp_path / "notes.xyz")
+    (tmp_path / "notes.txt").write_text("hello")  # .txt is MNE's BOXY (fNIRS) reader: its failure is named
+    with pytest.raises(ValueError, match=r"unreadable recording notes\.txt: mne\.io\.read_raw_boxy \(BOXY\)"):
         read_recording(tmp_path / "notes.txt")
