@@ -40,14 +40,6 @@ _DUPLICATE_SUFFIX = re.compile(r"-\d+$")
 _EAR_REFERENCES = ("A1", "A2", "M1", "M2")
 # BioSemi's "ABC" labels (A1..A32, B1..B32, ... H1..H32 for 256 channels) name cap positions, not 10-20 sites.
 _BIOSEMI_LABEL = re.compile(r"^[A-H]([1-9]|[12]\d|3[0-2])$")
-# 10-10 sites (new names) that look like BioSemi labels; a recording with other such labels is BioSemi's.
-_TEN_TEN_LOOKALIKES = frozenset(
-    ["A1", "A2", "O1", "O2"]
-    + [f"C{i}" for i in range(1, 7)]
-    + [f"F{i}" for i in range(1, 11)]
-    + [f"P{i}" for i in range(1, 11)]
-    + [f"T{i}" for i in range(7, 11)]
-)
 #: Prefix given to BioSemi ABC labels so that they never match a 10-20 site (``A1`` is an ear electrode).
 BIOSEMI_PREFIX = "BIOSEMI_"
 
@@ -132,7 +124,8 @@ def normalize_channel_names(ch_names: list[str]) -> list[str]:
       references (``F4-A1``, ``CZ-A2``) the names are kept: two channels with different references
       cannot be subtracted into a bipolar pair.
     - **BioSemi labels**: a recording labelled in BioSemi's ABC scheme (``A1..A32``, ``B1..B32``...:
-      at least four such labels that are no 10-10 site, and at least half of its channels) has its ABC
+      at least half of its channels are such labels, four of them in ``A3..A32``, which no 10-20 or EGI
+      ``E1..E256`` recording has) has its ABC
       labels prefixed with ``BIOSEMI_`` so that none is taken for a 10-20 site (BioSemi's ``A1`` is a
       cap position, not the left ear; its ``C3`` is not 10-20 C3). Their positions are in BioSemi's
       cap layout, which this project does not map to 10-20.
@@ -156,7 +149,8 @@ def normalize_channel_names(ch_names: list[str]) -> list[str]:
     """
     names = [normalize_channel_name(name) for name in ch_names]
     abc = [i for i, name in enumerate(names) if _BIOSEMI_LABEL.match(name)]
-    if len(abc) * 2 >= len(names) and sum(names[i] not in _TEN_TEN_LOOKALIKES for i in abc) >= 4:
+    a_bank = [i for i in abc if names[i].startswith("A") and names[i] not in ("A1", "A2")]
+    if len(abc) * 2 >= len(names) and len(a_bank) >= 4:
         for i in abc:
             names[i] = BIOSEMI_PREFIX + names[i]
     ear = {}

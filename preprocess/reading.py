@@ -412,7 +412,11 @@ def _read_failure(path: Path, suffix: str, errors: list) -> str:
         f"mne.io.{name} ({kind}): {type(err).__name__}: {str(err).strip() or repr(err)}"
         for kind, name, err in errors
     ]
-    return f"unreadable recording {path.name}: " + "; ".join(lines) + " (reader options go in the config's 'reader' mapping, e.g. --set reader.KEY=VALUE)"
+    return (
+        f"unreadable recording {path.name}: "
+        + "; ".join(lines)
+        + " (reader options go in the config's 'reader' mapping, e.g. --set reader.KEY=VALUE)"
+    )
 
 
 @contextlib.contextmanager

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from preprocess.channels import MissingChannelsError, load_montage, montage_matrix, normalize_channel_name
+from preprocess.channels import (
+    MissingChannelsError,
+    load_montage,
+    montage_matrix,
+    normalize_channel_name,
+    normalize_channel_names,
+)
 
 
 @pytest.mark.parametrize(
@@ -20,6 +26,11 @@ from preprocess.channels import MissingChannelsError, load_montage, montage_matr
         ("F7-T3", "F7-T7"),
         (" fp2-f8 ", "FP2-F8"),
         ("F4-A1", "F4-A1"),
+        ("Fp1.", "FP1"),  # PhysioNet EEGMMIDB pads names to 4 characters with dots
+        ("T7..", "T7"),
+        ("Fcz.", "FCZ"),
+        ("fp1", "FP1"),
+        ("EEG Fp1-REF.", "FP1"),
     ],
 )
 def test_normalize_channel_name(raw_name, expected):
@@ -77,3 +88,48 @@ def test_bad_montage_values():
         load_montage(["FP1-F7", "Fp1-F7"])
     with pytest.raises(ValueError, match="missing_channels"):
         montage_matrix(["FP1-F7"], load_montage(["FP1-F7"]), missing="drop")
+
+
+# PhysioNet EEG Motor Movement/Imagery (EEGMMIDB) channel labels, as its EDF files store them.
+EEGMMIDB = (
+    "Fc5. Fc3. Fc1. Fcz. Fc2. Fc4. Fc6. C5.. C3.. C1.. Cz.. C2.. C4.. C6.. Cp5. Cp3. Cp1. Cpz. Cp2. "
+    "Cp4. Cp6. Fp1. Fpz. Fp2. Af7. Af3. Afz. Af4. Af8. F7.. F5.. F3.. F1.. Fz.. F2.. F4.. F6.. F8.. "
+    "Ft7. Ft8. T7.. T8.. T9.. T10. Tp7. Tp8. P7.. P5.. P3.. P1.. Pz.. P2.. P4.. P6.. P8.. Po7. Po3. "
+    "Poz. Po4. Po8. O1.. Oz.. O2.. Iz.."
+).split()
+
+
+def test_eegmmidb_labels_build_the_double_banana():
+    # Before: "Fp1." and "T7.." matched no electrode, and the recording was refused for missing channels.
+    matrix, filled = montage_matrix(EEGMMIDB, load_montage("double_banana"))
+    assert filled == []
+    index = {name: i for i, name in enumerate(EEGMMIDB)}
+    assert matrix[0, index["Fp1."]] == 1 and matrix[0, index["F7.."]] == -1  # FP1-F7
+
+
+def test_ear_referenced_channels_are_rereferenced_when_they_share_the_reference():
+    names = ["FP1-A1", "F7-A1", "fp2-a1", "F8-A1"]
+    assert normalize_channel_names(names) == ["FP1", "F7", "FP2", "F8"]
+    matrix, filled = montage_matrix(names, load_montage(["FP1-F7", "FP2-F8"]))
+    assert filled == []
+    np.testing.assert_array_equal(matrix, [[1, -1, 0, 0], [0, 0, 1, -1]])
+    # Two references cannot be subtracted into a pair: the names are kept and the pair is missing.
+    mixed = ["FP1-A1", "F7-A2"]
+    assert normalize_channel_names(mixed) == ["FP1-A1", "F7-A2"]
+    with pytest.raises(MissingChannelsError, match="FP1-F7"):
+        montage_matrix(mixed, load_montage(["FP1-F7"]))
+
+
+def test_biosemi_abc_labels_are_never_ten_twenty_sites():
+    biosemi = [f"{bank}{i}" for bank in "ABCD" for i in range(1, 33)] + ["EXG1", "EXG2"]
+    names = normalize_channel_names(biosemi)
+    assert names[:3] == ["BIOSEMI_A1", "BIOSEMI_A2", "BIOSEMI_A3"] and names[-2:] == ["EXG1", "EXG2"]
+    assert not {"A1", "A2", "C3", "C4"} & set(names)
+    # Before: BioSemi's C3/C4 and A1/A2 (cap positions) were taken for 10-20 C3-C4 and the ears.
+    with pytest.raises(MissingChannelsError):
+        montage_matrix(biosemi, load_montage(["C3-C4", "C3-A1"]))
+    # A 10-20 recording with ear electrodes, EOG E1/E2, or EGI's E1..E32 labels is left alone.
+    ten_twenty = ["Fp1", "C3", "A1", "A2", "E1", "E2"]
+    assert normalize_channel_names(ten_twenty) == [name.upper() for name in ten_twenty]
+    egi = [f"E{i}" for i in range(1, 33)]
+    assert normalize_channel_names(egi) == egi

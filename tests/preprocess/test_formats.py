@@ -1,11 +1,15 @@
-"""Formats other than EDF and FIF, written with MNE's exporters, read back through the pipeline."""
+"""Every vendor's format that can be written here (MNE's exporters, mffpy, documented layouts), read back
+through the pipeline."""
+
+import datetime
+import struct
 
 import mne
 import numpy as np
 import pytest
 
 from preprocess.batch import run_preprocessing
-from preprocess.pipeline import find_recordings, read_recording
+from preprocess.pipeline import PreprocessError, Preprocessor, find_recordings, read_recording
 from preprocess.segments import load_segment, read_manifest
 from preprocess.synthetic import TEN_TWENTY, synthetic_raw
 
@@ -49,3 +53,128 @@ def test_only_eeg_channels_are_kept(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")  # .txt is MNE's BOXY (fNIRS) reader: its failure is named
     with pytest.raises(ValueError, match=r"unreadable recording notes\.txt: mne\.io\.read_raw_boxy \(BOXY\)"):
         read_recording(tmp_path / "notes.txt")
+
+
+# -- every vendor's format: written here (MNE's exporters, mffpy, or the format's documented layout), read
+# back through the pipeline; the windows must equal those of the same data saved as FIF. -------------------
+
+_RESOLUTION_UV = 0.05  # quantisation step of the hand-written integer formats
+
+
+def _write_persyst(raw, path):
+    """A Persyst recording: ``.lay`` header (INI) and interleaved int32 ``.dat`` in steps of 0.05 uV."""
+    counts = np.round(raw.get_data(units="uV") / _RESOLUTION_UV).astype("<i4")
+    lines = [
+        "[FileInfo]",
+        f"File={path.stem}.dat",
+        "FileType=Interleaved",
+        f"SamplingRate={raw.info['sfreq']:g}",
+        "HeaderLength=0",
+        f"Calibration={_RESOLUTION_UV}",
+        f"WaveformCount={len(raw.ch_names)}",
+        "DataType=7",
+        "[ChannelMap]",
+        *(f"{name}-Ref={i + 1}" for i, name in enumerate(raw.ch_names)),
+        "[Patient]",
+        "BirthDate=01/01/20",  # MNE's reader needs these five
+        "Sex=F",
+        "Hand=R",
+        "TestDate=01/02/2024",
+        "TestTime=10:00:00",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".dat").write_bytes(counts.T.tobytes())
+
+
+def _write_neuroscan(raw, path):
+    """An old Neuroscan ``.cnt`` (int16, 0.05 uV steps) whose header's event-table offset is wrong, as in
+    files that MNE can only read with ``data_format`` given (Neuroscan SETUP layout, MNE's cnt/_utils.py)."""
+    counts = np.round(raw.get_data(units="uV") / _RESOLUTION_UV).astype("<i2")
+    n_chans, n_times = counts.shape
+    header = bytearray(900 + 75 * n_chans)
+    struct.pack_into("<H", header, 370, n_chans)
+    struct.pack_into("<H", header, 376, round(raw.info["sfreq"]))
+    struct.pack_into("<i", header, 864, n_times)
+    struct.pack_into("<i", header, 886, 10**8)  # event table offset past the end of the file
+    for i, name in enumerate(raw.ch_names):
+        offset = 900 + 75 * i
+        header[offset : offset + len(name)] = name.encode()
+        struct.pack_into("<f", header, offset + 59, 204.8)  # sensitivity: cal * sensitivity / 204.8 uV
+        struct.pack_into("<f", header, offset + 71, _RESOLUTION_UV)
+    path.write_bytes(bytes(header) + counts.T.tobytes() + struct.pack("<Bll", 1, 0, 0))  # + empty TEEG
+
+
+def _write_mne_export(fmt):
+    def write(raw, path):
+        mne.export.export_raw(path, raw, fmt=fmt, verbose="error")
+
+    return write
+
+
+def _windows(preprocessor, path):
+    return np.concatenate([windows for _, windows, _ in preprocessor.iter_windows(path)])
+
+
+@pytest.mark.parametrize(
+    "name, write, overrides, atol_uv",
+    [
+        ("rec.edf", _write_mne_export("edf"), (), 0.05),
+        ("rec.bdf", _write_mne_export("bdf"), (), 0.01),
+        ("rec.vhdr", _write_mne_export("brainvision"), (), 0.05),
+        ("rec.set", _write_mne_export("eeglab"), (), 0.01),
+        # 0.05 uV steps: +-0.025 uV per channel, +-0.05 uV per bipolar pair, a little more after the filters
+        ("rec.lay", _write_persyst, (), 0.1),
+        ("rec.cnt", _write_neuroscan, ("reader.data_format=int16",), 0.1),
+    ],
+)
+def test_vendor_formats_give_the_windows_of_fif(
+    name, write, overrides, atol_uv, referential, tmp_path, preprocess_config
+):
+    write(referential, tmp_path / name)
+    referential.save(tmp_path / "rec_raw.fif", verbose="error")
+    preprocessor = Preprocessor(preprocess_config(*overrides))
+    assert [p.name for p in find_recordings([tmp_path])] == sorted([name, "rec_raw.fif"])  # no companion
+    windows, windows_fif = (
+        _windows(preprocessor, tmp_path / name),
+        _windows(preprocessor, tmp_path / "rec_raw.fif"),
+    )
+    assert windows.shape == windows_fif.shape == (3, 16, 4000)
+    np.testing.assert_allclose(windows, windows_fif, atol=atol_uv)
+
+
+def test_neuroscan_needs_data_format_and_its_reader_says_so(referential, tmp_path):
+    # Before: "Could not read file using any of the possible readers" hid MNE's advice.
+    _write_neuroscan(referential, tmp_path / "old.cnt")
+    with pytest.raises(PreprocessError) as info:
+        read_recording(tmp_path / "old.cnt")
+    message = str(info.value)
+    assert "mne.io.read_raw_cnt (CNT)" in message and "mne.io.read_raw_ant (ANT)" in message
+    assert "data_format='int16' or 'int32'" in message and "--set reader." in message
+    raw = read_recording(tmp_path / "old.cnt", {"data_format": "int16"})
+    np.testing.assert_allclose(raw.get_data(units="uV"), referential.get_data(units="uV"), atol=0.026)
+
+
+def test_egi_mff_folder_is_read_with_mffpy(tmp_path, preprocess_config):
+    mffpy = pytest.importorskip("mffpy")
+    from mffpy.bin_writer import BinWriter
+
+    names = [f"E{i}" for i in range(1, 33)]
+    raw = synthetic_raw(names + ["Vertex Reference"], sfreq=250.0, duration_s=12.0, seed=3)
+    writer = mffpy.Writer(str(tmp_path / "in" / "rec.mff"))
+    writer.create_directory()
+    writer.addxml("fileInfo", recordTime=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+    block = BinWriter(sampling_rate=250)
+    block.add_block(raw.get_data(units="uV").astype(np.float32))
+    writer.addbin(block)
+    writer.add_coordinates_and_sensor_layout(device="HydroCel GSN 32 1.0")
+    writer.write()
+    raw.save(tmp_path / "rec_raw.fif", verbose="error")
+    assert find_recordings([tmp_path / "in"]) == [tmp_path / "in" / "rec.mff"]  # the folder, not its files
+    config = preprocess_config()
+    config["montage"] = [f"E{i}-E{i + 1}" for i in range(1, 32, 2)]  # EGI names; 16 pairs
+    preprocessor = Preprocessor(config)
+    np.testing.assert_allclose(
+        _windows(preprocessor, tmp_path / "in" / "rec.mff"),
+        _windows(preprocessor, tmp_path / "rec_raw.fif"),
+        atol=1e-3,
+    )
