@@ -3,6 +3,7 @@ through the pipeline."""
 
 import datetime
 import struct
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -111,6 +112,54 @@ def _write_mne_export(fmt):
     return write
 
 
+def _write_vamp(raw, path):
+    """A V-Amp recording: a BrainVision header named ``.ahdr`` whose data file holds one more channel
+    than the header lists (the amplifier's, last; MNE's brainvision.py drops it)."""
+    extra = mne.io.RawArray(np.zeros((1, raw.n_times)), mne.create_info(["AMP"], raw.info["sfreq"], "eeg"))
+    with_extra = raw.copy().add_channels([extra], force_update_info=True)
+    mne.export.export_raw(path.with_suffix(".vhdr"), with_extra, fmt="brainvision", verbose="error")
+    n_chans = len(raw.ch_names)
+    header = path.with_suffix(".vhdr").read_text().splitlines()
+    header = [
+        f"NumberOfChannels={n_chans}" if line.startswith("NumberOfChannels=") else line
+        for line in header
+        if not line.startswith(f"Ch{n_chans + 1}=")
+    ]
+    path.write_text("\n".join(header) + "\n")
+    path.with_suffix(".vhdr").unlink()
+
+
+def _write_curry(raw, path):
+    """A Curry 8 recording: float32 ``.cdt`` (uV, sample-major) and its ``.cdt.dpa`` parameters, with the
+    keys MNE's curry.py and curryreader read."""
+    data = raw.get_data(units="uV").astype("<f4")
+    n_chans, n_times = data.shape
+    sensors = [f"{np.cos(i):.3f} {np.sin(i):.3f} 50.000" for i in range(n_chans)]
+    parameters = [
+        "DEVICE_PARAMETERS START",
+        "FileVersion = 804",
+        f"NumSamples = {n_times}",
+        f"NumChannels = {n_chans}",
+        "NumTrials = 1",
+        f"SampleFreqHz = {raw.info['sfreq']:g}",
+        f"SampleTimeUsec = {1e6 / raw.info['sfreq']:g}",
+        "TriggerOffsetUsec = 0",
+        "DataFormat = BINARY",
+        "DataByteOrder = LITTLE_ENDIAN",
+        "DataSampOrder = SAMPLE",
+        *(f"Start{key} = {value}" for key, value in zip(("Year", "Month", "Day"), (2024, 1, 2), strict=True)),
+        *(f"Start{key} = 0" for key in ("Hour", "Min", "Sec", "Millisec")),
+        "AmplifierInfo = ",
+        f"NumChanThisGroup = {n_chans}",
+        "DataUnit = uV",
+        "DEVICE_PARAMETERS END",
+        *("LABELS START", "LABELS END", "LABELS START_LIST", *raw.ch_names, "LABELS END_LIST"),
+        *("SENSORS START", "SENSORS END", "SENSORS START_LIST", *sensors, "SENSORS END_LIST"),
+    ]
+    Path(f"{path}.dpa").write_text("\n".join(parameters) + "\n")
+    path.write_bytes(data.T.tobytes())
+
+
 def _windows(preprocessor, path):
     return np.concatenate([windows for _, windows, _ in preprocessor.iter_windows(path)])
 
@@ -121,8 +170,10 @@ def _windows(preprocessor, path):
         ("rec.edf", _write_mne_export("edf"), (), 0.05),
         ("rec.bdf", _write_mne_export("bdf"), (), 0.01),
         ("rec.vhdr", _write_mne_export("brainvision"), (), 0.05),
+        ("rec.ahdr", _write_vamp, (), 0.05),
         ("rec.set", _write_mne_export("eeglab"), (), 0.01),
         # 0.05 uV steps: +-0.025 uV per channel, +-0.05 uV per bipolar pair, a little more after the filters
+        ("rec.cdt", _write_curry, (), 1e-3),
         ("rec.lay", _write_persyst, (), 0.1),
         ("rec.cnt", _write_neuroscan, ("reader.data_format=int16",), 0.1),
     ],
@@ -178,3 +229,14 @@ def test_egi_mff_folder_is_read_with_mffpy(tmp_path, preprocess_config):
         _windows(preprocessor, tmp_path / "rec_raw.fif"),
         atol=1e-3,
     )
+
+
+def test_nexstim_nxe_is_read_with_its_ten_ten_channels(tmp_path, preprocess_config):
+    # eXimia .nxe: headerless int16, 64 channels at 1450 Hz (MNE's reader knows the layout).
+    counts = np.random.default_rng(0).integers(-100, 100, (64, 1450 * 8), dtype="<i2")
+    (tmp_path / "rec.nxe").write_bytes(counts.T.tobytes())
+    assert find_recordings([tmp_path]) == [tmp_path / "rec.nxe"]  # before: not searched for
+    raw = read_recording(tmp_path / "rec.nxe")  # before: "unsupported file type"
+    assert len(raw.ch_names) == 60 and raw.info["sfreq"] == 1450.0
+    rec = Preprocessor(preprocess_config()).open(tmp_path / "rec.nxe")
+    assert rec.filled_channels == [] and rec.duration_s == 8.0
