@@ -33,7 +33,7 @@ from preprocess.batch import BatchSummary, check_output_config, run_preprocessin
 from preprocess.channels import load_montage
 from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, get_adapter, recording_duration_s
 from preprocess.events import Event, EventsError
-from preprocess.pipeline import Preprocessor, recording_id
+from preprocess.pipeline import Preprocessor
 from preprocess.segments import read_manifest
 from runtime.config import CONFIG_DIR, load_config, merge_config, parse_override
 from runtime.files import atomic_write
@@ -251,15 +251,11 @@ def prepare_dataset(
         if missing:
             raise ValueError(f"The {name} split does not assign {len(missing)} recording(s): {missing[:8]}.")
 
-    # What run_preprocessing refuses, refused before anything is written: invalid settings, clashing names.
+    # What run_preprocessing refuses, refused before anything is written: invalid settings. (Recordings
+    # that share an id are reported one by one by run_preprocessing, and the others are processed.)
     Preprocessor(config)
     if workers < 1:
         raise ValueError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
-    ids: dict[str, Path] = {}
-    for path in inputs:
-        other = ids.setdefault(recording_id(path), path)
-        if other != path:
-            raise ValueError(f"Two recordings have the same name, {other} and {path}: rename one.")
     check_output_config(output, config, hint="the same dataset, task, options and config")
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.csv"
