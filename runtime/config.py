@@ -82,7 +82,9 @@ def _check_value(key: str, default: Any, value: Any, source: str) -> Any:
     return value
 
 
-def merge_config(defaults: dict, update: dict, source: str = "config", prefix: str = "") -> dict:
+def merge_config(
+    defaults: dict, update: dict, source: str = "config", prefix: str = "", schema: dict | None = None
+) -> dict:
     """Merge ``update`` into a copy of ``defaults``, refusing unknown keys and wrong types.
 
     Parameters
@@ -95,6 +97,10 @@ def merge_config(defaults: dict, update: dict, source: str = "config", prefix: s
         Where ``update`` comes from, quoted in error messages (a file name, ``--set``).
     prefix : str
         Dotted key of ``defaults`` inside the full config, for error messages.
+    schema : dict | None
+        The stage's own defaults, where an open mapping is ``{}`` (None: ``defaults``). Give it when
+        ``defaults`` is an already resolved config, so that an open mapping that an earlier layer filled
+        still takes new keys (``--set reader.data_format=int16 reader.date_format=dd/mm/yy``).
 
     Returns
     -------
@@ -107,16 +113,18 @@ def merge_config(defaults: dict, update: dict, source: str = "config", prefix: s
         If ``update`` holds a key that ``defaults`` lacks, or a value of another type.
     """
     merged = copy.deepcopy(defaults)
+    schema = defaults if schema is None else schema
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in defaults:
             allowed = ", ".join(sorted(f"{prefix}{k}" for k in defaults))
             raise ConfigError(f"Unknown config key '{dotted}' ({source}). Allowed keys are: {allowed}.")
         default = defaults[key]
-        if default == {} and isinstance(value, dict):  # an open mapping (e.g. a name -> label map)
-            merged[key] = copy.deepcopy(value)
+        if schema.get(key) == {} and isinstance(value, dict):  # an open mapping (e.g. a name -> label map)
+            merged[key] = {**(default if isinstance(default, dict) else {}), **copy.deepcopy(value)}
         elif isinstance(default, dict) and isinstance(value, dict):
-            merged[key] = merge_config(default, value, source, prefix=f"{dotted}.")
+            sub_schema = schema.get(key) if isinstance(schema.get(key), dict) else default
+            merged[key] = merge_config(default, value, source, prefix=f"{dotted}.", schema=sub_schema)
         elif isinstance(default, dict) and value is not None:
             raise ConfigError(
                 f"Invalid type for the config key '{dotted}' ({source}): expected a mapping, "
@@ -215,7 +223,7 @@ def load_config(
         On invalid YAML, an unknown key or a value of the wrong type (the message names the key
         and the file or ``--set``).
     """
-    resolved = _read_yaml(defaults)
+    resolved = schema = _read_yaml(defaults)
     if config is None:
         layers = []
     elif isinstance(config, (list, tuple)):
@@ -229,9 +237,9 @@ def load_config(
                 f"or None, but got {type(path).__name__} {path!r} instead."
             )
         if Path(path).resolve() != Path(defaults).resolve():
-            resolved = merge_config(resolved, _read_yaml(path), source=str(path))
+            resolved = merge_config(resolved, _read_yaml(path), source=str(path), schema=schema)
     for text in overrides:
-        resolved = merge_config(resolved, parse_override(text), source=f"--set {text}")
+        resolved = merge_config(resolved, parse_override(text), source=f"--set {text}", schema=schema)
     return resolved
 
 

@@ -138,3 +138,17 @@ def test_missing_and_invalid_files(defaults_file, tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(defaults_file, listing)
+
+
+def test_open_mapping_takes_keys_from_every_layer(tmp_path):
+    # Before: the second --set reader.* was "Unknown config key 'reader.date_format'", because the first had
+    # turned the open mapping {} into a mapping with one allowed key.
+    path = tmp_path / "defaults.yaml"
+    path.write_text("reader: {}\nlabels:\n  annotation_map: {}\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("reader:\n  data_format: int32\nlabels:\n  annotation_map: {sz: seizure}\n")
+    cfg = load_config(
+        path, user, ["reader.data_format=int16", "reader.date_format=dd/mm/yy", "labels.annotation_map.bg=x"]
+    )
+    assert cfg["reader"] == {"data_format": "int16", "date_format": "dd/mm/yy"}
+    assert cfg["labels"]["annotation_map"] == {"sz": "seizure", "bg": "x"}
