@@ -240,3 +240,15 @@ def test_nexstim_nxe_is_read_with_its_ten_ten_channels(tmp_path, preprocess_conf
     assert len(raw.ch_names) == 60 and raw.info["sfreq"] == 1450.0
     rec = Preprocessor(preprocess_config()).open(tmp_path / "rec.nxe")
     assert rec.filled_channels == [] and rec.duration_s == 8.0
+
+
+def test_reader_option_on_the_command_line(referential, tmp_path, capsys):
+    from preprocess.preprocess_main import main
+
+    (tmp_path / "in").mkdir()
+    _write_neuroscan(referential, tmp_path / "in" / "old.cnt")
+    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "pass data_format='int16' or 'int32' explicitly" in capsys.readouterr().out
+    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--quiet"]
+    assert main([*argv, "--set", "reader.data_format=int16"]) == 0
+    assert len(read_manifest(tmp_path / "out2")) == 3
