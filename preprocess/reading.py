@@ -9,7 +9,7 @@ and leaves out:
 
 - companion files of another recording: BrainVision ``.eeg`` beside its header, Persyst ``.dat`` named by
   its ``.lay``, Curry parameter and sensor files (``.dap``, ``.rs3``, ``.cef``, ``.cdt.dpa``, ``.cdt.cef``),
-  continuation parts of a split FIF (``*-1.fif``, ``*_split-02_*.fif``);
+  continuation parts of a split FIF beside their first part (``rec_raw-1.fif``, ``*_split-02_*.fif``);
 - files that share a generic suffix with MNE's non-EEG readers (``.txt``, ``.mat``, ``.hdr``, ``.bin``,
   ``.asc``): give such a file explicitly to read it; ``.dat`` is a recording only as Curry 7 data (a
   ``.dap`` beside it) or BCI2000 (its ``HeaderLen=`` header), ``.data`` only as Nicolet (a ``.head``
@@ -27,6 +27,7 @@ passed to every MNE reader that accepts them; when a reader fails, its own messa
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -63,9 +64,10 @@ _NON_RAW_FIF = re.compile(
     r"[-_](annot|eve|epo|ave|cov|fwd|inv|trans|ica|proj|sol|bem|src|dip|tfr|csd|morph)\.fif(\.gz)?$",
     re.IGNORECASE,
 )
-# Continuation files of a split FIF (MNE: rec_raw-1.fif; BIDS: ..._split-02_eeg.fif); MNE reads them
-# from the first part.
-_FIF_SPLIT_PART = re.compile(r"(-[1-9]\d*\.fif(\.gz)?$)|(_split-0*[2-9]\d*_)", re.IGNORECASE)
+# Continuation files of a split FIF, which MNE reads from the first part: rec_raw-1.fif after rec_raw.fif
+# (MNE's naming), ..._split-02_eeg.fif after ..._split-01_eeg.fif (BIDS).
+_FIF_SPLIT_MNE = re.compile(r"-[1-9]\d*(?=\.fif(\.gz)?$)")
+_FIF_SPLIT_BIDS = re.compile(r"_split-(?!0*1_)\d+_")
 # Options that this module sets itself.
 _RESERVED_OPTIONS = ("preload", "verbose")
 
@@ -74,6 +76,7 @@ class PreprocessError(ValueError):
     """A recording cannot be preprocessed (unreadable, not EEG, too short...); the message names it."""
 
 
+@functools.cache
 def reader_table() -> dict[str, dict[str, callable]]:
     """MNE's table of raw readers: lower-case suffix -> ``{format name: reader function}``.
 
@@ -185,7 +188,7 @@ def _scan(root: Path) -> list[Path]:
         for name in list(dirs):
             if name.startswith("."):
                 dirs.remove(name)
-            elif recording_suffix(name):  # a recording stored as a folder (.mff, .ds, .mefd)
+            elif recording_suffix(name) not in (None, *_GENERIC_SUFFIXES):  # a folder recording: .mff, .ds
                 dirs.remove(name)
                 found.append(folder / name)
         names = {name.lower(): name for name in files if not name.startswith(".")}
@@ -214,8 +217,10 @@ def _companions(folder: Path, names: dict[str, str]) -> set[str]:
                 companions.add(Path(data_file).name.lower())
         elif suffix in _CURRY_COMPANIONS:
             companions.add(lower)
-        elif suffix in (".fif", ".fif.gz") and _FIF_SPLIT_PART.search(lower):
-            companions.add(lower)
+        elif suffix in (".fif", ".fif.gz"):
+            first_parts = (_FIF_SPLIT_MNE.sub("", lower), _FIF_SPLIT_BIDS.sub("_split-01_", lower))
+            if any(first != lower and first in names for first in first_parts):
+                companions.add(lower)
     return companions
 
 

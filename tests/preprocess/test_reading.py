@@ -35,7 +35,7 @@ def test_folder_scan_finds_every_vendor_format_and_no_companion(tmp_path):
     _touch(root, "edf/a.edf", "bdf/b.BDF", "gdf/c.gdf", "set/d.set", "set/d.fdt", "nexstim/e.nxe")
     _touch(root, "neuroscan/f.cnt", "nk/PATIENT1.EEG", "nk/PATIENT1.PNT", "nk/PATIENT1.LOG")
     _touch(root, "fif/g_raw.fif", "fif/g_raw-1.fif", "fif/h_eeg.fif.gz", "fif/g-epo.fif", "fif/g-ave.fif")
-    _touch(root, "bids/sub-1_split-01_eeg.fif", "bids/sub-1_split-02_eeg.fif")
+    _touch(root, "bids/sub-1_split-01_eeg.fif", "bids/sub-1_split-02_eeg.fif", "fif/patient-2.fif")
     # BrainVision: the data and marker files are the header's companions, also under another name (V-Amp)
     _touch(root, "bv/h.vhdr", content=b"Brain Vision Data Exchange Header File Version 1.0\nDataFile=h.eeg\n")
     _touch(root, "bv/h.eeg", "bv/h.vmrk", "bv/v.amrk", "bv/v_data.eeg")
@@ -63,6 +63,7 @@ def test_folder_scan_finds_every_vendor_format_and_no_companion(tmp_path):
         "egi/n.mff",
         "fif/g_raw.fif",
         "fif/h_eeg.fif.gz",
+        "fif/patient-2.fif",  # no patient.fif: not a split part
         "gdf/c.gdf",
         "neuroscan/f.cnt",
         "nexstim/e.nxe",
