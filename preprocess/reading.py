@@ -413,15 +413,24 @@ def _read_failure(path: Path, suffix: str, errors: list) -> str:
             "continuous EEG; export the continuous dataset (before epoching) from EEGLAB and give that "
             "file as --input"
         )
-    lines = [
-        f"mne.io.{name} ({kind}): {type(err).__name__}: {str(err).strip() or repr(err)}"
-        for kind, name, err in errors
-    ]
-    return (
-        f"unreadable recording {path.name}: "
-        + "; ".join(lines)
-        + " (reader options go in the config's 'reader' mapping, e.g. --set reader.KEY=VALUE)"
-    )
+    lines, advised = [], []
+    for kind, name, err in errors:
+        message = str(err).strip() or repr(err)
+        lines.append(f"mne.io.{name} ({kind}): {type(err).__name__}: {message}")
+        reader = reader_table()[suffix][kind]
+        options = list(inspect.signature(reader).parameters)[1:]  # what the reader's advice may name
+        # An option the message names: "pass data_format='int16'", "Pass overrides={'sfreq': ...}"
+        advised += [key for key in options if key not in _RESERVED_OPTIONS and _names_option(message, key)]
+    text = f"unreadable recording {path.name}: " + "; ".join(lines)
+    if advised:
+        settings = ", ".join(f"--set reader.{key}=..." for key in dict.fromkeys(advised))
+        text += f" (give the reader's options in the config's 'reader' mapping: {settings})"
+    return text
+
+
+def _names_option(message: str, key: str) -> bool:
+    """Whether a reader's error message names its option ``key`` (``data_format``, ``overrides=``)."""
+    return bool(re.search(rf"\b{key}\s*=", message) or ("_" in key and re.search(rf"\b{key}\b", message)))
 
 
 @contextlib.contextmanager

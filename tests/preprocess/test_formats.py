@@ -200,7 +200,7 @@ def test_neuroscan_needs_data_format_and_its_reader_says_so(referential, tmp_pat
         read_recording(tmp_path / "old.cnt")
     message = str(info.value)
     assert "mne.io.read_raw_cnt (CNT)" in message and "mne.io.read_raw_ant (ANT)" in message
-    assert "data_format='int16' or 'int32'" in message and "--set reader." in message
+    assert "data_format='int16' or 'int32'" in message and "--set reader.data_format=..." in message
     raw = read_recording(tmp_path / "old.cnt", {"data_format": "int16"})
     np.testing.assert_allclose(raw.get_data(units="uV"), referential.get_data(units="uV"), atol=0.026)
 
