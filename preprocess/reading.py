@@ -162,7 +162,7 @@ def find_recordings(paths: list[str | os.PathLike]) -> list[Path]:
     Returns
     -------
     recordings : list of Path
-        Sorted, without duplicates.
+        Sorted, without duplicates (one file named twice, e.g. by a relative and an absolute path, once).
 
     Raises
     ------
@@ -177,7 +177,8 @@ def find_recordings(paths: list[str | os.PathLike]) -> list[Path]:
             found.update(_scan(entry))
         else:
             raise FileNotFoundError(f"Input not found: {entry}")
-    return sorted(found)
+    unique = {path.resolve(): path for path in sorted(found, reverse=True)}  # the first of a file's names
+    return sorted(unique.values())
 
 
 def _scan(root: Path) -> list[Path]:

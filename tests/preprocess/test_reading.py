@@ -1,5 +1,8 @@
 """Finding recordings in folders, reader options, and the errors that name the file and the setting."""
 
+import os
+from pathlib import Path
+
 import edfio
 import mne
 import numpy as np
@@ -78,6 +81,9 @@ def test_folder_scan_finds_every_vendor_format_and_no_companion(tmp_path):
         root / "egi/n.mff",
         root / "notes.txt",
     ]
+    # One file named twice is one recording (not a clash of two recordings with one id).
+    relative = Path(os.path.relpath(root / "edf/a.edf"))
+    assert find_recordings([root / "edf", relative]) == [min(root / "edf/a.edf", relative)]
 
 
 def test_predict_outputs_inside_the_input_folder_are_not_recordings(tmp_path):
