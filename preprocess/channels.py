@@ -125,10 +125,9 @@ def normalize_channel_names(ch_names: list[str]) -> list[str]:
       cannot be subtracted into a bipolar pair.
     - **BioSemi labels**: a recording labelled in BioSemi's ABC scheme (``A1..A32``, ``B1..B32``...:
       at least half of its channels are such labels, four of them in ``A3..A32``, which no 10-20 or EGI
-      ``E1..E256`` recording has) has its ABC
-      labels prefixed with ``BIOSEMI_`` so that none is taken for a 10-20 site (BioSemi's ``A1`` is a
-      cap position, not the left ear; its ``C3`` is not 10-20 C3). Their positions are in BioSemi's
-      cap layout, which this project does not map to 10-20.
+      ``E1..E256`` recording has) has its ABC labels prefixed with ``BIOSEMI_`` so that none is taken
+      for a 10-20 site (BioSemi's ``A1`` is a cap position, not the left ear; its ``C3`` is not 10-20
+      C3). Their positions are in BioSemi's cap layout, which this project does not map to 10-20.
 
     Parameters
     ----------
