@@ -176,4 +176,12 @@ def test_real_recordings_are_found_and_read(preprocess_config):
 
 def test_hypnograms_are_not_recordings():
     hypnogram = shared_path("data", "sleep_edf", "SC4001EC-Hypnogram.edf")
-    assert find_recordings([hypnogram.parent]) == []
+    assert find_recordings([hypnogram.parent]) == []  # before: the hypnogram, which then failed as not EEG
+
+
+def test_real_folder_of_recordings_and_their_notes():
+    root = shared_path("data", "chbmit")  # EDF crops beside CSVs, summaries, RECORDS, *.edf.seizures
+    assert [p.name for p in find_recordings([root])] == [
+        "chb01_03_nonseizure_0-41s.edf",
+        "chb01_03_seizure_2995-3036s.edf",
+    ]
