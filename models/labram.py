@@ -452,7 +452,7 @@ class LaBraM(nn.Module):
         self.time_embed = nn.Parameter(torch.zeros(1, _N_TIME_ROWS, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         norm_layer = partial(nn.LayerNorm, eps=_LAYER_NORM_EPS)
-        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
+        drop_path = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm, drop=drop_rate,
                   attn_drop=attn_drop_rate, drop_path=drop_path[i], init_values=init_values,
