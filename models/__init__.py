@@ -7,9 +7,22 @@
 >>> tokenizer = create_model("vqnsp_base")                          # tokenizer.tokenize(x) -> codes
 """
 
-from .checkpoint import LoadResult, convert_official_state_dict, load_official_state_dict, read_official_checkpoint
+from .checkpoint import (
+    LoadResult,
+    convert_official_state_dict,
+    load_official_state_dict,
+    read_official_checkpoint,
+)
 from .contract import InputContract
-from .labram import DOUBLE_BANANA, LABRAM_INPUT, STANDARD_1020, VQNSP, LaBraM, channel_positions, spectrum_targets
+from .labram import (
+    DOUBLE_BANANA,
+    LABRAM_INPUT,
+    STANDARD_1020,
+    VQNSP,
+    LaBraM,
+    channel_positions,
+    spectrum_targets,
+)
 from .m4cea import HEAD_TYPES, M4CEA, TemporalEmbedding, patch_spectrum, temporal_feature_dim
 from .registry import (
     OVERRIDE_KEYS,

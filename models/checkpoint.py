@@ -41,7 +41,12 @@ import torch
 
 from .labram import VQNSP, LaBraM
 
-__all__ = ["LoadResult", "convert_official_state_dict", "load_official_state_dict", "read_official_checkpoint"]
+__all__ = [
+    "LoadResult",
+    "convert_official_state_dict",
+    "load_official_state_dict",
+    "read_official_checkpoint",
+]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _HEAD_PREFIXES = ("head.", "head_magnitude.", "head_phase.")
@@ -241,8 +246,8 @@ def read_official_checkpoint(path):
     except pickle.UnpicklingError as error:  # what torch raises for a global outside the allow-list
         found = re.search(r"GLOBAL (\S+)", str(error))
         culprit = found[1] if found else str(error).splitlines()[0]
-        raise ValueError(f"Refusing to load {path}: it holds an object outside the allow-list (tensors, plain "
-                         f"types, argparse.Namespace): {culprit}. Nothing was executed.") from None
+        raise ValueError(f"Refusing to load {path}: it holds an object outside the allow-list (tensors, "
+                         f"plain types, argparse.Namespace): {culprit}. Nothing was executed.") from None
     if isinstance(checkpoint, Mapping):
         for key in ("model", "module", "state_dict"):
             if isinstance(checkpoint.get(key), Mapping):

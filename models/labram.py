@@ -71,6 +71,7 @@ LABRAM_HEAD_TYPES = ("pretrain", "classification")
 # The official channel list (utils.standard_1020): channel ``name`` uses row ``index(name) + 1`` of the
 # position table (row 0 is the CLS token). The table has 129 rows, so the last 8 names (bipolar pairs)
 # have no row.
+# fmt: off
 STANDARD_1020 = (
     "FP1", "FPZ", "FP2",
     "AF9", "AF7", "AF5", "AF3", "AF1", "AFZ", "AF2", "AF4", "AF6", "AF8", "AF10",
@@ -88,30 +89,64 @@ STANDARD_1020 = (
     "FP1-F7", "F7-T7", "T7-P7", "P7-O1", "FP2-F8", "F8-T8", "T8-P8", "P8-O2",
     "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP2-F4", "F4-C4", "C4-P4", "P4-O2",
 )
+# fmt: on
 _N_POSITION_ROWS = 129  # CLS + 128 channels: the official table's size
 _N_TIME_ROWS = 16  # the official time table: at most 16 patches (16 s at 200 Hz)
 _LOOKUP = {name.upper(): index + 1 for index, name in enumerate(STANDARD_1020)}
 
 #: The project's canonical montage (DESIGN.md section 4), the default channel set of the registered sizes.
-DOUBLE_BANANA = ("FP1-F7", "F7-T7", "T7-P7", "P7-O1", "FP2-F8", "F8-T8", "T8-P8", "P8-O2",
-                 "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP2-F4", "F4-C4", "C4-P4", "P4-O2")
+DOUBLE_BANANA = (
+    "FP1-F7",
+    "F7-T7",
+    "T7-P7",
+    "P7-O1",
+    "FP2-F8",
+    "F8-T8",
+    "T8-P8",
+    "P8-O2",
+    "FP1-F3",
+    "F3-C3",
+    "C3-P3",
+    "P3-O1",
+    "FP2-F4",
+    "F4-C4",
+    "C4-P4",
+    "P4-O2",
+)
 
 #: Position row of each double-banana pair with ``bipolar="midpoint"``: the 10-10 electrode halfway
 #: between the pair's two electrodes (a bipolar derivation measures the field between them). All 16 are
 #: distinct rows inside the 129-row table, and rows of electrodes that 64-channel pretraining corpora use.
 BIPOLAR_MIDPOINTS = {
-    "FP1-F7": "AF7", "F7-T7": "FT7", "T7-P7": "TP7", "P7-O1": "PO7",
-    "FP2-F8": "AF8", "F8-T8": "FT8", "T8-P8": "TP8", "P8-O2": "PO8",
-    "FP1-F3": "AF3", "F3-C3": "FC3", "C3-P3": "CP3", "P3-O1": "PO3",
-    "FP2-F4": "AF4", "F4-C4": "FC4", "C4-P4": "CP4", "P4-O2": "PO4",
+    "FP1-F7": "AF7",
+    "F7-T7": "FT7",
+    "T7-P7": "TP7",
+    "P7-O1": "PO7",
+    "FP2-F8": "AF8",
+    "F8-T8": "FT8",
+    "T8-P8": "TP8",
+    "P8-O2": "PO8",
+    "FP1-F3": "AF3",
+    "F3-C3": "FC3",
+    "C3-P3": "CP3",
+    "P3-O1": "PO3",
+    "FP2-F4": "AF4",
+    "F4-C4": "FC4",
+    "C4-P4": "CP4",
+    "P4-O2": "PO4",
 }
 _BIPOLAR_MODES = ("midpoint", "official")
 
 #: LaBraM's input (all sizes, tokenizer included): 200 Hz, 1-s patches, at most 16, uV / 100.
 LABRAM_INPUT = InputContract(
-    family="labram", sfreq=200.0, patch_samples=200, max_patches=_N_TIME_ROWS, fixed_patches=False,
-    uv_scale=0.01, normalisation="microvolts divided by 100 (official engines: samples / 100)",
-    channel_names=tuple(name.upper() for name in STANDARD_1020[:_N_POSITION_ROWS - 1]),
+    family="labram",
+    sfreq=200.0,
+    patch_samples=200,
+    max_patches=_N_TIME_ROWS,
+    fixed_patches=False,
+    uv_scale=0.01,
+    normalisation="microvolts divided by 100 (official engines: samples / 100)",
+    channel_names=tuple(name.upper() for name in STANDARD_1020[: _N_POSITION_ROWS - 1]),
 )
 
 _LAYER_NORM_EPS = 1e-6
@@ -120,14 +155,18 @@ _INIT_STD = 0.02
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Invalid value for the '{name}' parameter. Allowed values are positive integers, "
-                         f"but got {value!r} instead.")
+        raise ValueError(
+            f"Invalid value for the '{name}' parameter. Allowed values are positive integers, "
+            f"but got {value!r} instead."
+        )
 
 
 def _check_rate(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in [0, 1), "
-                         f"but got {value!r} instead.")
+        raise ValueError(
+            f"Invalid value for the '{name}' parameter. Allowed values are numbers in [0, 1), "
+            f"but got {value!r} instead."
+        )
 
 
 def channel_positions(ch_names, bipolar="midpoint"):
@@ -168,15 +207,21 @@ def channel_positions(ch_names, bipolar="midpoint"):
        https://github.com/935963004/LaBraM
     """
     if bipolar not in _BIPOLAR_MODES:
-        raise ValueError(f"Invalid value for the 'bipolar' parameter. Allowed values are {_BIPOLAR_MODES}, "
-                         f"but got {bipolar!r} instead.")
+        raise ValueError(
+            f"Invalid value for the 'bipolar' parameter. Allowed values are {_BIPOLAR_MODES}, "
+            f"but got {bipolar!r} instead."
+        )
     if isinstance(ch_names, str) or not all(isinstance(name, str) for name in ch_names):
-        raise TypeError(f"Invalid value for the 'ch_names' parameter. Expected a sequence of channel names "
-                        f"(str), but got {ch_names!r} instead.")
+        raise TypeError(
+            f"Invalid value for the 'ch_names' parameter. Expected a sequence of channel names "
+            f"(str), but got {ch_names!r} instead."
+        )
     names = [name.strip().upper() for name in ch_names]
     if not names:
-        raise ValueError("Invalid value for the 'ch_names' parameter. At least one channel is needed, "
-                         "but got an empty list instead.")
+        raise ValueError(
+            "Invalid value for the 'ch_names' parameter. At least one channel is needed, "
+            "but got an empty list instead."
+        )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"Invalid value for the 'ch_names' parameter: {repeated} appear more than once.")
@@ -191,12 +236,16 @@ def channel_positions(ch_names, bipolar="midpoint"):
             outside.append(name)
         rows.append(row)
     if unknown:
-        raise ValueError(f"Invalid value for the 'ch_names' parameter: {unknown} are not in LaBraM's 10-20 "
-                         f"list (models.labram.STANDARD_1020; bipolar pairs: {sorted(BIPOLAR_MIDPOINTS)}).")
+        raise ValueError(
+            f"Invalid value for the 'ch_names' parameter: {unknown} are not in LaBraM's 10-20 "
+            f"list (models.labram.STANDARD_1020; bipolar pairs: {sorted(BIPOLAR_MIDPOINTS)})."
+        )
     if outside:
-        raise ValueError(f"Invalid value for the 'ch_names' parameter: {outside} have no row in LaBraM's "
-                         f"129-row position table with bipolar='official'; use bipolar='midpoint' to place "
-                         f"the double-banana pairs at their midpoint electrodes.")
+        raise ValueError(
+            f"Invalid value for the 'ch_names' parameter: {outside} have no row in LaBraM's "
+            f"129-row position table with bipolar='official'; use bipolar='midpoint' to place "
+            f"the double-banana pairs at their midpoint electrodes."
+        )
     return rows
 
 
@@ -231,8 +280,10 @@ def spectrum_targets(x, patch_samples=200):
     _check_positive_int("patch_samples", patch_samples)
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] % patch_samples:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"Invalid value for the 'x' parameter. Expected a tensor of shape (batch, n_chans, "
-                         f"n_times) with n_times a multiple of {patch_samples}, but got {got} instead.")
+        raise ValueError(
+            f"Invalid value for the 'x' parameter. Expected a tensor of shape (batch, n_chans, "
+            f"n_times) with n_times a multiple of {patch_samples}, but got {got} instead."
+        )
     batch = x.shape[0]
     spectrum = torch.fft.fft(x.float().reshape(batch, -1, patch_samples), dim=-1)
 
@@ -253,8 +304,9 @@ class Attention(nn.Module):
     float rounding as the official explicit softmax).
     """
 
-    def __init__(self, dim, num_heads, qkv_bias=False, qk_norm=False, attn_drop=0.0, proj_drop=0.0,
-                 norm_layer=None):
+    def __init__(
+        self, dim, num_heads, qkv_bias=False, qk_norm=False, attn_drop=0.0, proj_drop=0.0, norm_layer=None
+    ):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -290,12 +342,30 @@ class Block(nn.Module):
     the official one.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_norm=False, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, init_values=None, norm_layer=None):
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        qk_norm=False,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        init_values=None,
+        norm_layer=None,
+    ):
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
-                              proj_drop=drop, norm_layer=norm_layer)
+        self.attn = Attention(
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            norm_layer=norm_layer,
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=(0.0, drop))
@@ -397,33 +467,66 @@ class LaBraM(nn.Module):
        https://github.com/935963004/LaBraM
     """
 
-    def __init__(self, ch_names=DOUBLE_BANANA, patch_samples=200, max_patches=16, depth=12, num_heads=10,
-                 mlp_ratio=4.0, qkv_bias=False, qk_norm=True, init_values=0.1, drop_rate=0.0,
-                 attn_drop_rate=0.0, drop_path_rate=0.1, vocab_size=8192, bipolar="midpoint",
-                 head="classification", n_outputs=None, code_dim=None):
+    def __init__(
+        self,
+        ch_names=DOUBLE_BANANA,
+        patch_samples=200,
+        max_patches=16,
+        depth=12,
+        num_heads=10,
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        qk_norm=True,
+        init_values=0.1,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        vocab_size=8192,
+        bipolar="midpoint",
+        head="classification",
+        n_outputs=None,
+        code_dim=None,
+    ):
         super().__init__()
         if head is not None and head not in LABRAM_HEAD_TYPES:
-            raise ValueError(f"Invalid value for the 'head' parameter. Allowed values are "
-                             f"{LABRAM_HEAD_TYPES} or None, but got {head!r} instead.")
-        for name, value in (("patch_samples", patch_samples), ("max_patches", max_patches), ("depth", depth),
-                            ("num_heads", num_heads), ("vocab_size", vocab_size)):
+            raise ValueError(
+                f"Invalid value for the 'head' parameter. Allowed values are "
+                f"{LABRAM_HEAD_TYPES} or None, but got {head!r} instead."
+            )
+        for name, value in (
+            ("patch_samples", patch_samples),
+            ("max_patches", max_patches),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("vocab_size", vocab_size),
+        ):
             _check_positive_int(name, value)
         if max_patches > _N_TIME_ROWS:
-            raise ValueError(f"Invalid value for the 'max_patches' parameter. LaBraM's time table has "
-                             f"{_N_TIME_ROWS} rows, but got {max_patches} instead.")
-        for name, value in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
-                            ("drop_path_rate", drop_path_rate)):
+            raise ValueError(
+                f"Invalid value for the 'max_patches' parameter. LaBraM's time table has "
+                f"{_N_TIME_ROWS} rows, but got {max_patches} instead."
+            )
+        for name, value in (
+            ("drop_rate", drop_rate),
+            ("attn_drop_rate", attn_drop_rate),
+            ("drop_path_rate", drop_path_rate),
+        ):
             _check_rate(name, value)
         if isinstance(init_values, bool) or not isinstance(init_values, (int, float)) or init_values < 0:
-            raise ValueError(f"Invalid value for the 'init_values' parameter. Allowed values are numbers >= 0 "
-                             f"(0: no layer scale), but got {init_values!r} instead.")
+            raise ValueError(
+                f"Invalid value for the 'init_values' parameter. Allowed values are numbers >= 0 "
+                f"(0: no layer scale), but got {init_values!r} instead."
+            )
         if code_dim is not None:
             _check_positive_int("code_dim", code_dim)
             if head is not None:
-                raise ValueError(f"Invalid value for the 'head' parameter. A VQ-NSP decoder (code_dim="
-                                 f"{code_dim}) has no head, but got {head!r} instead.")
-        self.ch_names = tuple(name.strip().upper() for name in ch_names) if not isinstance(ch_names, str) \
-            else ch_names
+                raise ValueError(
+                    f"Invalid value for the 'head' parameter. A VQ-NSP decoder (code_dim="
+                    f"{code_dim}) has no head, but got {head!r} instead."
+                )
+        self.ch_names = (
+            tuple(name.strip().upper() for name in ch_names) if not isinstance(ch_names, str) else ch_names
+        )
         rows = channel_positions(ch_names, bipolar=bipolar)
         self.register_buffer("input_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.n_chans = len(rows)
@@ -441,8 +544,10 @@ class LaBraM(nn.Module):
             embed_dim = patch_samples  # the official decoder keeps the encoder's width (200)
             self.patch_embed = _CodeEmbed(code_dim, embed_dim)
         if embed_dim % num_heads:
-            raise ValueError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
-                             f"{embed_dim}, but got {num_heads} instead.")
+            raise ValueError(
+                f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
+                f"{embed_dim}, but got {num_heads} instead."
+            )
         self.embed_dim = self.num_features = embed_dim
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -453,18 +558,31 @@ class LaBraM(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         norm_layer = partial(nn.LayerNorm, eps=_LAYER_NORM_EPS)
         drop_path = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
-        self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm, drop=drop_rate,
-                  attn_drop=attn_drop_rate, drop_path=drop_path[i], init_values=init_values,
-                  norm_layer=norm_layer)
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_norm=qk_norm,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=drop_path[i],
+                    init_values=init_values,
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
         self.vocab_size = None
         self.n_outputs = None
         if head == "pretrain":
             if n_outputs is not None:
-                raise ValueError(f"Invalid value for the 'n_outputs' parameter. The pretraining head predicts "
-                                 f"{vocab_size} codes and takes no n_outputs, but got {n_outputs!r} instead.")
+                raise ValueError(
+                    f"Invalid value for the 'n_outputs' parameter. The pretraining head predicts "
+                    f"{vocab_size} codes and takes no n_outputs, but got {n_outputs!r} instead."
+                )
             self.vocab_size = vocab_size
             self.norm = norm_layer(embed_dim)
             self.lm_head = nn.Linear(embed_dim, vocab_size)
@@ -473,19 +591,24 @@ class LaBraM(nn.Module):
             if head == "classification":
                 self._set_classifier(n_outputs)
             elif n_outputs is not None:
-                raise ValueError(f"Invalid value for the 'n_outputs' parameter. A model without head takes "
-                                 f"no n_outputs, but got {n_outputs!r} instead.")
+                raise ValueError(
+                    f"Invalid value for the 'n_outputs' parameter. A model without head takes "
+                    f"no n_outputs, but got {n_outputs!r} instead."
+                )
         self._init_weights()
 
     # construction helpers -------------------------------------------------------------------------------
     def _set_classifier(self, n_outputs):
         if n_outputs is None:
-            raise ValueError("Invalid value for the 'n_outputs' parameter. A classification head needs the "
-                             "number of classes, but got None instead.")
+            raise ValueError(
+                "Invalid value for the 'n_outputs' parameter. A classification head needs the "
+                "number of classes, but got None instead."
+            )
         _check_positive_int("n_outputs", n_outputs)
         self.n_outputs = n_outputs
-        self.head = nn.Linear(self.embed_dim, n_outputs, device=self.pos_embed.device,
-                              dtype=self.pos_embed.dtype)
+        self.head = nn.Linear(
+            self.embed_dim, n_outputs, device=self.pos_embed.device, dtype=self.pos_embed.dtype
+        )
 
     def _init_weights(self):
         pretrain = self.head_type == "pretrain"
@@ -520,29 +643,39 @@ class LaBraM(nn.Module):
             If ``n_times`` is not a positive multiple of ``patch_samples`` or exceeds ``max_patches``.
         """
         if n_times <= 0 or n_times % self.patch_samples or n_times // self.patch_samples > self.max_patches:
-            raise ValueError(f"Invalid value for the 'x' parameter. n_times must be a multiple of "
-                             f"patch_samples={self.patch_samples} of at most max_patches={self.max_patches} "
-                             f"patches, but got n_times={n_times} instead.")
+            raise ValueError(
+                f"Invalid value for the 'x' parameter. n_times must be a multiple of "
+                f"patch_samples={self.patch_samples} of at most max_patches={self.max_patches} "
+                f"patches, but got n_times={n_times} instead."
+            )
         return n_times // self.patch_samples
 
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
-                            f"but got {got} instead.")
+            raise TypeError(
+                f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
+                f"but got {got} instead."
+            )
         if x.ndim != 3 or x.shape[1] != self.n_chans:
-            raise ValueError(f"Invalid value for the 'x' parameter. Expected shape (batch, n_chans="
-                             f"{self.n_chans}, n_times), but got {tuple(x.shape)} instead.")
+            raise ValueError(
+                f"Invalid value for the 'x' parameter. Expected shape (batch, n_chans="
+                f"{self.n_chans}, n_times), but got {tuple(x.shape)} instead."
+            )
         return self.n_patches_of(x.shape[2])
 
     def _check_mask(self, mask, batch, n_tokens):
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             got = f"a tensor of {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise TypeError(f"Invalid value for the 'mask' parameter. Expected a bool torch.Tensor (True = "
-                            f"masked), but got {got} instead.")
+            raise TypeError(
+                f"Invalid value for the 'mask' parameter. Expected a bool torch.Tensor (True = "
+                f"masked), but got {got} instead."
+            )
         if tuple(mask.shape) != (batch, n_tokens):
-            raise ValueError(f"Invalid value for the 'mask' parameter. Expected shape (batch={batch}, "
-                             f"n_tokens={n_tokens}), but got {tuple(mask.shape)} instead.")
+            raise ValueError(
+                f"Invalid value for the 'mask' parameter. Expected shape (batch={batch}, "
+                f"n_tokens={n_tokens}), but got {tuple(mask.shape)} instead."
+            )
 
     # backbone -------------------------------------------------------------------------------------------
     def forward_tokens(self, tokens, n_patches, mask=None):
@@ -566,8 +699,10 @@ class LaBraM(nn.Module):
         batch = tokens.shape[0]
         if mask is not None:
             if self.head_type != "pretrain":
-                raise ValueError("Invalid value for the 'mask' parameter. Only head='pretrain' masks tokens, "
-                                 "but got a mask instead of None.")
+                raise ValueError(
+                    "Invalid value for the 'mask' parameter. Only head='pretrain' masks tokens, "
+                    "but got a mask instead of None."
+                )
             self._check_mask(mask, batch, tokens.shape[1])
             tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         positions = self.pos_embed[0, self.input_rows]  # (n_chans, embed_dim)
@@ -602,7 +737,9 @@ class LaBraM(nn.Module):
             On a wrong type or shape of ``x`` or ``mask``.
         """
         if self.code_dim is not None:
-            raise ValueError("A VQ-NSP decoder reads codes: call forward_tokens(patch_embed(codes), n_patches).")
+            raise ValueError(
+                "A VQ-NSP decoder reads codes: call forward_tokens(patch_embed(codes), n_patches)."
+            )
         n_patches = self._check_input(x)
         batch = x.shape[0]
         tokens = self.patch_embed(x.reshape(batch, self.n_chans * n_patches, self.patch_samples))
@@ -657,8 +794,10 @@ class LaBraM(nn.Module):
         if self.head_type != "pretrain":
             return self.forward_head(self.forward_features(x, mask))
         if mask is None:
-            raise ValueError("Invalid value for the 'mask' parameter. head='pretrain' needs a bool mask of "
-                             "shape (batch, n_tokens), but got None instead.")
+            raise ValueError(
+                "Invalid value for the 'mask' parameter. head='pretrain' needs a bool mask of "
+                "shape (batch, n_tokens), but got None instead."
+            )
         n_patches = self._check_input(x)
         batch = x.shape[0]
         self._check_mask(mask, batch, self.n_chans * n_patches)
@@ -689,8 +828,9 @@ class LaBraM(nn.Module):
         if self.head_type == "pretrain":
             del self.mask_token, self.norm, self.lm_head
             self.vocab_size = None
-            self.fc_norm = nn.LayerNorm(self.embed_dim, eps=_LAYER_NORM_EPS, device=self.pos_embed.device,
-                                        dtype=self.pos_embed.dtype)
+            self.fc_norm = nn.LayerNorm(
+                self.embed_dim, eps=_LAYER_NORM_EPS, device=self.pos_embed.device, dtype=self.pos_embed.dtype
+            )
         self.head_type = "classification"
         self._set_classifier(n_outputs)
         _trunc_normal(self.head.weight, cut_at_std=False)
@@ -714,7 +854,9 @@ class LaBraM(nn.Module):
         -------
         matcher : dict
         """
-        return dict(stem=r"^cls_token|^mask_token|^pos_embed|^time_embed|^patch_embed", blocks=r"^blocks\.(\d+)")
+        return dict(
+            stem=r"^cls_token|^mask_token|^pos_embed|^time_embed|^patch_embed", blocks=r"^blocks\.(\d+)"
+        )
 
     def get_layer_id(self, param_name):
         """Layer index for layer-wise learning-rate decay (official ``get_num_layer_for_vit``).
@@ -737,21 +879,23 @@ class LaBraM(nn.Module):
         name = param_name
         for prefix in ("module.", "_orig_mod."):
             while name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
+        if name not in dict(self.named_parameters()):
+            raise ValueError(
+                f"Invalid value for the 'param_name' parameter: {param_name!r} is not a parameter "
+                f"of this LaBraM model."
+            )
         if name in ("cls_token", "mask_token", "pos_embed", "time_embed") or name.startswith("patch_embed."):
             return 0
         if name.startswith("blocks."):
-            index = name.split(".")[1]
-            if index.isdigit() and int(index) < self.depth:
-                return int(index) + 1
-        if name.startswith(("norm.", "fc_norm.", "head.", "lm_head.")):
-            return self.depth + 1
-        raise ValueError(f"Invalid value for the 'param_name' parameter: {param_name!r} is not a parameter "
-                         f"of this LaBraM model.")
+            return int(name.split(".")[1]) + 1
+        return self.depth + 1  # norm, fc_norm, head, lm_head
 
     def extra_repr(self):
-        return (f"n_chans={self.n_chans}, patch_samples={self.patch_samples}, max_patches={self.max_patches}, "
-                f"head_type={self.head_type!r}, n_outputs={self.n_outputs}, vocab_size={self.vocab_size}")
+        return (
+            f"n_chans={self.n_chans}, patch_samples={self.patch_samples}, max_patches={self.max_patches}, "
+            f"head_type={self.head_type!r}, n_outputs={self.n_outputs}, vocab_size={self.vocab_size}"
+        )
 
 
 # VQ-NSP ------------------------------------------------------------------------------------------------
@@ -778,7 +922,9 @@ class _Codebook(nn.Module):
 
 
 class NormEMAQuantizer(nn.Module):
-    """Cosine-similarity vector quantizer with an EMA codebook of unit vectors (official ``NormEMAVectorQuantizer``).
+    """Cosine-similarity vector quantizer with an EMA codebook of unit vectors.
+
+    Our version of the official ``NormEMAVectorQuantizer`` (BEiT v2 / LaBraM).
 
     Inputs are L2-normalised; the code of a vector is the nearest codebook row (squared Euclidean distance
     ``|z|^2 + |e|^2 - 2 z.e``, computed as the official code, i.e. the highest cosine similarity). In
@@ -851,8 +997,9 @@ class NormEMAQuantizer(nn.Module):
         """One EMA step of the codebook from vectors ``z`` (n, code_dim) assigned to ``codes`` (n,)."""
         bins = _all_reduce(torch.bincount(codes, minlength=self.n_codes).to(z.dtype))
         self.cluster_size.mul_(self.decay).add_(bins, alpha=1 - self.decay)
-        sums = _all_reduce(torch.zeros(self.n_codes, self.code_dim, dtype=z.dtype, device=z.device)
-                           .index_add_(0, codes, z))
+        sums = _all_reduce(
+            torch.zeros(self.n_codes, self.code_dim, dtype=z.dtype, device=z.device).index_add_(0, codes, z)
+        )
         unused = bins == 0
         means = _l2norm(sums / bins.masked_fill(unused, 1.0).unsqueeze(1))
         weight = self.embedding.weight
@@ -954,24 +1101,48 @@ class VQNSP(nn.Module):
        https://github.com/935963004/LaBraM
     """
 
-    def __init__(self, ch_names=DOUBLE_BANANA, patch_samples=200, max_patches=16, depth=12, decoder_depth=3,
-                 num_heads=10, n_codes=8192, code_dim=64, decay=0.99, beta=1.0, kmeans_init=True,
-                 bipolar="midpoint"):
+    def __init__(
+        self,
+        ch_names=DOUBLE_BANANA,
+        patch_samples=200,
+        max_patches=16,
+        depth=12,
+        decoder_depth=3,
+        num_heads=10,
+        n_codes=8192,
+        code_dim=64,
+        decay=0.99,
+        beta=1.0,
+        kmeans_init=True,
+        bipolar="midpoint",
+    ):
         super().__init__()
         for name, value in (("decoder_depth", decoder_depth), ("n_codes", n_codes), ("code_dim", code_dim)):
             _check_positive_int(name, value)
         _check_rate("decay", decay)
-        common = dict(ch_names=ch_names, patch_samples=patch_samples, max_patches=max_patches,
-                      num_heads=num_heads, qkv_bias=True, qk_norm=False, init_values=0.0, drop_path_rate=0.0,
-                      bipolar=bipolar, head=None)
+        common = dict(
+            ch_names=ch_names,
+            patch_samples=patch_samples,
+            max_patches=max_patches,
+            num_heads=num_heads,
+            qkv_bias=True,
+            qk_norm=False,
+            init_values=0.0,
+            drop_path_rate=0.0,
+            bipolar=bipolar,
+            head=None,
+        )
         self.encoder = LaBraM(depth=depth, **common)
         self.decoder = LaBraM(depth=decoder_depth, code_dim=code_dim, **common)
         self.quantize = NormEMAQuantizer(n_codes, code_dim, beta=beta, decay=decay, kmeans_init=kmeans_init)
         width = self.encoder.embed_dim
         self.encode_task_layer = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, code_dim))
-        self.decode_task_layer = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, patch_samples))
-        self.decode_task_layer_angle = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
-                                                     nn.Linear(width, patch_samples))
+        self.decode_task_layer = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, patch_samples)
+        )
+        self.decode_task_layer_angle = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, patch_samples)
+        )
         for layer in (self.encode_task_layer, self.decode_task_layer, self.decode_task_layer_angle):
             for module in layer:
                 if isinstance(module, nn.Linear):
@@ -1022,8 +1193,10 @@ class VQNSP(nn.Module):
 
     def _check_ready(self):
         if not self.quantize.initialised:
-            raise ValueError("The VQ-NSP codebook is not initialised (kmeans_init=True and no training step "
-                             "yet): load a trained tokenizer or train it first.")
+            raise ValueError(
+                "The VQ-NSP codebook is not initialised (kmeans_init=True and no training step "
+                "yet): load a trained tokenizer or train it first."
+            )
 
     def tokenize(self, x):
         """Codes of every token (the targets of LaBraM's masked EEG modelling). Never updates the codebook.
@@ -1087,7 +1260,9 @@ class VQNSP(nn.Module):
         rec_amplitude, rec_angle = self.decode(quantized, x.shape[2] // self.patch_samples)
         rec_loss = F.mse_loss(rec_amplitude.float(), amplitude)
         rec_angle_loss = F.mse_loss(rec_angle.float(), angle)
-        return VQNSPLosses(quant_loss + rec_loss + rec_angle_loss, rec_loss, rec_angle_loss, quant_loss, codes)
+        return VQNSPLosses(
+            quant_loss + rec_loss + rec_angle_loss, rec_loss, rec_angle_loss, quant_loss, codes
+        )
 
     def no_weight_decay(self):
         """Official: the encoder's and decoder's ``cls_token``, ``pos_embed``, ``time_embed``.
@@ -1096,5 +1271,8 @@ class VQNSP(nn.Module):
         -------
         names : set of str
         """
-        return {f"{part}.{name}" for part in ("encoder", "decoder") for name in ("cls_token", "pos_embed",
-                                                                                 "time_embed")}
+        return {
+            f"{part}.{name}"
+            for part in ("encoder", "decoder")
+            for name in ("cls_token", "pos_embed", "time_embed")
+        }

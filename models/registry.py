@@ -15,8 +15,14 @@ from .contract import InputContract
 from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, VQNSP, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
 
-__all__ = ["OVERRIDE_KEYS", "create_model", "create_model_from_config", "get_input_contract", "get_model_config",
-           "list_models"]
+__all__ = [
+    "OVERRIDE_KEYS",
+    "create_model",
+    "create_model_from_config",
+    "get_input_contract",
+    "get_model_config",
+    "list_models",
+]
 
 _MODEL_CONFIGS = {
     # The paper's model: 16 channels x 20 patches of 200 samples (4 s at 1000 Hz), 6.0 M parameters.

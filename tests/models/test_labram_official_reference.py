@@ -26,8 +26,9 @@ def _labram(reference, head, **kwargs):
 
 def _vqnsp(reference):
     torch.manual_seed(0)
-    return create_model("vqnsp_base", ch_names=reference["ch_names"], depth=2, decoder_depth=1,
-                        kmeans_init=False).eval()
+    return create_model(
+        "vqnsp_base", ch_names=reference["ch_names"], depth=2, decoder_depth=1, kmeans_init=False
+    ).eval()
 
 
 def test_channel_rows_are_the_official_input_chans(labram_reference):
@@ -53,8 +54,9 @@ def test_masked_modelling_logits_match_official(labram_reference):
     model = _labram(labram_reference, "pretrain")
     result = load_official_state_dict(model, labram_reference["mem_state_dict"])
     assert result.missing_keys == []
-    assert sorted(result.ignored_keys) == sorted(k for k in labram_reference["mem_state_dict"]
-                                                 if k.startswith(UNUSED_MEM_KEYS))
+    assert sorted(result.ignored_keys) == sorted(
+        k for k in labram_reference["mem_state_dict"] if k.startswith(UNUSED_MEM_KEYS)
+    )
     mask = labram_reference["mem_mask"]
     with torch.no_grad():
         logits_masked, logits_visible = model(labram_reference["input"], mask)
@@ -72,7 +74,9 @@ def test_masked_modelling_reproduces_the_cls_position_quirk(labram_reference):
     with torch.no_grad():
         model.pos_embed[0, 0] = 100.0
         assert torch.equal(model(x, mask)[0], model(x, mask)[0])
-        torch.testing.assert_close(model(x, mask)[0], labram_reference["mem_logits_masked"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            model(x, mask)[0], labram_reference["mem_logits_masked"], rtol=0, atol=1e-5
+        )
     model.train()
     sum(out.sum() for out in model(x, mask)).backward()
     assert model.pos_embed.grad[0, 0].abs().max() == 0
@@ -96,7 +100,9 @@ def test_vqnsp_codes_reconstructions_and_losses_match_official(labram_reference)
     torch.testing.assert_close(amplitude, labram_reference["vqnsp_rec_amplitude"], rtol=0, atol=1e-5)
     torch.testing.assert_close(angle, labram_reference["vqnsp_rec_angle"], rtol=0, atol=1e-5)
     for name in ("loss", "rec_loss", "rec_angle_loss", "quant_loss"):
-        torch.testing.assert_close(getattr(losses, name), labram_reference[f"vqnsp_{name}"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            getattr(losses, name), labram_reference[f"vqnsp_{name}"], rtol=0, atol=1e-5
+        )
     assert torch.equal(losses.codes, codes)
     assert torch.equal(model.quantize.embedding.weight, codebook)  # evaluation never moves the codebook
 
@@ -119,8 +125,11 @@ def test_labram_base_has_the_official_keys_and_shapes(head, kind):
     ours = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     if kind == "mem_pretrain":
         # our masked-modelling model is the official student plus the outer lm_head it uses
-        official = {key.removeprefix("student."): shape for key, shape in official.items()
-                    if not key.startswith(UNUSED_MEM_KEYS)}
+        official = {
+            key.removeprefix("student."): shape
+            for key, shape in official.items()
+            if not key.startswith(UNUSED_MEM_KEYS)
+        }
     assert ours == official
 
 
@@ -158,8 +167,10 @@ def test_official_checkpoint_with_args_loads_and_finetunes(labram_reference, tmp
     result = load_official_state_dict(classifier, state_dict, allow_missing_head=True)
     assert result.missing_keys == ["fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"]
     assert {"mask_token", "norm.weight", "lm_head.weight"} <= set(result.ignored_keys)
-    assert torch.equal(classifier.blocks[1].attn.qkv.weight,
-                       labram_reference["mem_state_dict"]["student.blocks.1.attn.qkv.weight"])
+    assert torch.equal(
+        classifier.blocks[1].attn.qkv.weight,
+        labram_reference["mem_state_dict"]["student.blocks.1.attn.qkv.weight"],
+    )
 
 
 def test_model_prefix_and_tokenizer_checkpoint(labram_reference, tmp_path):
@@ -193,8 +204,9 @@ def test_checkpoint_with_a_foreign_object_is_refused(labram_reference, tmp_path,
 
 def test_wrong_depth_is_refused_and_nothing_loaded(labram_reference):
     torch.manual_seed(0)
-    model = create_model("labram_base", head="classification", n_outputs=4, depth=3,
-                         ch_names=labram_reference["ch_names"])
+    model = create_model(
+        "labram_base", head="classification", n_outputs=4, depth=3, ch_names=labram_reference["ch_names"]
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"blocks\.2.*2 transformer blocks, the model 3"):
         load_official_state_dict(model, labram_reference["finetune_state_dict"])
