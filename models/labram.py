@@ -28,7 +28,9 @@ Deliberate differences (no effect on the reference numbers): the two symmetric p
 the quantizer always computes in float32 (the official one runs under the caller's autocast when
 tokenizing for pretraining); the code-usage statistic and k-means initialisation are updated only by
 :meth:`VQNSP.forward`, never by :meth:`VQNSP.tokenize` / :meth:`VQNSP.reconstruct`; a one-patch input
-works in the decoder (the official decoder mistakes it for its patch size).
+works in the decoder (the official decoder mistakes it for its patch size); the masked-modelling
+``lm_head`` bias starts at 0 (official: PyTorch's default uniform init); the k-means initialisation is
+broadcast from rank 0 under DDP (official: each rank its own until buffers are synchronised).
 
 References
 ----------
@@ -51,7 +53,7 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from .contract import InputContract
-from .m4cea import TemporalEmbedding
+from .m4cea import TemporalEmbedding, temporal_feature_dim
 
 __all__ = [
     "BIPOLAR_MIDPOINTS",
@@ -524,10 +526,9 @@ class LaBraM(nn.Module):
                     f"Invalid value for the 'head' parameter. A VQ-NSP decoder (code_dim="
                     f"{code_dim}) has no head, but got {head!r} instead."
                 )
-        self.ch_names = (
-            tuple(name.strip().upper() for name in ch_names) if not isinstance(ch_names, str) else ch_names
-        )
         rows = channel_positions(ch_names, bipolar=bipolar)
+        self.ch_names = tuple(name.strip().upper() for name in ch_names)
+        self.bipolar = bipolar
         self.register_buffer("input_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.n_chans = len(rows)
         self.patch_samples = patch_samples
@@ -541,7 +542,7 @@ class LaBraM(nn.Module):
             self.patch_embed = TemporalEmbedding(patch_samples, tie=False)
             embed_dim = self.patch_embed.out_features
         else:
-            embed_dim = patch_samples  # the official decoder keeps the encoder's width (200)
+            embed_dim = temporal_feature_dim(patch_samples)  # the encoder's width (200), as official
             self.patch_embed = _CodeEmbed(code_dim, embed_dim)
         if embed_dim % num_heads:
             raise ValueError(
