@@ -21,6 +21,7 @@ from .labram import (
     VQNSP,
     LaBraM,
     channel_positions,
+    codebook_usage,
     spectrum_targets,
 )
 from .m4cea import HEAD_TYPES, M4CEA, TemporalEmbedding, patch_spectrum, temporal_feature_dim
@@ -42,6 +43,7 @@ __all__ = [
     "InputContract",
     "LaBraM",
     "channel_positions",
+    "codebook_usage",
     "get_input_contract",
     "read_official_checkpoint",
     "spectrum_targets",

@@ -65,6 +65,7 @@ __all__ = [
     "VQNSP",
     "VQNSPLosses",
     "channel_positions",
+    "codebook_usage",
     "spectrum_targets",
 ]
 
@@ -295,6 +296,43 @@ def spectrum_targets(x, patch_samples=200):
         return (values - mean) / std
 
     return standardise(spectrum.abs()), standardise(spectrum.angle())
+
+
+def codebook_usage(codes, n_codes):
+    """Perplexity and unused codes of a set of tokenizer codes: the codebook-usage figures to log.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of int64, any shape
+        Codes in ``[0, n_codes)`` (e.g. :meth:`VQNSP.tokenize` over a validation set).
+    n_codes : int
+        Codebook size.
+
+    Returns
+    -------
+    perplexity : float
+        ``exp(entropy)`` of the code histogram (natural log): ``k`` when ``k`` codes are used equally,
+        ``n_codes`` at best.
+    n_unused : int
+        Codes never used (the official ``calculate_codebook_usage`` reports this count).
+
+    Raises
+    ------
+    ValueError
+        If ``codes`` is empty or holds values outside ``[0, n_codes)``.
+    """
+    _check_positive_int("n_codes", n_codes)
+    flat = codes.reshape(-1)
+    if flat.numel() == 0 or int(flat.min()) < 0 or int(flat.max()) >= n_codes:
+        raise ValueError(
+            f"Invalid value for the 'codes' parameter. Expected a non-empty tensor of codes in "
+            f"[0, {n_codes}), but got {flat.numel()} values"
+            + (f" in [{int(flat.min())}, {int(flat.max())}] instead." if flat.numel() else " instead.")
+        )
+    counts = torch.bincount(flat, minlength=n_codes).double()
+    probabilities = counts[counts > 0] / counts.sum()
+    entropy = -(probabilities * probabilities.log()).sum()
+    return float(entropy.exp()), int((counts == 0).sum())
 
 
 class Attention(nn.Module):

@@ -10,6 +10,7 @@ from models import (
     VQNSP,
     LaBraM,
     channel_positions,
+    codebook_usage,
     create_model,
     create_model_from_config,
     get_input_contract,
@@ -227,3 +228,12 @@ def test_layer_ids_and_no_weight_decay():
         model.get_layer_id("lm_head.weight")  # a classifier has no lm_head
     assert model.no_weight_decay() == {"pos_embed", "cls_token", "time_embed"}
     assert all(name in dict(model.named_parameters()) for name in model.no_weight_decay())
+
+
+def test_codebook_usage():
+    codes = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    perplexity, n_unused = codebook_usage(codes, 10)
+    assert perplexity == pytest.approx(4.0) and n_unused == 6
+    assert codebook_usage(torch.zeros(5, dtype=torch.long), 3) == (pytest.approx(1.0), 2)
+    with pytest.raises(ValueError, match=r"\[0, 4\).*\[0, 7\]"):
+        codebook_usage(torch.tensor([0, 7]), 4)
