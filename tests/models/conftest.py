@@ -56,3 +56,25 @@ def official_finetune_shapes():
     """Key -> shape of the full-size (depth 12) official fine-tuning state dict (4 classes)."""
     return _read_keys("finetune")
 
+
+
+def read_key_shapes(file_name):
+    """Key -> shape from a ``*_keys.txt`` reference file (skips the test when the file is absent)."""
+    path = _require(REFERENCE_DIR / file_name)
+    shapes = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            key, shape = line.split("\t")
+            shapes[key] = tuple(int(n) for n in shape.strip("()").split(",") if n.strip())
+    return shapes
+
+
+@pytest.fixture(scope="session")
+def labram_reference():
+    """Official LaBraM depth-2 state dicts (fine-tuning, masked modelling, VQ-NSP), input and outputs.
+
+    Made by the official code (github 935963004/LaBraM @ c431221e), random init, eval mode (DESIGN.md
+    section 9). Read-only: do not modify it.
+    """
+    path = _require(REFERENCE_DIR / "official_labram_reference_seed0_depth2.pt")
+    return torch.load(path, weights_only=True)

@@ -10,10 +10,11 @@ TINY_VARIANT = dict(n_chans=2, n_patches=3, depth=1)
 
 
 def test_registered_names():
-    assert list_models() == ["m4cea_base", "m4cea_tiny"]
+    assert list_models() == ["labram_base", "labram_tiny", "m4cea_base", "m4cea_tiny", "vqnsp_base",
+                             "vqnsp_tiny"]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [name for name in list_models() if name.startswith("m4cea")])
 @pytest.mark.parametrize("head, n_outputs", [("pretrain", None), ("classification", 3)])
 def test_every_model_runs_and_every_parameter_learns(name, head, n_outputs):
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def test_get_model_config_is_a_copy():
 
 
 def test_unknown_name_lists_the_registered_names():
-    with pytest.raises(ValueError, match=r"'name'.*\['m4cea_base', 'm4cea_tiny'\].*'m4cea_huge'"):
+    with pytest.raises(ValueError, match=r"'name'.*'m4cea_base', 'm4cea_tiny'.*'m4cea_huge'"):
         create_model("m4cea_huge")
     with pytest.raises(ValueError, match="m4cea_base"):
         get_model_config("labram")
