@@ -3,7 +3,7 @@
 :class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
 restricted unpickler (:func:`preprocess.segments.load_segment`), scaled per channel as the official
 loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
-(:func:`finetune.tasks.encode_labels`) and its position in the split, so that predictions gathered
+(:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
 from any number of ranks map back to manifest rows.
 
 Loaders: :func:`build_train_loader` shuffles with a ``DistributedSampler`` (one code path for one
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
-from finetune.tasks import Task, encode_labels
 from preprocess.segments import load_segment, scale_window
 from runtime.checks import check_choice
 from runtime.seeding import derive_seed
+from tasks import Task, encode_labels
 
 __all__ = [
     "SAMPLERS",

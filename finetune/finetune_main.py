@@ -6,7 +6,7 @@ Usage::
         [--config FILE] [--epochs N] [--linear-probe] [--overwrite] [--set key=value ...]
     torchrun --nproc_per_node=8 finetune/finetune_main.py --task hie_grading --seed 42 --data DIR ...
 
-``T`` is one of :data:`finetune.tasks.TASKS`; ``DIR`` (``--data``, or ``data.root`` in a config file) a
+``T`` is one of :data:`tasks.TASKS`; ``DIR`` (``--data``, or ``data.root`` in a config file) a
 labelled preprocessing output folder (``manifest.csv`` + one pickle per window, labels named as the
 task's classes). The config resolves ``configs/finetune/_base.yaml`` <- ``<task>.yaml`` <- ``--config``
 <- ``--set`` <- the flags (``--seed`` = ``runtime.seed``, ``--epochs`` = ``optim.epochs``,
@@ -82,7 +82,6 @@ from finetune.outputs import (  # noqa: E402
     write_results,
 )
 from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file  # noqa: E402
-from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load_task_config, predict  # noqa: E402
 from models import convert_official_state_dict, create_model_from_config, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
 from runtime.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
@@ -96,6 +95,7 @@ from runtime.entry import USAGE_ERRORS, run_entry  # noqa: E402,F401 (USAGE_ERRO
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging  # noqa: E402
 from runtime.optim import build_lr_scheduler, steps_per_accumulation  # noqa: E402
 from runtime.seeding import seed_everything  # noqa: E402
+from tasks import TASKS, Task, aggregate, encode_labels, get_task, load_task_config, predict  # noqa: E402
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -299,7 +299,7 @@ def save_untrained_checkpoint(
     Returns
     -------
     path : Path
-    task : finetune.tasks.Task
+    task : tasks.Task
 
     Raises
     ------

@@ -61,11 +61,11 @@ import numpy as np
 import torch
 
 from finetune.metrics import smooth_k_of_n
-from finetune.tasks import TASKS, Task, contiguous_segments, predict
 from preprocess.pipeline import OpenRecording, Preprocessor, find_recordings, recording_id
 from preprocess.segments import scale_window
 from runtime.checkpoint import load_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, load_config, merge_config, parse_override
+from tasks import TASKS, Task, contiguous_segments, predict
 
 __all__ = [
     "COMPILE_MIN_WINDOWS",
@@ -259,7 +259,7 @@ class FineTunedModel:
     ----------
     model : models.M4CEA
         Classification model in eval mode, on the CPU (:class:`Predictor` moves it).
-    task : finetune.tasks.Task
+    task : tasks.Task
         The task it was fine-tuned for (classes in output order, threshold, event smoothing).
     config : dict
         The resolved fine-tuning config stored in the checkpoint.
@@ -876,7 +876,7 @@ def detect_events(
 
     1. Windows with NaN probabilities (rejected) are left out; the classified windows are split into
        contiguous runs where consecutive starts differ by at most ``stride_s``
-       (:func:`finetune.tasks.contiguous_segments`): a rejected stretch is a gap.
+       (:func:`tasks.contiguous_segments`): a rejected stretch is a gap.
     2. Smoothing: ``"moving_average"`` first averages the probabilities over ``round(average_s /
        stride_s)`` windows centred on each window, within its run; ``"none"`` and ``"k_of_n"`` keep them.
     3. Decision: binary tasks, ``P(positive) >= threshold``; multi-class tasks, the class of highest
@@ -985,7 +985,7 @@ def detect_events(
 def hypnogram(starts_s: np.ndarray, probabilities: np.ndarray, task: Task, duration_s: float) -> dict:
     """Sleep stages of 30-s epochs (``task.epoch_s``) from window probabilities.
 
-    A window belongs to the epoch ``floor(start_s / epoch_s)`` (as :func:`finetune.tasks.unit_index`); an
+    A window belongs to the epoch ``floor(start_s / epoch_s)`` (as :func:`tasks.unit_index`); an
     epoch's probabilities are the mean of its classified windows', its stage the most probable class.
 
     Parameters
@@ -1065,7 +1065,7 @@ def recording_class(
 ) -> tuple[str, np.ndarray]:
     """The recording's class: mean of its classified windows' probabilities, then the task's decision.
 
-    As :func:`finetune.tasks.aggregate` for the ``recording`` unit, and :func:`finetune.tasks.predict`
+    As :func:`tasks.aggregate` for the ``recording`` unit, and :func:`tasks.predict`
     (binary tasks: the positive class when its mean probability reaches ``threshold``).
 
     Parameters

@@ -45,6 +45,7 @@ import numpy as np
 
 from preprocess.channels import Montage, load_montage, montage_matrix
 from preprocess.events import Event, check_events, events_from_annotations, label_windows
+from preprocess.labels import resolve_label_classes
 from preprocess.mfde import knowledge_weights
 from preprocess.segments import read_manifest, save_segment, write_manifest
 from runtime.checks import check_choice, check_positive
@@ -238,6 +239,7 @@ class Preprocessor:
     """
 
     def __init__(self, config: dict):
+        config = resolve_label_classes(config)
         self.config = config
         self.montage: Montage = load_montage(config["montage"])
         check_choice("missing_channels", config["missing_channels"], ("error", "zeros"))

@@ -24,7 +24,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from finetune.report import PAPER_SEEDS, ablation_table, main_table, to_markdown, write_csv  # noqa: E402
-from finetune.tasks import METRIC_NAMES  # noqa: E402
+from tasks import METRIC_NAMES  # noqa: E402
 
 
 def _variant(text: str) -> tuple[str, str]:

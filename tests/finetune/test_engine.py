@@ -19,10 +19,10 @@ from finetune.engine import (
     window_losses,
 )
 from finetune.finetune_main import build_optimizer
-from finetune.tasks import get_task, load_task_config
 from models import create_model
 from preprocess.segments import read_manifest
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
+from tasks import get_task, load_task_config
 from tests.finetune.labelled_data import make_labelled_data
 
 ONSET = get_task("onset_detection")

@@ -21,11 +21,11 @@ import yaml
 from finetune.data import FinetuneDataset
 from finetune.finetune_main import cli, load_pretrained, main
 from finetune.metrics import evaluate_predictions
-from finetune.tasks import TASKS, get_task
 from models import convert_official_state_dict, create_model
 from preprocess.segments import read_manifest
 from runtime.checkpoint import load_checkpoint
 from runtime.logging import JsonLinesWriter
+from tasks import TASKS, get_task
 from tests.finetune.labelled_data import make_labelled_data, preprocess_chbmit, save_pretrain_checkpoint
 from tests.helpers import ROOT, shared_path
 

@@ -16,7 +16,7 @@ from finetune.metrics import (
     swi_metrics,
     swi_per_recording,
 )
-from finetune.tasks import get_task, load_task_config
+from tasks import get_task, load_task_config
 
 
 def test_hie_grading_per_recording(make_rows):

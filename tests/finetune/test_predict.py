@@ -29,10 +29,10 @@ from finetune.inference import (
     spike_wave_index,
 )
 from finetune.predict import cli
-from finetune.tasks import Task, get_task
 from preprocess.segments import load_segment, read_manifest, scale_window
 from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
 from runtime.config import ConfigError
+from tasks import Task, get_task
 from tests.finetune.labelled_data import preprocess_chbmit, save_pretrain_checkpoint
 from tests.helpers import shared_path
 

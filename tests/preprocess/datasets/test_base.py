@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from finetune.tasks import list_tasks
+from tasks import list_tasks
 from preprocess.channels import load_montage
 from preprocess.datasets import get_adapter, list_adapters
 from preprocess.datasets.base import (
