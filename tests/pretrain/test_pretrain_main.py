@@ -13,7 +13,9 @@ import torch
 import yaml
 
 from models import create_model
-from pretrain.pretrain_main import build_optimizer, configure_attention, main
+from models.attention import configure_attention
+from pretrain.pretrain_main import main
+from pretrain.run import build_optimizer
 from runtime.checkpoint import load_checkpoint
 from runtime.config import ConfigError
 from runtime.logging import JsonLinesWriter
