@@ -56,6 +56,7 @@ __all__ = [
     "evaluate_predictions",
     "event_metrics",
     "find_events",
+    "positive_runs",
     "smooth_k_of_n",
     "swi_metrics",
     "swi_per_recording",
@@ -156,6 +157,36 @@ def smooth_k_of_n(positive: np.ndarray, segment: np.ndarray, k: int, n: int) -> 
     return (csum[j + 1] - csum[first]) >= k
 
 
+def positive_runs(positive: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """The maximal runs of positive windows of one recording that cross no gap.
+
+    The one implementation of "runs of positive windows": the event metrics (:func:`find_events`) and
+    prediction's event detection (:func:`finetune.postprocess.detect_events`) both use it.
+
+    Parameters
+    ----------
+    positive : ndarray of bool, shape (n_windows,)
+        Window decisions (or true labels == positive class), in time order.
+    segment : ndarray of int, shape (n_windows,)
+        Contiguous-run index of each window (:func:`tasks.contiguous_segments`); a gap ends a run.
+
+    Returns
+    -------
+    runs : ndarray of int64, shape (n_runs, 2)
+        ``(first, last)`` window index of each run (both included), in time order.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    segment = np.asarray(segment)
+    edges = np.diff(np.concatenate([[False], positive, [False]]).astype(np.int8))
+    # A gap inside a positive stretch also splits it.
+    breaks = np.flatnonzero(positive[1:] & positive[:-1] & (np.diff(segment) != 0)) + 1
+    first = np.sort(np.concatenate([np.flatnonzero(edges == 1), breaks]))
+    last = np.sort(np.concatenate([np.flatnonzero(edges == -1) - 1, breaks - 1]))
+    return np.stack([first, last], axis=1).astype(np.int64)
+
+
 def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray, durations_s: np.ndarray):
     """Events: maximal runs of contiguous positive windows of one recording.
 
@@ -173,15 +204,10 @@ def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray,
     events : ndarray of float64, shape (n_events, 2)
         ``[onset_s, offset_s)`` of each event: the first window's start, the last window's end.
     """
-    positive = np.asarray(positive, dtype=bool)
-    if not positive.any():
+    runs = positive_runs(positive, segment)
+    if not len(runs):
         return np.zeros((0, 2))
-    segment = np.asarray(segment)
-    edges = np.diff(np.concatenate([[False], positive, [False]]).astype(np.int8))
-    # A gap inside a positive stretch also splits it.
-    breaks = np.flatnonzero(positive[1:] & positive[:-1] & (np.diff(segment) != 0)) + 1
-    first = np.sort(np.concatenate([np.flatnonzero(edges == 1), breaks]))
-    last = np.sort(np.concatenate([np.flatnonzero(edges == -1) - 1, breaks - 1]))
+    first, last = runs[:, 0], runs[:, 1]
     starts_s, durations_s = np.asarray(starts_s, float), np.asarray(durations_s, float)
     return np.stack([starts_s[first], starts_s[last] + durations_s[last]], axis=1)
 

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from runtime.config import UsageError
+
 __all__ = ["HEAD_TYPES", "M4CEA", "TemporalEmbedding", "patch_spectrum", "temporal_feature_dim"]
 
 HEAD_TYPES = ("pretrain", "classification")
@@ -47,7 +49,7 @@ _LAYER_NORM_EPS = 1e-6
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the '{name}' parameter. Allowed values are positive integers, "
             f"but got {value!r} instead."
         )
@@ -463,15 +465,15 @@ class M4CEA(nn.Module):
                             ("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
             _check_positive_int(name, value)
         if embed_dim % num_heads != 0:
-            raise ValueError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
+            raise UsageError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
                              f"{embed_dim}, but got {num_heads} instead.")
         for name, value in (("drop_path_rate", drop_path_rate), ("drop_rate", drop_rate),
                             ("attn_drop_rate", attn_drop_rate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
+                raise UsageError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
                                  f"[0, 1), but got {value!r} instead.")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise ValueError(f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
+            raise UsageError(f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
                              f"numbers, but got {mlp_ratio!r} instead.")
         self.n_chans = n_chans
         self.n_patches = n_patches

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 
+from runtime.config import UsageError
+
 from .m4cea import HEAD_TYPES, M4CEA
 
 __all__ = ["OVERRIDE_KEYS", "create_model", "create_model_from_config", "get_model_config", "list_models"]
@@ -43,7 +45,7 @@ def list_models():
 
 def _check_name(name):
     if not isinstance(name, str) or name not in _MODEL_CONFIGS:
-        raise ValueError(f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
+        raise UsageError(f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
                          f"but got {name!r} instead.")
 
 
@@ -106,7 +108,7 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
                          "number of classes, but got None instead.")
     unknown = sorted(set(overrides) - set(_ALLOWED_OVERRIDES))
     if unknown:
-        raise ValueError(f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are "
+        raise UsageError(f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are "
                          f"{list(_ALLOWED_OVERRIDES)}.")
     config = {**_MODEL_CONFIGS[name], **overrides}
     return M4CEA(**config, head=head, n_outputs=n_outputs)

@@ -24,7 +24,7 @@ from pretrain.engine import EngineSettings, train_one_epoch
 from pretrain.masking import num_masked_tokens
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from runtime.config import CONFIG_DIR, ConfigError, load_config, save_config
+from runtime.config import CONFIG_DIR, ConfigError, UsageError, check_values, load_config, save_config
 from runtime.distributed import DistributedContext, all_gather_object, init_distributed
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
@@ -113,12 +113,7 @@ def check_config(cfg: dict) -> None:
     for key, value in flat.items():
         if value is None and key not in _NULLABLE_KEYS:
             raise ConfigError(f"Invalid value for the config key '{key}': a value is needed, but got null.")
-    for key, (ok, allowed) in _VALUE_CHECKS.items():
-        if not ok(flat[key]):
-            raise ConfigError(
-                f"Invalid value for the config key '{key}'. Allowed values are {allowed}, "
-                f"but got {flat[key]!r} instead."
-            )
+    check_values(cfg, _VALUE_CHECKS)
 
 
 def build_model(cfg: dict) -> torch.nn.Module:
@@ -183,11 +178,14 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
     check_config(cfg)
     output = Path(args.output)
     if args.resume is None and (output / "metrics.jsonl").exists():
-        raise ValueError(
+        raise UsageError(
             f"The output folder {output} already holds a run (metrics.jsonl): choose another folder, or pass "
             "--resume CHECKPOINT to continue it."
         )
-    checkpoint = load_checkpoint(args.resume) if args.resume is not None else None
+    try:  # the user's --resume file: unreadable or foreign is bad input
+        checkpoint = load_checkpoint(args.resume) if args.resume is not None else None
+    except ValueError as err:
+        raise UsageError(f"{err} (--resume)") from None
 
     ctx = init_distributed(cfg["runtime"]["device"])
     setup_logging(ctx.rank, output if ctx.is_main else None)
@@ -218,7 +216,7 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
     )
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise UsageError(
             f"The data folder {args.data} holds {len(dataset)} windows, fewer than one optimiser step of "
             f"optim.batch_size={cfg['optim']['batch_size']} windows: use more data or a smaller batch size."
         )
@@ -252,14 +250,17 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
             logger.warning(
                 "Resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed)
             )
-        start_epoch, step = restore_training_state(
-            checkpoint,
-            model=model,
-            optimizer=optimizer,
-            scaler=scaler,
-            load_model_state=load_official_state_dict,
-            source=str(args.resume),
-        )
+        try:
+            start_epoch, step = restore_training_state(
+                checkpoint,
+                model=model,
+                optimizer=optimizer,
+                scaler=scaler,
+                load_model_state=load_official_state_dict,
+                source=str(args.resume),
+            )
+        except ValueError as err:  # a checkpoint of another model or optimiser: bad --resume
+            raise UsageError(str(err)) from None
         rng = checkpoint.get("rng") or []
         if len(rng) == ctx.world_size:
             set_rng_state(rng[ctx.rank])
@@ -349,7 +350,7 @@ def train(run: PretrainRun) -> list[dict]:
                 log_writer=log_writer,
             )
             step = metrics["step"]
-            record = {"epoch": epoch, **metrics, "time_s": time.perf_counter() - start}
+            record = {"epoch": epoch + 1, **metrics, "time_s": time.perf_counter() - start}
             metrics_log.write(record)
             history.append(record)
             logger.info(

@@ -21,7 +21,7 @@ mean probability is at least ``task.threshold`` (binary tasks). Windows of one r
 by default the window length ``n_times / sfreq`` of the earlier window); a larger gap (a rejected or
 unlabelled window) ends a run.
 
-Manifest rows are dicts as returned by :func:`preprocess.segments.read_manifest` (see :mod:`tasks.vocabulary`).
+Manifest rows are dicts as returned by :func:`preprocess.segments.read_manifest` (:mod:`tasks.vocabulary`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.config import UsageError
 from tasks.vocabulary import Task, encode_labels, row_value
 
 __all__ = [
@@ -45,8 +46,8 @@ __all__ = [
     "window_durations",
 ]
 
-# Two start times closer than this (s) are the same instant (start_s comes from CSV text).
-_TIME_TOL_S = 1e-6
+#: Two times closer than this (s) are the same instant (start_s comes from CSV text).
+TIME_TOL_S = 1e-6
 
 
 def window_durations(rows: Sequence[Mapping], task: Task) -> np.ndarray:
@@ -77,7 +78,7 @@ def window_durations(rows: Sequence[Mapping], task: Task) -> np.ndarray:
         except (TypeError, ValueError, ZeroDivisionError):
             out[i] = np.nan
         if not out[i] > 0:
-            raise ValueError(
+            raise UsageError(
                 f"Manifest row {i} ({row.get('path', '?')}) gives no window length (n_times={n_times!r}, "
                 f"sfreq={sfreq!r}); set task.window_s to the window length in s."
             )
@@ -100,7 +101,7 @@ def contiguous_segments(starts_s: np.ndarray, stride_s: np.ndarray) -> np.ndarra
         0, 0, ..., 1, 1, ...: the index of the run each window belongs to.
     """
     starts_s = np.asarray(starts_s, dtype=float)
-    gaps = np.diff(starts_s) > np.asarray(stride_s, dtype=float)[:-1] + _TIME_TOL_S
+    gaps = np.diff(starts_s) > np.asarray(stride_s, dtype=float)[:-1] + TIME_TOL_S
     return np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
 
 
@@ -144,10 +145,10 @@ def _windows_by_recording(rows: Sequence[Mapping]) -> dict[str, np.ndarray]:
     for recording in sorted(by_recording):
         idx = np.asarray(by_recording[recording], dtype=np.int64)
         order = idx[np.argsort(starts[idx], kind="stable")]
-        dup = np.flatnonzero(np.diff(starts[order]) <= _TIME_TOL_S)
+        dup = np.flatnonzero(np.diff(starts[order]) <= TIME_TOL_S)
         if dup.size:
             a, b = order[dup[0]], order[dup[0] + 1]
-            raise ValueError(f"Recording {recording!r} has two windows starting at {starts[a]} s (rows {a} "
+            raise UsageError(f"Recording {recording!r} has two windows starting at {starts[a]} s (rows {a} "
                              f"and {b}: {rows[a].get('path', '?')}, {rows[b].get('path', '?')}).")
         out[recording] = order
     return out
@@ -187,7 +188,7 @@ def unit_index(
     elif task.unit == "epoch":
         _windows_by_recording(rows)  # refuses duplicated windows
         row_keys = [(str(row_value(rows, i, "recording")),
-                     int(math.floor(float(row_value(rows, i, "start_s")) / task.epoch_s + _TIME_TOL_S)))
+                     int(math.floor(float(row_value(rows, i, "start_s")) / task.epoch_s + TIME_TOL_S)))
                     for i in range(n)]
     elif task.unit == "event":
         labels = encode_labels(rows, task) if labels is None else np.asarray(labels)
@@ -239,7 +240,7 @@ def _unit_labels(task: Task, labels: np.ndarray, index: np.ndarray, keys: list) 
         if mixed.size:
             u = mixed[0]
             found = {task.classes[c]: int(counts[u, c]) for c in np.flatnonzero(counts[u])}
-            raise ValueError(
+            raise UsageError(
                 f"The {task.unit} {keys[u][0]!r} has windows with different labels {found} (windows per "
                 f"label), but the task '{task.name}' gives one label per {task.unit}; {mixed.size} "
                 f"{task.unit}(s) disagree. Fix the labels at preprocessing (--events)."
@@ -269,11 +270,11 @@ def check_probabilities(probabilities, n_rows: int, task: Task) -> np.ndarray:
     """
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape != (n_rows, task.n_classes):
-        raise ValueError(f"Invalid value for the 'probabilities' parameter: expected shape (n_rows, "
+        raise UsageError(f"Invalid value for the 'probabilities' parameter: expected shape (n_rows, "
                          f"n_classes) = ({n_rows}, {task.n_classes}) for the task '{task.name}', "
                          f"but got {p.shape}.")
     if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
-        raise ValueError("Invalid value for the 'probabilities' parameter: expected finite class "
+        raise UsageError("Invalid value for the 'probabilities' parameter: expected finite class "
                          "probabilities (softmax of the logits, each row summing to 1), but got values "
                          "outside that.")
     return p
@@ -301,7 +302,7 @@ def aggregate(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) ->
         (:func:`encode_labels`), or a recording/subject whose windows have different labels.
     """
     if len(rows) == 0:
-        raise ValueError(f"Invalid value for the 'rows' parameter: no windows to evaluate for '{task.name}'.")
+        raise UsageError(f"Invalid value for the 'rows' parameter: no windows to evaluate for '{task.name}'.")
     p = check_probabilities(probabilities, len(rows), task)
     labels = encode_labels(rows, task)
     index, keys = unit_index(rows, task, labels)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.config import CONFIG_DIR, load_config
+from runtime.config import CONFIG_DIR, UsageError, load_config
 
 __all__ = [
     "BASE_CONFIG",
@@ -137,59 +137,59 @@ class Task:
         object.__setattr__(self, "extra_labels", tuple(self.extra_labels))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Invalid value for the 'name' parameter: expected a task name, "
+            raise UsageError(f"Invalid value for the 'name' parameter: expected a task name, "
                              f"but got {self.name!r}.")
         where = f"of the task '{self.name}'"
         if len(self.classes) < 2 or not all(isinstance(c, str) and c for c in self.classes):
-            raise ValueError(f"Invalid value for 'task.classes' {where}: expected at least two class names, "
+            raise UsageError(f"Invalid value for 'task.classes' {where}: expected at least two class names, "
                              f"but got {list(self.classes)!r} instead.")
         duplicated = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if duplicated:
-            raise ValueError(f"Invalid value for 'task.classes' {where}: {duplicated} listed more than once.")
+            raise UsageError(f"Invalid value for 'task.classes' {where}: {duplicated} listed more than once.")
         if self.unit not in UNITS:
-            raise ValueError(_allowed("task.unit", UNITS, self.unit))
+            raise UsageError(_allowed("task.unit", UNITS, self.unit))
         if not self.metrics:
-            raise ValueError(f"Invalid value for 'task.metrics' {where}: expected at least one of "
+            raise UsageError(f"Invalid value for 'task.metrics' {where}: expected at least one of "
                              f"{list(METRIC_NAMES)}, but got an empty list.")
         for metric in self.metrics:
             if metric not in METRIC_NAMES:
-                raise ValueError(_allowed("task.metrics", METRIC_NAMES, metric))
+                raise UsageError(_allowed("task.metrics", METRIC_NAMES, metric))
         if len(set(self.metrics)) != len(self.metrics):
-            raise ValueError(f"Invalid value for 'task.metrics' {where}: a metric is listed twice "
+            raise UsageError(f"Invalid value for 'task.metrics' {where}: a metric is listed twice "
                              f"({list(self.metrics)}).")
         if self.is_binary:
             if self.positive_class not in self.classes:
-                raise ValueError(
+                raise UsageError(
                     f"Invalid value for 'task.positive_class' {where}: a binary task needs one of its "
                     f"classes {list(self.classes)}, but got {self.positive_class!r} instead."
                 )
         else:
             if self.positive_class is not None:
-                raise ValueError(
+                raise UsageError(
                     f"Invalid value for 'task.positive_class' {where}: a task with {self.n_classes} classes "
                     f"is multi-class and has no positive class (set it to null), but got "
                     f"{self.positive_class!r}."
                 )
             binary_only = [m for m in self.metrics if m in BINARY_METRICS]
             if binary_only:
-                raise ValueError(
+                raise UsageError(
                     f"Invalid value for 'task.metrics' {where}: {binary_only} need a binary task (two "
                     f"classes), but the task has {self.n_classes} classes {list(self.classes)}. "
                     f"Multi-class metrics: balanced_accuracy, cohen_kappa, weighted_f1."
                 )
         if not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"Invalid value for 'task.threshold' {where}: expected a number in [0, 1], "
+            raise UsageError(f"Invalid value for 'task.threshold' {where}: expected a number in [0, 1], "
                              f"but got {self.threshold!r} instead.")
         for key in ("epoch_s", "window_s", "stride_s"):
             value = getattr(self, key)
             if value is None and key != "epoch_s":
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"Invalid value for 'task.{key}' {where}: expected a positive number of "
+                raise UsageError(f"Invalid value for 'task.{key}' {where}: expected a positive number of "
                                  f"seconds, but got {value!r} instead.")
         k, n = self.smoothing_k, self.smoothing_n
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
-            raise ValueError(f"Invalid value for 'task.events' {where}: expected integers "
+            raise UsageError(f"Invalid value for 'task.events' {where}: expected integers "
                              f"1 <= smoothing_k <= smoothing_n, but got k={k!r}, n={n!r} instead.")
 
     @property
@@ -230,20 +230,20 @@ class Task:
         section = dict(section)
         events = section.pop("events", None) or {}
         if not isinstance(events, Mapping):
-            raise ValueError(f"Invalid value for 'task.events': expected a mapping, but got {events!r}.")
+            raise UsageError(f"Invalid value for 'task.events': expected a mapping, but got {events!r}.")
         event_keys = ("smoothing_k", "smoothing_n")
         allowed = {f.name for f in dataclasses.fields(cls)} - set(event_keys)
         unknown = sorted(set(section) - allowed)
         unknown += sorted(f"events.{k}" for k in events if k not in event_keys)
         if unknown:
-            raise ValueError(f"Unknown keys {unknown} in the task config. Allowed keys are "
+            raise UsageError(f"Unknown keys {unknown} in the task config. Allowed keys are "
                              f"{sorted(allowed) + ['events.' + k for k in event_keys]}.")
         missing = [k for k in ("name", "classes", "unit", "metrics") if section.get(k) is None]
         if missing:
-            raise ValueError(f"The task config lacks the keys {['task.' + k for k in missing]}.")
+            raise UsageError(f"The task config lacks the keys {['task.' + k for k in missing]}.")
         for key in ("classes", "metrics", "extra_labels"):
             if key in section and not isinstance(section[key], (list, tuple)):
-                raise ValueError(f"Invalid value for 'task.{key}': expected a list, "
+                raise UsageError(f"Invalid value for 'task.{key}': expected a list, "
                                  f"but got {section[key]!r}.")
         return cls(**section, **events)
 
@@ -255,7 +255,7 @@ def list_tasks() -> list[str]:
 
 def _check_task_name(name) -> str:
     if not isinstance(name, str) or name not in TASKS:
-        raise ValueError(_allowed("task", TASKS, name))
+        raise UsageError(_allowed("task", TASKS, name))
     return name
 
 
@@ -302,7 +302,7 @@ def load_task_config(
     """
     resolved = load_config(BASE_CONFIG, [task_config_path(name), config], overrides)
     if resolved["task"]["name"] != name:
-        raise ValueError(f"Invalid value for 'task.name': the config is for the task --task {name!r}, "
+        raise UsageError(f"Invalid value for 'task.name': the config is for the task --task {name!r}, "
                          f"but got {resolved['task']['name']!r} instead (from --config or --set).")
     return resolved
 
@@ -337,13 +337,13 @@ def get_task(name: str, config: Mapping | None = None) -> Task:
     if config is None:
         config = load_task_config(name)
     if not isinstance(config, Mapping) or not isinstance(config.get("task"), Mapping):
-        raise ValueError("Invalid value for the 'config' parameter: expected a resolved fine-tuning config "
+        raise UsageError("Invalid value for the 'config' parameter: expected a resolved fine-tuning config "
                          "with a 'task' mapping (tasks.load_task_config).")
     section = dict(config["task"])
     if section.get("name") is None:
         section["name"] = name
     if section["name"] != name:
-        raise ValueError(f"Invalid value for the 'config' parameter: it configures the task "
+        raise UsageError(f"Invalid value for the 'config' parameter: it configures the task "
                          f"{section['name']!r}, but the task {name!r} was asked for.")
     return Task.from_config(section)
 
@@ -353,7 +353,7 @@ def row_value(rows: Sequence[Mapping], i: int, key: str):
         return rows[i][key]
     except KeyError:
         path = rows[i].get("path", "no path")
-        raise ValueError(f"Manifest row {i} ({path}) has no '{key}' column.") from None
+        raise UsageError(f"Manifest row {i} ({path}) has no '{key}' column.") from None
 
 
 def encode_labels(rows: Sequence[Mapping], task: Task) -> np.ndarray:
@@ -389,7 +389,7 @@ def encode_labels(rows: Sequence[Mapping], task: Task) -> np.ndarray:
     if bad:
         first = bad[0]
         found = sorted({repr(rows[i]["label"]) for i in bad})
-        raise ValueError(
+        raise UsageError(
             f"Invalid labels for the task '{task.name}': {', '.join(found)} in {len(bad)} of {len(rows)} "
             f"rows (first: row {first}, file {rows[first].get('path', '?')}). Allowed values are "
             f"{list(task.classes)}; unlabelled windows (None) cannot be used. Relabel the data at "

@@ -18,8 +18,9 @@ import pytest
 import torch
 import yaml
 
+from finetune.checkpoints import load_pretrained
 from finetune.data import FinetuneDataset
-from finetune.finetune_main import cli, load_pretrained, main
+from finetune.finetune_main import cli, main
 from finetune.metrics import evaluate_predictions
 from models import convert_official_state_dict, create_model
 from preprocess.segments import read_manifest
@@ -183,12 +184,13 @@ def test_real_run_best_checkpoint_reproduces_predictions_and_metrics(real_run, c
     run_dir, _ = real_run
     results = _read_json(run_dir / "results.json")
     records = JsonLinesWriter.read(run_dir / "metrics.jsonl")
-    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert [r["epoch"] for r in records] == [1, 2, 3]  # numbered from 1, as in the log
     val_losses = [r["val_loss"] for r in records]
-    assert results["checkpoint"]["epoch"] == int(np.argmin(val_losses))
+    assert results["checkpoint"]["epoch"] == int(np.argmin(val_losses)) + 1
     assert results["checkpoint"]["val_loss"] == pytest.approx(min(val_losses))
 
     checkpoint = load_checkpoint(run_dir / "checkpoint-best.pth")
+    assert checkpoint["epoch"] == results["checkpoint"]["epoch"] - 1  # the file keeps the 0-based index
     assert checkpoint["task"] == "onset_detection" and checkpoint["classes"] == ["background", "seizure"]
     model = create_model("m4cea_tiny", head="classification", n_outputs=2)
     model.load_state_dict(checkpoint["model"])

@@ -55,7 +55,7 @@ def _params(path):
 
 def test_run_writes_config_logs_and_checkpoints(tiny_run, small_data):
     output, history = tiny_run
-    assert [r["epoch"] for r in history] == [0, 1] and [r["step"] for r in history] == [2, 4]
+    assert [r["epoch"] for r in history] == [1, 2] and [r["step"] for r in history] == [2, 4]
     assert all(
         math.isfinite(r["loss"]) and r["loss"] == pytest.approx(r["loss_magnitude"] + r["loss_phase"])
         for r in history
@@ -101,7 +101,7 @@ def test_resume_equals_uninterrupted_run(small_data, tmp_path):
             resume=tmp_path / "full" / "checkpoint-0002.pth",
         )
     )
-    assert [r["epoch"] for r in resumed] == [2]
+    assert [r["epoch"] for r in resumed] == [3]
     for key in ("loss", "loss_magnitude", "loss_phase", "grad_norm", "lr", "step"):
         assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-6), key
     assert full[2]["loss"] != full[1]["loss"]
