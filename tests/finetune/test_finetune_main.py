@@ -361,6 +361,7 @@ def test_subject_wise_multiclass_with_balancing(tmp_path):
     assert (run_dir / "confusion_matrix.png").exists() and not (run_dir / "roc.png").exists()
 
 
+@pytest.mark.slow  # two torchrun processes: tens of seconds
 def test_torchrun_two_processes_equal_one_process(synth, tmp_path):
     """torchrun --nproc_per_node=2 (gloo), micro-batches of 2 per rank = 1 process, 2 micro-batches of 2."""
     common = ["model.drop_path_rate=0.0"]  # drop-path draws differ between ranks (seed + rank)
@@ -530,6 +531,7 @@ def test_finished_run_is_refused_unless_overwrite(real_run, chbmit, tiny_checkpo
     assert len(JsonLinesWriter.read(tmp_path / "onset_detection/seed42/metrics.jsonl")) == 1
 
 
+@pytest.mark.slow  # the shell script sets up its environment, then fine-tunes and tabulates
 def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
     """Finished runs are kept, the missing seed is run, tasks without data are skipped, then the table."""
     run_dir, _ = real_run

@@ -688,6 +688,7 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     assert logits.shape == (2, 2)
 
 
+@pytest.mark.slow  # a real torch.compile on the CPU: minutes on a loaded 2-core machine
 @pytest.mark.skipif(
     not (shutil.which("c++") or shutil.which("g++")),
     reason="torch.compile's CPU backend needs a C++ compiler",

@@ -113,6 +113,7 @@ def test_resume_equals_uninterrupted_run(small_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # two torchrun processes: tens of seconds
 def test_torchrun_two_processes_equal_one_process(small_data, tmp_path):
     """torchrun --nproc_per_node=2 (gloo), 2 micro-batches of 2 each = 1 process, 2 of 4: same update."""
     common = ["optim.warmup_epochs=0", "optim.base_lr=0.01", "checkpoint.save_last=false"]
