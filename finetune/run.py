@@ -477,28 +477,27 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
             )
             if not math.isfinite(val_loss):
                 raise FloatingPointError(
-                    f"Non-finite validation loss {val_loss} after epoch {epoch}: lower "
+                    f"Non-finite validation loss {val_loss} after epoch {epoch + 1}: lower "
                     f"optim.base_lr or switch off runtime.amp."
                 )
             val_bacc = _window_balanced_accuracy(task, run.datasets["val"].labels, val_probabilities)
             epochs_run = epoch + 1
             improved = stopping.update(val_loss, epoch + 1)
-            if improved:
-                if ctx.is_main:
-                    save_checkpoint(
-                        checkpoint_path,
-                        model=run.raw_model,
-                        optimizer=run.optimizer,
-                        scaler=run.scaler,
-                        epoch=epoch,
-                        step=step,
-                        config=cfg,
-                        rng=None,
-                        val_loss=val_loss,
-                        task=task.name,
-                        classes=list(task.classes),
-                        preprocess=run.preprocess_config,
-                    )
+            if improved and ctx.is_main:
+                save_checkpoint(
+                    checkpoint_path,
+                    model=run.raw_model,
+                    optimizer=run.optimizer,
+                    scaler=run.scaler,
+                    epoch=epoch,
+                    step=step,
+                    config=cfg,
+                    rng=None,
+                    val_loss=val_loss,
+                    task=task.name,
+                    classes=list(task.classes),
+                    preprocess=run.preprocess_config,
+                )
             record = {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v for k, v in train.items()},
