@@ -408,11 +408,13 @@ def label_vocabulary() -> tuple[str, ...]:
     Returns
     -------
     labels : tuple of str
-        Task by task in table order (:data:`TASKS`), each task's ``classes`` then its ``extra_labels``
-        (e.g. the artefact types a cohort may list in ``task.classes``); each label once, first place kept.
+        Task by task, each task's ``classes`` then its ``extra_labels`` (e.g. the artefact types a cohort
+        may list in ``task.classes``); each label once, first place kept. The tasks in table order
+        (:data:`TASKS`) but ``onset_detection`` first: the order of the list preprocessing configs held
+        before, so that output folders made then still resume (their ``config.yaml`` is compared).
     """
     labels: dict[str, None] = {}
-    for name in TASKS:
+    for name in ("onset_detection", *(t for t in TASKS if t != "onset_detection")):
         task = get_task(name)
         labels.update(dict.fromkeys(task.classes + task.extra_labels))
     return tuple(labels)
