@@ -202,9 +202,8 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
     model.eval()
     preprocess_config, source = _preprocess_config_of(checkpoint, ckpt_path)
     epoch = checkpoint.get("epoch")
-    return FineTunedModel(
-        model, task, dict(cfg), preprocess_config, source, ckpt_path, None if epoch is None else int(epoch) + 1
-    )
+    epoch = None if epoch is None else int(epoch) + 1  # numbered from 1; the file keeps the 0-based index
+    return FineTunedModel(model, task, dict(cfg), preprocess_config, source, ckpt_path, epoch)
 
 
 # -- window probabilities ----------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class TemporalEmbedding(nn.Module):
         return self
 
     def forward(self, patches):
-        """Embed patches: :meth:`forward_matrices` once fused (:meth:`fuse`), else :meth:`forward_convolutions`.
+        """Embed patches: :meth:`forward_matrices` once fused (:meth:`fuse`), else the convolutions.
 
         Parameters
         ----------
