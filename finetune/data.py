@@ -3,7 +3,7 @@
 :class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
 restricted unpickler (:func:`preprocess.segments.load_segment`), scaled per channel as the official
 loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
-(:func:`finetune.tasks.encode_labels`) and its position in the split, so that predictions gathered
+(:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
 from any number of ranks map back to manifest rows.
 
 Loaders: :func:`build_train_loader` shuffles with a ``DistributedSampler`` (one code path for one
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
-from finetune.tasks import Task, encode_labels
 from preprocess.segments import load_segment, scale_window
 from runtime.checks import check_choice
+from runtime.config import UsageError
 from runtime.seeding import derive_seed
+from tasks import Task, encode_labels
 
 __all__ = [
     "SAMPLERS",
@@ -70,7 +71,7 @@ def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chan
         wrong = sorted(values - {want})
         if wrong:
             example = next(row["path"] for row in rows if row.get(key) in wrong)
-            raise ValueError(
+            raise UsageError(
                 f"The data folder {root} holds windows with {key}={wrong} (e.g. {example}), but the model "
                 f"expects {key}={want}: preprocess with the model's montage and window, or set the model's "
                 f"size (model.n_chans, model.n_patches, model.patch_samples) to match the data."
@@ -79,7 +80,7 @@ def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chan
         path = root / rows[0]["path"]
         shape = np.shape(load_segment(path)["data"])
         if shape != (n_chans, n_times):
-            raise ValueError(
+            raise UsageError(
                 f"The window {path} has shape {shape} (n_chans, n_times), but the model expects "
                 f"({n_chans}, {n_times}): preprocess with the model's montage and window, or set the model's "
                 f"size to match the data."
@@ -132,7 +133,7 @@ class FinetuneDataset(Dataset):
             )
         self.rows = list(rows)
         if not self.rows:
-            raise ValueError(f"Invalid value for the 'rows' parameter: no window of {self.root} to read.")
+            raise UsageError(f"Invalid value for the 'rows' parameter: no window of {self.root} to read.")
         self.task = task
         self.labels = encode_labels(self.rows, task)
         self.n_chans, self.n_times = int(n_chans), int(n_times)
@@ -145,7 +146,7 @@ class FinetuneDataset(Dataset):
         path = self.root / self.rows[index]["path"]
         data = np.asarray(load_segment(path)["data"], dtype=np.float32)
         if data.shape != (self.n_chans, self.n_times):
-            raise ValueError(
+            raise UsageError(
                 f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "
                 f"expects ({self.n_chans}, {self.n_times})."
             )

@@ -38,6 +38,7 @@ from runtime.metrics import IntervalLog
 from runtime.optim import clip_and_step
 
 __all__ = [
+    "EarlyStopping",
     "EngineSettings",
     "balanced_class_weights",
     "evaluate",
@@ -47,6 +48,48 @@ __all__ = [
 ]
 
 _METRICS = ("loss", "accuracy", "grad_norm")
+
+
+@dataclass
+class EarlyStopping:
+    """Best-checkpoint tracking and early stopping on the validation loss.
+
+    An epoch improves when its validation loss is below ``best_loss - min_delta``; training stops after
+    ``patience`` epochs in a row without improvement (official M4CEA fine-tuning: patience 30).
+
+    Attributes
+    ----------
+    patience : int
+        Epochs without improvement before stopping (>= 1).
+    min_delta : float
+        Smallest decrease of the validation loss that counts as an improvement (>= 0).
+    best_loss : float
+        Lowest validation loss so far (inf before the first epoch).
+    best_epoch : int | None
+        Epoch of ``best_loss``, numbered from 1 (None before the first epoch).
+    bad_epochs : int
+        Epochs since the last improvement.
+    """
+
+    patience: int
+    min_delta: float = 0.0
+    best_loss: float = math.inf
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+
+    def update(self, val_loss: float, epoch: int) -> bool:
+        """Record the validation loss of ``epoch`` (numbered from 1); True when it is the new best."""
+        improved = val_loss < self.best_loss - self.min_delta
+        if improved:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        """True once ``patience`` epochs in a row brought no improvement."""
+        return self.bad_epochs >= self.patience
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ name to value out, with the confusion matrix at the task's unit. Metric names (:
 - ``swi_mae`` and ``swi_pearson_r``: spike-wave index per recording (:func:`swi_metrics`).
 
 All of them are computed on the task's units (window probabilities averaged per unit; see
-:mod:`finetune.tasks`), except the event and SWI metrics, which follow windows over time.
+:mod:`tasks`), except the event and SWI metrics, which follow windows over time.
 
 **Undefined values are NaN, never a crash and never an invented number**, and the reason is returned
 under the key ``"undefined"`` (and logged as a warning):
@@ -39,7 +39,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-from finetune.tasks import (
+from tasks import (
     METRIC_NAMES,
     Task,
     aggregate,
@@ -56,6 +56,7 @@ __all__ = [
     "evaluate_predictions",
     "event_metrics",
     "find_events",
+    "positive_runs",
     "smooth_k_of_n",
     "swi_metrics",
     "swi_per_recording",
@@ -134,7 +135,7 @@ def smooth_k_of_n(positive: np.ndarray, segment: np.ndarray, k: int, n: int) -> 
     positive : ndarray of bool, shape (n_windows,)
         Raw decisions of one recording's windows in time order.
     segment : ndarray of int, shape (n_windows,)
-        Contiguous-run index of each window (:func:`finetune.tasks.contiguous_segments`); the look-back
+        Contiguous-run index of each window (:func:`tasks.contiguous_segments`); the look-back
         does not cross a gap.
     k, n : int
         A window is positive when at least ``k`` of the last ``n`` windows of its run (itself included;
@@ -156,6 +157,36 @@ def smooth_k_of_n(positive: np.ndarray, segment: np.ndarray, k: int, n: int) -> 
     return (csum[j + 1] - csum[first]) >= k
 
 
+def positive_runs(positive: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """The maximal runs of positive windows of one recording that cross no gap.
+
+    The one implementation of "runs of positive windows": the event metrics (:func:`find_events`) and
+    prediction's event detection (:func:`finetune.postprocess.detect_events`) both use it.
+
+    Parameters
+    ----------
+    positive : ndarray of bool, shape (n_windows,)
+        Window decisions (or true labels == positive class), in time order.
+    segment : ndarray of int, shape (n_windows,)
+        Contiguous-run index of each window (:func:`tasks.contiguous_segments`); a gap ends a run.
+
+    Returns
+    -------
+    runs : ndarray of int64, shape (n_runs, 2)
+        ``(first, last)`` window index of each run (both included), in time order.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    segment = np.asarray(segment)
+    edges = np.diff(np.concatenate([[False], positive, [False]]).astype(np.int8))
+    # A gap inside a positive stretch also splits it.
+    breaks = np.flatnonzero(positive[1:] & positive[:-1] & (np.diff(segment) != 0)) + 1
+    first = np.sort(np.concatenate([np.flatnonzero(edges == 1), breaks]))
+    last = np.sort(np.concatenate([np.flatnonzero(edges == -1) - 1, breaks - 1]))
+    return np.stack([first, last], axis=1).astype(np.int64)
+
+
 def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray, durations_s: np.ndarray):
     """Events: maximal runs of contiguous positive windows of one recording.
 
@@ -173,15 +204,10 @@ def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray,
     events : ndarray of float64, shape (n_events, 2)
         ``[onset_s, offset_s)`` of each event: the first window's start, the last window's end.
     """
-    positive = np.asarray(positive, dtype=bool)
-    if not positive.any():
+    runs = positive_runs(positive, segment)
+    if not len(runs):
         return np.zeros((0, 2))
-    segment = np.asarray(segment)
-    edges = np.diff(np.concatenate([[False], positive, [False]]).astype(np.int8))
-    # A gap inside a positive stretch also splits it.
-    breaks = np.flatnonzero(positive[1:] & positive[:-1] & (np.diff(segment) != 0)) + 1
-    first = np.sort(np.concatenate([np.flatnonzero(edges == 1), breaks]))
-    last = np.sort(np.concatenate([np.flatnonzero(edges == -1) - 1, breaks - 1]))
+    first, last = runs[:, 0], runs[:, 1]
     starts_s, durations_s = np.asarray(starts_s, float), np.asarray(durations_s, float)
     return np.stack([starts_s[first], starts_s[last] + durations_s[last]], axis=1)
 
@@ -207,7 +233,7 @@ def event_metrics(
     The rule (the any-overlap scoring of seizure detectors, as in Shah et al. 2020):
 
     1. Each recording's windows are put in time order and split into contiguous runs
-       (:func:`finetune.tasks.recording_timelines`).
+       (:func:`tasks.recording_timelines`).
     2. A window is positive when ``P(positive_class) >= task.threshold``, then k-of-n smoothed
        (:func:`smooth_k_of_n`, ``task.events.smoothing_k`` / ``smoothing_n``; 1 of 1 by default).
     3. True events are runs of consecutive windows labelled with the positive class; predicted events
@@ -227,7 +253,7 @@ def event_metrics(
     probabilities : ndarray, shape (n_rows, 2)
         Window class probabilities.
     labels : ndarray of int, shape (n_rows,) | None
-        True class indices (None: :func:`finetune.tasks.encode_labels`).
+        True class indices (None: :func:`tasks.encode_labels`).
 
     Returns
     -------
@@ -296,7 +322,7 @@ def swi_per_recording(
         Manifest rows with ``recording`` and ``label``.
     probabilities : ndarray, shape (n_rows, 2)
     labels : ndarray of int, shape (n_rows,) | None
-        True class indices (None: :func:`finetune.tasks.encode_labels`).
+        True class indices (None: :func:`tasks.encode_labels`).
 
     Returns
     -------
@@ -360,9 +386,9 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
     Parameters
     ----------
     task : Task
-        From :func:`finetune.tasks.get_task`.
+        From :func:`tasks.get_task`.
     rows : sequence of dict
-        Labelled manifest rows, one per window (see :mod:`finetune.tasks`).
+        Labelled manifest rows, one per window (see :mod:`tasks`).
     probabilities : ndarray, shape (n_rows, n_classes)
         Window class probabilities (softmax of the logits), columns in ``task.classes`` order, rows in
         the order of ``rows``.
@@ -381,11 +407,11 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
     ------
     ValueError
         On no rows, probabilities of the wrong shape or not probabilities, a label outside the task, a
-        window listed twice, a recording/subject with mixed labels (:func:`finetune.tasks.aggregate`).
+        window listed twice, a recording/subject with mixed labels (:func:`tasks.aggregate`).
 
     Examples
     --------
-    >>> from finetune.tasks import get_task
+    >>> from tasks import get_task
     >>> task = get_task("hie_grading")
     >>> rows = [dict(path=f"w{i}.pkl", subject=f"s{i // 2}", recording=f"r{i // 2}", start_s=4.0 * (i % 2),
     ...              label=("normal_mild", "severe")[i // 2], n_chans=16, n_times=4000, sfreq=1000.0)

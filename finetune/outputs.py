@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from finetune.report import RESULTS_FILE
-from finetune.tasks import Task, aggregate, predict
 from runtime.files import atomic_write
+from tasks import Task, aggregate, predict
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -84,7 +84,7 @@ def write_predictions(
     -------
     path : Path
         Columns ``split, path, subject, recording, start_s, label, predicted, p_<class>...``;
-        ``predicted`` is the window's class by :func:`finetune.tasks.predict`.
+        ``predicted`` is the window's class by :func:`tasks.predict`.
     """
     header = ["split", "path", "subject", "recording", "start_s", "label", "predicted"]
     header += [f"p_{name}" for name in task.classes]

@@ -34,19 +34,14 @@ if __package__ in (None, ""):  # run as a script (python finetune/predict.py): r
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-import torch  # noqa: E402
-
-from finetune.inference import (  # noqa: E402
-    BatchResult,
-    Predictor,
-    load_finetuned,
-    load_predict_config,
-    run_batch,
-)
 from runtime.config import add_override_argument  # noqa: E402
-from runtime.entry import USAGE_ERRORS  # noqa: E402
 from runtime.logging import setup_logging  # noqa: E402
+
+if TYPE_CHECKING:  # torch and the model are imported when prediction starts: --help answers at once
+    from finetune.predict_outputs import BatchResult
+    from finetune.predictor import Predictor
 
 __all__ = ["cli", "get_args_parser", "main"]
 
@@ -82,6 +77,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _setup(args: argparse.Namespace) -> Predictor:
+    import torch
+
+    from finetune.predict_config import load_predict_config
+    from finetune.predictor import Predictor, load_finetuned
+
     config = load_predict_config(args.config, args.overrides)
     if config["num_threads"] is not None:
         torch.set_num_threads(config["num_threads"])
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> BatchResult:
     ConfigError, ValueError, TypeError, FileNotFoundError
         On usage errors (before any recording is read).
     """
+    from finetune.predict_batch import run_batch
+
     args = get_args_parser().parse_args(argv)
     setup_logging(0)
     predictor = _setup(args)
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> BatchResult:
 def cli(argv: list[str] | None = None) -> int:
     """Command-line entry: like :func:`main`, with exit status 0 (all done), 1 (some failed), 2 (usage)."""
     args = get_args_parser().parse_args(argv)  # argparse exits with status 2 itself
+    from finetune.predict_batch import run_batch
+    from runtime.entry import USAGE_ERRORS
+
     setup_logging(0)
     try:
         predictor = _setup(args)

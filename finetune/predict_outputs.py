@@ -41,31 +41,26 @@ import json
 import logging
 import math
 import os
+import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from finetune.inference import (
-    DETECTION_TASKS,
-    RECORDING_TASKS,
-    BatchResult,
-    DetectedEvent,
-    Predictor,
-    WindowPredictions,
-    detect_events,
-    hypnogram,
-    recording_class,
-    spike_wave_index,
-    versions,
-)
 from finetune.outputs import json_safe, write_results
+from finetune.postprocess import DetectedEvent, detect_events, hypnogram, recording_class, spike_wave_index
+from finetune.predict_config import DETECTION_TASKS, RECORDING_TASKS
+from finetune.predictor import Predictor, WindowPredictions
 from runtime.files import atomic_write
 
 __all__ = [
     "BATCH_SUMMARY_FILE",
+    "BatchResult",
+    "project_version",
+    "versions",
     "annotate_recording",
     "output_stem",
     "plot_prediction",
@@ -84,6 +79,66 @@ BATCH_SUMMARY_FILE = "predict_summary.json"
 
 # Sleep stages top to bottom in a hypnogram (clinical convention).
 _HYPNOGRAM_ORDER = ("W", "REM", "N1", "N2", "N3")
+
+
+def project_version() -> dict:
+    """Where this code comes from: the git commit of the checkout (read from ``.git``, no git command).
+
+    Returns
+    -------
+    version : dict
+        ``{"commit": sha or None, "root": path of the project}``.
+    """
+    root = Path(__file__).resolve().parents[1]
+    commit = None
+    try:
+        head = (root / ".git" / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = root / ".git" / ref
+            if ref_file.is_file():
+                commit = ref_file.read_text().strip()
+            elif (root / ".git" / "packed-refs").is_file():
+                for line in (root / ".git" / "packed-refs").read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        commit = line.split()[0]
+        else:
+            commit = head
+    except OSError:
+        pass
+    return {"commit": commit, "root": str(root)}
+
+
+def versions() -> dict:
+    """Versions of Python, torch, MNE, numpy and the project, for the summaries."""
+    import mne
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "mne": mne.__version__,
+        "numpy": np.__version__,
+        "project": project_version(),
+    }
+
+
+@dataclass
+class BatchResult:
+    """Outcome of a prediction batch.
+
+    Attributes
+    ----------
+    done : list of dict
+        One short summary per annotated recording (``recording``, ``path``, ``output``, ``n_events``...).
+    failed : list of (str, str)
+        ``(file, reason)`` of each recording that could not be annotated (nothing of it is written).
+    time_s : float
+        Wall time of the batch.
+    """
+
+    done: list[dict] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    time_s: float = 0.0
 
 
 def output_stem(rec_id: str) -> str:
@@ -232,7 +287,7 @@ def write_annotations_edf(path: str | os.PathLike, events: list[DetectedEvent], 
 
 def write_hypnogram_csv(path: str | os.PathLike, hyp: dict, classes) -> Path:
     """Hypnogram: ``onset_s, duration_s, stage, p_<stage>..., n_windows`` per 30-s epoch (see
-    :func:`finetune.inference.hypnogram`)."""
+    :func:`finetune.postprocess.hypnogram`)."""
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["onset_s", "duration_s", "stage", *(f"p_{c}" for c in classes), "n_windows"])
@@ -258,6 +313,11 @@ def _time_unit(duration_s: float) -> tuple[float, str]:
     if duration_s > 600:
         return 60.0, "min"
     return 1.0, "s"
+
+
+def _trace_style(n_windows: int) -> dict:
+    """Line style of a probability trace: steps, and a marker when one window would draw no line."""
+    return dict(linewidth=0.8, drawstyle="steps-mid", marker="o" if n_windows == 1 else None, markersize=4)
 
 
 def plot_prediction(
@@ -296,7 +356,7 @@ def plot_prediction(
     threshold : float
         Drawn for binary tasks.
     hyp : dict | None
-        From :func:`finetune.inference.hypnogram` (sleep staging).
+        From :func:`finetune.postprocess.hypnogram` (sleep staging).
     excerpt : (ndarray (n_chans, n_samples), float start_s) | None
     ch_names : list of str
     sfreq : float
@@ -342,16 +402,15 @@ def plot_prediction(
             centres,
             p[:, task.positive_index],
             color="C0",
-            linewidth=0.8,
-            drawstyle="steps-mid",
             label=f"P({task.positive_class})",
+            **_trace_style(len(centres)),
         )
         ax.axhline(threshold, color="C3", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
         ax.set_ylim(-0.08, 1.02)
         ax.set_ylabel("probability")
     else:
         for c, name in enumerate(task.classes):
-            ax.plot(centres, p[:, c], linewidth=0.8, drawstyle="steps-mid", label=name)
+            ax.plot(centres, p[:, c], label=name, **_trace_style(len(centres)))
         ax.set_ylim(-0.08, 1.02)
         ax.set_ylabel("probability")
     for e in events if hyp is None else []:

@@ -5,7 +5,7 @@ Layout read (written by ``finetune/finetune_main.py``)::
     RUNS_DIR/<task>/seed<S>/results.json     {"test": {metric: value}, "val": {...}, "confusion_matrix",
                                               "split", "config", "checkpoint"}
 
-**Main table** (:func:`main_table`): one row per task of :data:`finetune.tasks.TASKS`, in that order; a task
+**Main table** (:func:`main_table`): one row per task of :data:`tasks.TASKS`, in that order; a task
 without any results is a row marked missing, never dropped. A cell is ``mean ± std`` over the seeds found,
 the std being the sample standard deviation (``ddof=1``, as :func:`statistics.stdev`); with one seed the
 cell is the value alone. NaN values (an undefined metric, see :mod:`finetune.metrics`) are left out of the
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.tasks import METRIC_NAMES, TASKS
 from runtime.files import atomic_write
+from tasks import METRIC_NAMES, TASKS
 
 __all__ = [
     "PAPER_SEEDS",

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.config import UsageError
 from runtime.seeding import derive_seed
 
 __all__ = [
@@ -107,7 +108,7 @@ class Split:
     def rows(self, rows: Sequence[Mapping], name: str) -> list:
         """The manifest rows of split ``name`` (``"train"``, ``"val"`` or ``"test"``), in row order."""
         if name not in SPLIT_NAMES:
-            raise ValueError(
+            raise UsageError(
                 f"Invalid value for the 'name' parameter. Allowed values are {list(SPLIT_NAMES)}, "
                 f"but got {name!r} instead."
             )
@@ -155,18 +156,18 @@ def check_split_config(section: Mapping) -> None:
         fraction is not in (0, 1), or ``val_fraction + test_fraction >= 1``.
     """
     if section.get("protocol") not in PROTOCOLS:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the 'split.protocol' parameter. Allowed values are "
             f"{list(PROTOCOLS)}, but got {section.get('protocol')!r} instead."
         )
     if section.get("patient_specific_by") not in PATIENT_SPECIFIC_BY:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the 'split.patient_specific_by' parameter. Allowed values are "
             f"{list(PATIENT_SPECIFIC_BY)}, but got {section.get('patient_specific_by')!r} instead."
         )
     seed = section.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the 'split.seed' parameter. Allowed values are integers >= 0, "
             f"but got {seed!r} instead."
         )
@@ -176,12 +177,12 @@ def check_split_config(section: Mapping) -> None:
 def _check_fractions(val_fraction, test_fraction) -> None:
     for name, value in (("split.val_fraction", val_fraction), ("split.test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(
+            raise UsageError(
                 f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
                 f"(0, 1), but got {value!r} instead."
             )
     if val_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise UsageError(
             f"Invalid values for 'split.val_fraction' and 'split.test_fraction': their sum must be "
             f"below 1 to leave data for training, but got {val_fraction} + {test_fraction}."
         )
@@ -219,7 +220,7 @@ def split_counts(
     n_val = max(1, _round_half_up(val_fraction * n))
     n_train = n - n_val - n_test
     if n_train < 1:
-        raise ValueError(
+        raise UsageError(
             f"Cannot split {n} {what}{where} into train, val and test: with val_fraction={val_fraction} and "
             f"test_fraction={test_fraction} the split needs at least {n_val + n_test + 1} {what} "
             f"({n_val} val, {n_test} test, at least 1 train), but got {n}. Use more data, smaller fractions, "
@@ -264,9 +265,9 @@ def _by_value(rows: Sequence[Mapping], key: str) -> dict[str, list[int]]:
         try:
             value = row[key]
         except KeyError:
-            raise ValueError(f"Manifest row {i} ({row.get('path', '?')}) has no '{key}' column.") from None
+            raise UsageError(f"Manifest row {i} ({row.get('path', '?')}) has no '{key}' column.") from None
         if value is None or str(value) == "":
-            raise ValueError(
+            raise UsageError(
                 f"Manifest row {i} ({row.get('path', '?')}) has an empty '{key}': every window "
                 f"needs a {key} id to be split without leakage."
             )
@@ -283,7 +284,7 @@ def _indices_from_assignment(rows, key, assignment) -> dict:
 
 def _check_rows(rows: Sequence[Mapping]) -> None:
     if len(rows) == 0:
-        raise ValueError("Invalid value for the 'rows' parameter: the manifest lists no window to split.")
+        raise UsageError("Invalid value for the 'rows' parameter: the manifest lists no window to split.")
 
 
 def _assert_disjoint(split: Split, rows: Sequence[Mapping], n_rows: int) -> None:
@@ -349,7 +350,7 @@ def _window_lengths(rows: Sequence[Mapping], indices: Sequence[int]) -> np.ndarr
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             out[j] = np.nan
         if not out[j] > 0:
-            raise ValueError(
+            raise UsageError(
                 f"Manifest row {i} ({row.get('path', '?')}) gives no window length (n_times="
                 f"{row.get('n_times')!r}, sfreq={row.get('sfreq')!r}); the time_block split needs "
                 f"it to keep windows of different blocks apart."
@@ -377,7 +378,7 @@ def _time_blocks(rows, indices, val_fraction, test_fraction, recording):
         blocks[name] = indices[lo:hi][keep]
         dropped.extend(indices[lo:hi][~keep].tolist())
         if not blocks[name].size:
-            raise ValueError(
+            raise UsageError(
                 f"The {name} block of the recording {recording!r} is empty once windows that overlap "
                 f"the previous block are dropped ({hi - lo} window(s), all overlapping): use longer "
                 f"recordings, larger fractions or non-overlapping windows (stride_s = window_s)."
@@ -425,7 +426,7 @@ def patient_specific_split(
     """
     _check_rows(rows)
     if by not in PATIENT_SPECIFIC_BY:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the 'split.patient_specific_by' parameter. Allowed values are "
             f"{list(PATIENT_SPECIFIC_BY)}, but got {by!r} instead."
         )
@@ -494,19 +495,19 @@ def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: 
     """
     _check_rows(rows)
     if key not in ("subject", "recording"):
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the 'key' parameter. Allowed values are ['subject', 'recording'], "
             f"but got {key!r} instead."
         )
     bad = sorted({str(v) for v in assignment.values() if v not in SPLIT_NAMES})
     if bad:
-        raise ValueError(
+        raise UsageError(
             f"Invalid split names {bad} in the assignment. Allowed values are {list(SPLIT_NAMES)}."
         )
     groups = _by_value(rows, key)
     missing = sorted(g for g in groups if g not in assignment)
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"The assignment gives no split for {len(missing)} {key}(s) of the manifest: "
             f"{missing[:10]}{' ...' if len(missing) > 10 else ''}."
         )
@@ -515,7 +516,7 @@ def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: 
     )
     empty = [name for name in SPLIT_NAMES if split.indices[name].size == 0]
     if empty:
-        raise ValueError(f"The assignment leaves the split(s) {empty} without windows.")
+        raise UsageError(f"The assignment leaves the split(s) {empty} without windows.")
     _assert_disjoint(split, rows, len(rows))
     return split
 
@@ -554,14 +555,14 @@ def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], str]:
         columns = reader.fieldnames or []
         key = next((k for k in ("recording", "subject") if k in columns), None)
         if key is None or "split" not in columns:
-            raise ValueError(
+            raise UsageError(
                 f"{path} must have the columns recording,split or subject,split; it has {columns}."
             )
         assignment: dict[str, str] = {}
         for line, row in enumerate(reader, start=2):
             ident = row[key].strip()
             if ident in assignment:
-                raise ValueError(f"{path}, line {line}: the {key} {ident!r} is given twice.")
+                raise UsageError(f"{path}, line {line}: the {key} {ident!r} is given twice.")
             assignment[ident] = row["split"].strip()
     return assignment, key
 
@@ -599,7 +600,7 @@ def make_split(
         return assigned_split(rows, assignment, assignment_key)
     check_split_config(section)
     if section["protocol"] == "official":
-        raise ValueError(
+        raise UsageError(
             f"split.protocol=official needs the official assignment ({SPLIT_FILE} of the data folder, "
             "read with read_split_file)."
         )

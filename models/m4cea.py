@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from runtime.config import UsageError
+
 __all__ = ["HEAD_TYPES", "M4CEA", "TemporalEmbedding", "patch_spectrum", "temporal_feature_dim"]
 
 HEAD_TYPES = ("pretrain", "classification")
@@ -47,7 +49,7 @@ _LAYER_NORM_EPS = 1e-6
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the '{name}' parameter. Allowed values are positive integers, "
             f"but got {value!r} instead."
         )
@@ -152,9 +154,10 @@ class TemporalEmbedding(nn.Module):
 
     The patches of one sample are the rows of one image (batch, 1, n_tokens, patch_samples), so the
     GroupNorm statistics are taken over all tokens of a sample, as in the official code.
-    In inference each convolution is computed as one matrix product over whole patches (its
-    impulse-response matrix, :meth:`forward_matrices`), in training as the convolution itself
-    (:meth:`forward_convolutions`): the same result to float rounding, each the faster where it is used.
+    By default each convolution runs as the convolution itself (:meth:`forward_convolutions`); after
+    :meth:`fuse` (an explicit inference step, :meth:`M4CEA.fuse`) each is one matrix product over whole
+    patches (its impulse-response matrix, :meth:`forward_matrices`): the same result to float rounding,
+    each the faster where it is used.
 
     Parameters
     ----------
@@ -179,6 +182,7 @@ class TemporalEmbedding(nn.Module):
         self.patch_samples = patch_samples
         self.tie = tie
         self.out_features = temporal_feature_dim(patch_samples)
+        self.matrix_form = False  # fuse(): the matrix form, for inference
         n = _N_FILTERS
         if tie:
             self.scale_factor = nn.Parameter(torch.randn(patch_samples))  # standard normal, as official
@@ -221,13 +225,28 @@ class TemporalEmbedding(nn.Module):
             stages.append((matrix, conv.bias.repeat_interleave(n_steps), norm))
         return stages
 
-    def forward(self, patches):
-        """Embed patches: :meth:`forward_matrices` in inference, :meth:`forward_convolutions` in training.
+    def fuse(self, enabled=True):
+        """Compute the embedding in matrix form (:meth:`forward_matrices`) from now on, or not.
 
-        Both compute the same function (to float rounding, tested). The matrix form is the faster one
-        without gradients (m4cea_base on a 2-core CPU: 1.34x the bf16 forward of the whole model); with
-        gradients the convolutions are as fast or faster (fp32 1.5%, compiled bf16 13% faster training
-        steps), so the choice follows ``torch.is_grad_enabled()``.
+        Both forms compute the same function (to float rounding, tested). The matrix form is the faster
+        one without gradients (m4cea_base on a 2-core CPU: 1.34x the bf16 forward of the whole model);
+        with gradients the convolutions are as fast or faster (fp32 1.5%, compiled bf16 13% faster
+        training steps), so inference fuses explicitly and training does not.
+
+        Parameters
+        ----------
+        enabled : bool
+            True: matrix form; False: convolutions (the default of a new module).
+
+        Returns
+        -------
+        self : TemporalEmbedding
+        """
+        self.matrix_form = bool(enabled)
+        return self
+
+    def forward(self, patches):
+        """Embed patches: :meth:`forward_matrices` once fused (:meth:`fuse`), else the convolutions.
 
         Parameters
         ----------
@@ -239,9 +258,9 @@ class TemporalEmbedding(nn.Module):
         features : torch.Tensor, shape (batch, n_tokens, out_features)
             Flattened as (time step, channel): feature ``t * 8 + c``.
         """
-        if torch.is_grad_enabled():
-            return self.forward_convolutions(patches)
-        return self.forward_matrices(patches)
+        if self.matrix_form:
+            return self.forward_matrices(patches)
+        return self.forward_convolutions(patches)
 
     def forward_matrices(self, patches):
         """The embedding in matrix form: one batched matrix product per stage (:meth:`stage_matrices`).
@@ -446,15 +465,15 @@ class M4CEA(nn.Module):
                             ("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
             _check_positive_int(name, value)
         if embed_dim % num_heads != 0:
-            raise ValueError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
+            raise UsageError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
                              f"{embed_dim}, but got {num_heads} instead.")
         for name, value in (("drop_path_rate", drop_path_rate), ("drop_rate", drop_rate),
                             ("attn_drop_rate", attn_drop_rate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
+                raise UsageError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
                                  f"[0, 1), but got {value!r} instead.")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise ValueError(f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
+            raise UsageError(f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
                              f"numbers, but got {mlp_ratio!r} instead.")
         self.n_chans = n_chans
         self.n_patches = n_patches
@@ -610,6 +629,24 @@ class M4CEA(nn.Module):
             If ``head_type == "classification"``.
         """
         return self.forward_head(self.forward_features(x, mask))
+
+    def fuse(self, enabled=True):
+        """The inference form of the model: the temporal embedding as matrix products (or back).
+
+        An explicit inference step (prediction calls it after loading); the outputs are the same to float
+        rounding (:meth:`TemporalEmbedding.fuse`). Training keeps the convolutions.
+
+        Parameters
+        ----------
+        enabled : bool
+            True: fuse; False: back to the convolutions.
+
+        Returns
+        -------
+        self : M4CEA
+        """
+        self.patch_embed.fuse(enabled)
+        return self
 
     def reset_classifier(self, n_outputs):
         """Replace the head by a new, freshly initialised classification head.

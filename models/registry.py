@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 
+from runtime.config import UsageError
+
 from .contract import InputContract
 from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, VQNSP, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
@@ -78,7 +80,7 @@ def list_models():
 
 def _check_name(name):
     if not isinstance(name, str) or name not in _MODEL_CONFIGS:
-        raise ValueError(f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
+        raise UsageError(f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
                          f"but got {name!r} instead.")
 
 
@@ -179,7 +181,7 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
     allowed = _allowed_overrides(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ValueError(f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are "
+        raise UsageError(f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are "
                          f"{list(allowed)}.")
     config = {**_MODEL_CONFIGS[name], **overrides}
     if not takes_head:

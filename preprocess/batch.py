@@ -165,6 +165,7 @@ def run_preprocessing(
     """
     output = Path(output)
     preprocessor = Preprocessor(config)
+    config = preprocessor.config  # labels.classes resolved
     if workers < 1:
         raise ValueError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
     recordings = find_recordings(inputs)

@@ -269,6 +269,7 @@ def montage_matrix(
         raise MissingChannelsError(
             f"missing channels for the montage '{montage.name}': pairs {filled} cannot be built "
             f"(electrodes {sorted(absent)} absent; the recording has {sorted(index)}). "
-            "Use missing_channels=zeros to fill them with zeros."
+            "Set missing_channels=zeros to fill them with zeros (preprocessing: --set "
+            "missing_channels=zeros; finetune/predict.py: --set preprocess.missing_channels=zeros)."
         )
     return matrix, filled

@@ -43,6 +43,7 @@ import numpy as np
 
 from preprocess.channels import Montage, load_montage, montage_matrix
 from preprocess.events import Event, check_events, events_from_annotations, label_windows
+from preprocess.labels import resolve_label_classes
 from preprocess.mfde import knowledge_weights
 from preprocess.reading import (
     PreprocessError,
@@ -134,6 +135,7 @@ class Preprocessor:
     """
 
     def __init__(self, config: dict):
+        config = resolve_label_classes(config)
         self.config = config
         self.montage: Montage = load_montage(config["montage"])
         self.reader_options = check_reader_options(config.get("reader"))

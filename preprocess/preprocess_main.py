@@ -26,8 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preprocess.batch import parse_shard, run_preprocessing  # noqa: E402
-from runtime.config import CONFIG_DIR, ConfigError, add_override_argument, load_config  # noqa: E402
+from runtime.config import CONFIG_DIR, ConfigError, UsageError, add_override_argument, load_config  # noqa: E402
 
 DEFAULT_CONFIG = CONFIG_DIR / "preprocess" / "m4cea.yaml"
 
@@ -79,20 +78,21 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _run_dataset(args) -> int:
     """``--dataset``: labels, subjects, montage and split from the dataset's adapter."""
+    from preprocess.batch import parse_shard
     from preprocess.datasets.base import parse_option
     from preprocess.datasets.prepare import prepare_dataset
 
     if len(args.input) != 1:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for --input: with --dataset give the dataset's root folder, but got "
             f"{len(args.input)} paths."
         )
     if not args.task:
-        raise ValueError("--dataset needs --task TASK (a task the dataset serves).")
+        raise UsageError("--dataset needs --task TASK (a task the dataset serves).")
     options = dict(parse_option(text) for text in args.dataset_options)
     if args.events is not None:
         if args.dataset != "csv":
-            raise ValueError(
+            raise UsageError(
                 "--events cannot be combined with --dataset: the dataset's adapter provides the "
                 "labels (use --dataset csv --events FILE for a folder with an events CSV)."
             )
@@ -116,6 +116,9 @@ def _run_dataset(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # The pipeline (MNE, SciPy) is imported when the run starts, so that --help answers at once.
+    from preprocess.batch import parse_shard, run_preprocessing
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.dataset is None and (args.task or args.dataset_options):
         print("error: --task and --dataset-option need --dataset NAME.", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.config import UsageError
 from runtime.files import atomic_write
 
 __all__ = [
@@ -165,7 +166,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             if c not in (reader.fieldnames or [])
         ]
         if missing:
-            raise ValueError(f"Manifest {path} lacks the columns {missing}.")
+            raise UsageError(f"Manifest {path} lacks the columns {missing}.")
         rows = []
         for row in reader:
             row["start_s"] = float(row["start_s"])

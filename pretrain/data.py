@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from preprocess.segments import load_segment, read_manifest, scale_window
+from runtime.config import UsageError
 
 __all__ = ["PretrainDataset", "build_pretrain_loader"]
 
@@ -60,7 +61,7 @@ class PretrainDataset(Dataset):
             )
         self.rows = read_manifest(self.root)
         if not self.rows:
-            raise ValueError(f"The manifest {self.root / 'manifest.csv'} lists no window.")
+            raise UsageError(f"The manifest {self.root / 'manifest.csv'} lists no window.")
         self.n_chans, self.n_times, self.n_tokens = int(n_chans), int(n_times), int(n_tokens)
         self._check_manifest_shapes()
         self[0]  # read the first window: its shape and weights must fit the model
@@ -71,7 +72,7 @@ class PretrainDataset(Dataset):
             wrong = sorted(values - {want})
             if wrong:
                 example = next(row["path"] for row in self.rows if row.get(key) in wrong)
-                raise ValueError(
+                raise UsageError(
                     f"The data folder {self.root} holds windows with {key}={wrong} (e.g. {example}), but the "
                     f"model expects {key}={want}: preprocess with the model's montage and window, or pick a "
                     "model config that matches the data."
@@ -85,14 +86,14 @@ class PretrainDataset(Dataset):
         segment = load_segment(path)
         data = np.asarray(segment["data"], dtype=np.float32)
         if data.shape != (self.n_chans, self.n_times):
-            raise ValueError(
+            raise UsageError(
                 f"The window {path} has shape {data.shape} (n_chans, n_times), but the model expects "
                 f"({self.n_chans}, {self.n_times}): preprocess with the model's montage and window, or pick "
                 "a model config that matches the data."
             )
         weights = np.asarray(segment["mfde"], dtype=np.float32).reshape(-1)
         if weights.shape != (self.n_tokens,) or not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError(
+            raise UsageError(
                 f"The MFDE weights of {path} must be {self.n_tokens} finite non-negative values "
                 f"(n_chans * n_patches), but got shape {weights.shape}."
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from runtime.config import UsageError
+
 __all__ = ["check_choice", "check_positive"]
 
 
@@ -18,7 +20,7 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the '{name}' parameter. Allowed values are "
             f"{', '.join(repr(a) for a in allowed)}, but got {value!r} instead."
         )
@@ -39,7 +41,7 @@ def check_positive(name: str, value: Any, strict: bool = True) -> Any:
         and (value > 0 if strict else value >= 0)
     )
     if not ok:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the '{name}' parameter: it must be {'>' if strict else '>='} 0, "
             f"but got {value!r} instead."
         )

@@ -27,7 +27,9 @@ from runtime.files import atomic_write
 
 __all__ = [
     "add_override_argument",
+    "check_values",
     "ConfigError",
+    "UsageError",
     "load_config",
     "merge_config",
     "parse_override",
@@ -39,8 +41,52 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-class ConfigError(ValueError):
+class UsageError(ValueError):
+    """Bad user input: an option, a config value, a data folder or file the user gave.
+
+    Entry points report it as ``"<prog>: error: <message>"`` with exit status 2 and no traceback
+    (:func:`runtime.entry.run_entry`); any other exception is a bug and shows its traceback. A subclass
+    of ``ValueError``, so ``except ValueError`` still catches it.
+    """
+
+
+class ConfigError(UsageError):
     """An unknown key, a wrong type or an unreadable config file."""
+
+
+def check_values(cfg: dict, checks: dict) -> None:
+    """Check config values that the schema's type checks cannot express (ranges, choices, non-null).
+
+    The one value check of every config (pretraining, fine-tuning, prediction).
+
+    Parameters
+    ----------
+    cfg : dict
+        A resolved config.
+    checks : dict
+        Dotted key -> ``(predicate, allowed)``: ``predicate(value)`` is True for a valid value;
+        ``allowed`` describes the valid values for the message (``">= 1"``, ``"one of ['a', 'b']"``).
+        A key whose value is null fails unless the predicate accepts None.
+
+    Raises
+    ------
+    ConfigError
+        "Invalid value for the config key 'k'. Allowed values are ..., but got ... instead." for the first
+        key that fails.
+    """
+    for key, (predicate, allowed) in checks.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        try:
+            ok = bool(predicate(value))
+        except TypeError:  # e.g. None compared with a number
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"Invalid value for the config key '{key}'. Allowed values are {allowed}, "
+                f"but got {value!r} instead."
+            )
 
 
 def _read_yaml(path: str | os.PathLike) -> dict:

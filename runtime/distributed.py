@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from runtime.config import UsageError
+
 __all__ = [
     "DistributedContext",
     "all_gather_object",
@@ -69,7 +71,7 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value for the environment variable {name}: expected an integer, but got {value!r}."
         ) from None
 
@@ -94,7 +96,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
         If ``device="cuda"`` but CUDA is not available, or a process's ``LOCAL_RANK`` has no GPU.
     """
     if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(
+        raise UsageError(
             "Invalid value for the 'device' parameter. Allowed values are 'auto', 'cuda', 'cpu', "
             f"but got {device!r} instead."
         )

@@ -2,9 +2,10 @@
 
 :func:`run_entry` is the ``main``/``cli`` body shared by ``pretrain/pretrain_main.py`` and
 ``finetune/finetune_main.py``: run the setup phase, then training, and destroy the process group in
-any case. As a command-line entry, a usage or config error of the setup phase (:data:`USAGE_ERRORS`)
-is printed once (rank 0) as ``"<prog>: error: <message>"`` on stderr, the way argparse reports its
-own errors, and gives exit status 2.
+any case. As a command-line entry, a usage error of the setup phase (:data:`USAGE_ERRORS`: bad input,
+:class:`runtime.config.UsageError`, or a user path that does not exist) is printed once (rank 0) as
+``"<prog>: error: <message>"`` on stderr, the way argparse reports its own errors, and gives exit
+status 2. Any other exception is a bug: it propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import Any
 
 import torch
 
-from runtime.config import ConfigError
+from runtime.config import UsageError
 from runtime.distributed import cleanup_distributed
 
 __all__ = ["USAGE_ERRORS", "run_entry"]
 
-#: Errors of the setup phase reported as usage errors (exit status 2).
-USAGE_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError)
+#: Errors of the setup phase reported as usage errors (exit status 2); anything else shows its traceback.
+USAGE_ERRORS = (UsageError, FileNotFoundError)
 
 
 def run_entry(

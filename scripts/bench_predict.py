@@ -107,7 +107,7 @@ def preprocess_only(edf: Path, threads: int | None, block_threads: int) -> float
 def model_only(ckpt: Path, device: str, args, n_batches: int = 8) -> dict:
     """The model's own throughput on ``device`` as the 24-h prediction runs it (random scaled windows).
 
-    :meth:`finetune.inference.Predictor.classify` in a child, with the prediction's settings and the
+    :meth:`finetune.predictor.Predictor.classify` in a child, with the prediction's settings and the
     compilation a 24-h recording gets (``compile: auto``); one batch of warm-up (and compilation), then
     ``n_batches`` timed batches.
     """
@@ -117,7 +117,8 @@ def model_only(ckpt: Path, device: str, args, n_batches: int = 8) -> dict:
         "import json, sys, time;"
         f"sys.path.insert(0, {str(ROOT)!r});"
         "import numpy as np, torch;"
-        "from finetune.inference import Predictor, load_finetuned, load_predict_config;"
+        "from finetune.predict_config import load_predict_config;"
+        "from finetune.predictor import Predictor, load_finetuned;"
         f"cfg = load_predict_config(overrides={overrides!r});"
         + (f"torch.set_num_threads({args.threads});" if args.threads else "")
         + f"p = Predictor(load_finetuned({str(ckpt)!r}), cfg);"
@@ -157,7 +158,7 @@ def compute_floor(batch_size: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from models import create_model
-    from pretrain.pretrain_main import configure_attention
+    from models.attention import configure_attention
 
     torch.manual_seed(0)
     model = create_model("m4cea_base", head="classification", n_outputs=2).eval()
@@ -184,8 +185,8 @@ def compute_floor(batch_size: int) -> dict:
 
 
 def main() -> None:
-    from finetune.finetune_main import save_untrained_checkpoint
-    from finetune.inference import MAX_PREPROCESS_THREADS
+    from finetune.checkpoints import save_untrained_checkpoint
+    from finetune.predict_config import MAX_PREPROCESS_THREADS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])

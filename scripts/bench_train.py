@@ -111,9 +111,9 @@ def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup:
     from timm.optim import param_groups_weight_decay
 
     from models import create_model, patch_spectrum
+    from models.attention import configure_attention
     from pretrain.engine import reconstruction_loss
     from pretrain.masking import gumbel_topk_mask, num_masked_tokens
-    from pretrain.pretrain_main import configure_attention
 
     variant = VARIANTS[name]
     torch.set_num_threads(threads)

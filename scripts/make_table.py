@@ -24,7 +24,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from finetune.report import PAPER_SEEDS, ablation_table, main_table, to_markdown, write_csv  # noqa: E402
-from finetune.tasks import METRIC_NAMES  # noqa: E402
+from tasks import METRIC_NAMES  # noqa: E402
 
 
 def _variant(text: str) -> tuple[str, str]:
@@ -43,6 +43,16 @@ def _metric_list(text: str) -> list[str]:
     return names
 
 
+def _seed_list(text: str) -> list[int]:
+    """``"42,2024"`` or ``"42"`` -> seeds (``--seeds 42 2024`` and ``--seeds 42,2024`` both work)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integer seeds like 42 2024 or 42,2024, but got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="results to tabulate")
     parser.add_argument("--metrics", type=_metric_list, default=list(METRIC_NAMES),
                         help="comma-separated metric columns (default: all)")
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(PAPER_SEEDS),
-                        help="expected seeds, reported when missing (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=_seed_list, action="extend", default=None, metavar="SEED",
+                        help="expected seeds, reported when missing: 42 2024 or 42,2024 "
+                             f"(default: {' '.join(map(str, PAPER_SEEDS))})")
     parser.add_argument("--digits", type=int, default=4, help="decimals in the Markdown table")
     parser.add_argument("--csv", help="main table CSV (default RUNS_DIR/table_main.csv)")
     parser.add_argument("--ablation-csv", help="ablation CSV (default: table_ablation.csv in the variants' "
@@ -66,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs_dir is None and not args.ablation:
         parser.error("give RUNS_DIR, --ablation NAME=RUNS_DIR ..., or both")
-    options = dict(split=args.split, metrics=args.metrics, expected_seeds=args.seeds)
+    seeds = list(PAPER_SEEDS) if args.seeds is None else [seed for part in args.seeds for seed in part]
+    options = dict(split=args.split, metrics=args.metrics, expected_seeds=seeds)
     try:
         if args.runs_dir is not None:
             rows, notes = main_table(args.runs_dir, **options)

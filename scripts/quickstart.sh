@@ -12,7 +12,9 @@
 #   finetune/onset_detection/seed42/       fine-tuning and test results (results.json, figures)
 #   finetune/table_main.csv                the results table
 #   predict/                               the fine-tuned model applied to the recordings
-# A few minutes on a laptop CPU. Rerunning with the same OUT_DIR starts the stages again from scratch.
+# A few minutes on a laptop CPU. Rerunning with the same OUT_DIR resumes preprocessing (recordings already
+# in OUT_DIR/preprocessed are skipped; a different preprocessing config is refused: use a new OUT_DIR) and
+# runs pretraining, fine-tuning and prediction again from scratch (their folders are removed first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh

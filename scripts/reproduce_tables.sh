@@ -35,7 +35,7 @@ if [ ! -d "$DATA_ROOT" ]; then
 fi
 
 SEEDS=(42 2024 3407 4399 114514)
-read -r -a TASKS <<< "$("$PYTHON" -c 'from finetune.tasks import TASKS; print(" ".join(TASKS))')"
+read -r -a TASKS <<< "$("$PYTHON" -c 'from tasks import TASKS; print(" ".join(TASKS))')"
 read -r -a LAUNCH_CMD <<< "${LAUNCH:-$PYTHON}"
 FAILED=()
 for task in "${TASKS[@]}"; do

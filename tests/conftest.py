@@ -27,3 +27,23 @@ def preprocess_config():
         return load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml", overrides=list(overrides))
 
     return make
+
+
+@pytest.fixture
+def make_rows():
+    """Factory: manifest rows from ``(recording, start_s, label)`` or
+    ``(subject, recording, start_s, label)`` tuples.
+
+    Windows are 4 s (4000 samples at 1000 Hz) unless ``window_s`` is given.
+    """
+
+    def make(windows, window_s: float = 4.0):
+        rows = []
+        for item in windows:
+            subject, recording, start_s, label = item if len(item) == 4 else (item[0], *item)
+            rows.append(dict(path=f"segments/{recording}/{recording}_{int(start_s * 1000)}ms.pkl",
+                             subject=subject, recording=recording, start_s=float(start_s), label=label,
+                             n_chans=16, n_times=int(round(window_s * 1000)), sfreq=1000.0))
+        return rows
+
+    return make

@@ -20,6 +20,28 @@ from preprocess.datasets import (  # noqa: F401  (each module registers its adap
     tuev,
     tusz,
 )
-from preprocess.datasets.base import AnnotationError, DatasetAdapter, LayoutError, get_adapter, list_adapters
+from preprocess.datasets.base import AnnotationError, DatasetAdapter, LayoutError, registered_adapters
 
 __all__ = ["AnnotationError", "DatasetAdapter", "LayoutError", "get_adapter", "list_adapters"]
+
+
+def list_adapters() -> list[str]:
+    """Names of the registered dataset adapters, sorted."""
+    return sorted(registered_adapters())
+
+
+def get_adapter(name: str, **options) -> DatasetAdapter:
+    """Make the adapter ``name`` with ``options``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered (the message lists the names), or an option is invalid.
+    """
+    adapters = registered_adapters()
+    if name not in adapters:
+        raise ValueError(
+            f"Invalid value for the 'dataset' parameter. Allowed values are {sorted(adapters)}, "
+            f"but got {name!r} instead."
+        )
+    return adapters[name](**options)

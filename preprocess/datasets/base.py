@@ -29,6 +29,7 @@ import yaml
 
 from preprocess.events import Event, EventsError
 from runtime.config import CONFIG_DIR
+from tasks import get_task
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -39,9 +40,8 @@ __all__ = [
     "LayoutError",
     "Option",
     "check_label_coverage",
-    "get_adapter",
     "intervals_to_events",
-    "list_adapters",
+    "registered_adapters",
     "load_label_map",
     "mask_to_events",
     "parse_option",
@@ -128,7 +128,7 @@ class DatasetAdapter:
     name : str
         Registry name (``--dataset NAME``).
     tasks : tuple of str
-        Tasks served (names of :data:`finetune.tasks.TASKS`).
+        Tasks served (names of :data:`tasks.TASKS`).
     montage : str
         Montage config name (``configs/montages/<montage>.yaml``) set as the preprocessing ``montage``.
     layout : str
@@ -237,8 +237,6 @@ class DatasetAdapter:
 
     def classes(self, task: str) -> tuple[str, ...]:
         """Class names of the task as this adapter labels it (default: the registered task's classes)."""
-        from finetune.tasks import get_task
-
         return tuple(get_task(task).classes)
 
     def default_label(self, task: str) -> str | None:
@@ -292,26 +290,10 @@ def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
     return cls
 
 
-def list_adapters() -> list[str]:
-    """Names of the registered dataset adapters, sorted."""
-    import preprocess.datasets  # noqa: F401  (importing the package registers every adapter)
-
-    return sorted(_REGISTRY)
-
-
-def get_adapter(name: str, **options) -> DatasetAdapter:
-    """Make the adapter ``name`` with ``options``.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not registered (the message lists the names), or an option is invalid.
-    """
-    names = list_adapters()
-    if name not in _REGISTRY:
-        raise ValueError(f"Invalid value for the 'dataset' parameter. Allowed values are {names}, "
-                         f"but got {name!r} instead.")
-    return _REGISTRY[name](**options)
+def registered_adapters() -> dict[str, type[DatasetAdapter]]:
+    """Name -> class of the adapters registered so far (all of them once :mod:`preprocess.datasets` is
+    imported; use :func:`preprocess.datasets.get_adapter`)."""
+    return dict(_REGISTRY)
 
 
 # -- helpers shared by the adapters --------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from finetune.tasks import TASKS
 from preprocess.datasets.base import (
     SPLIT_NAMES,
     AnnotationError,
@@ -38,6 +37,7 @@ from preprocess.datasets.base import (
     register,
 )
 from preprocess.events import Event
+from tasks import TASKS
 
 __all__ = ["BidsAdapter", "read_tsv"]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from finetune.tasks import TASKS
 from preprocess.datasets.base import DatasetAdapter, LayoutError, Option, check_label_coverage, register
 from preprocess.events import Event, read_events_csv
+from tasks import TASKS
 
 __all__ = ["CsvAdapter"]
 

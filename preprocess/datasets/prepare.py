@@ -3,7 +3,7 @@
 :func:`prepare_dataset` is what ``python preprocess/preprocess_main.py --dataset NAME --input ROOT
 --output DIR --task TASK`` runs:
 
-1. the adapter (:func:`preprocess.datasets.base.get_adapter`) checks that it serves the task;
+1. the adapter (:func:`preprocess.datasets.get_adapter`) checks that it serves the task;
 2. the config: the preprocessing defaults, then the adapter's layer (``montage``, ``labels.classes``
    = the task's classes, ``labels.default`` e.g. ``background`` for onset detection, and what the
    dataset needs, e.g. 30-s windows for Sleep-EDF), then the user's ``--config`` and ``--set``;
@@ -31,8 +31,10 @@ from pathlib import Path
 
 from preprocess.batch import BatchSummary, check_output_config, run_preprocessing
 from preprocess.channels import load_montage
-from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, get_adapter, recording_duration_s
+from preprocess.datasets import get_adapter
+from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, recording_duration_s
 from preprocess.events import Event, EventsError
+from preprocess.labels import resolve_label_classes
 from preprocess.pipeline import Preprocessor
 from preprocess.segments import read_manifest
 from runtime.config import CONFIG_DIR, load_config, merge_config, parse_override
@@ -150,7 +152,7 @@ def dataset_config(
         resolved = merge_config(resolved, load_config(config), source=str(config))
     for text in overrides:
         resolved = merge_config(resolved, parse_override(text), source=f"--set {text}")
-    return resolved
+    return resolve_label_classes(resolved)
 
 
 def _write_events(path: Path, rows: list[tuple[str, str, Event]]) -> None:

@@ -15,9 +15,9 @@ from finetune.data import (
     build_eval_loader,
     build_train_loader,
 )
-from finetune.tasks import get_task
 from preprocess.segments import load_segment, read_manifest, scale_window
 from runtime.seeding import derive_seed
+from tasks import get_task
 from tests.finetune.labelled_data import make_labelled_data
 
 ONSET = get_task("onset_detection")

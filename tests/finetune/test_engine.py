@@ -18,11 +18,11 @@ from finetune.engine import (
     train_one_epoch,
     window_losses,
 )
-from finetune.finetune_main import build_optimizer
-from finetune.tasks import get_task, load_task_config
+from finetune.run import build_optimizer
 from models import create_model
 from preprocess.segments import read_manifest
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
+from tasks import get_task, load_task_config
 from tests.finetune.labelled_data import make_labelled_data
 
 ONSET = get_task("onset_detection")
@@ -221,3 +221,18 @@ def test_steps_per_accumulation():
     assert steps_per_accumulation(64, 8, 2) == 4
     with pytest.raises(ValueError, match=r"optim.batch_size=64 .* micro_batch_size \* world_size = 24"):
         steps_per_accumulation(64, 8, 3)
+
+
+def test_early_stopping_tracks_the_best_epoch_from_1_and_stops_after_patience():
+    from finetune.engine import EarlyStopping
+
+    stopping = EarlyStopping(patience=2, min_delta=0.1)
+    assert [stopping.update(loss, epoch) for epoch, loss in enumerate([1.0, 0.95, 0.8, 0.85], start=1)] == [
+        True,
+        False,  # 0.95 is not 0.1 below 1.0
+        True,
+        False,
+    ]
+    assert (stopping.best_epoch, stopping.best_loss, stopping.should_stop) == (3, 0.8, False)
+    stopping.update(0.79, 5)
+    assert stopping.should_stop and stopping.best_epoch == 3

@@ -18,14 +18,15 @@ import pytest
 import torch
 import yaml
 
+from finetune.checkpoints import load_pretrained
 from finetune.data import FinetuneDataset
-from finetune.finetune_main import cli, load_pretrained, main
+from finetune.finetune_main import cli, main
 from finetune.metrics import evaluate_predictions
-from finetune.tasks import TASKS, get_task
 from models import convert_official_state_dict, create_model
 from preprocess.segments import read_manifest
 from runtime.checkpoint import load_checkpoint
 from runtime.logging import JsonLinesWriter
+from tasks import TASKS, get_task
 from tests.finetune.labelled_data import make_labelled_data, preprocess_chbmit, save_pretrain_checkpoint
 from tests.helpers import ROOT, shared_path
 
@@ -183,12 +184,13 @@ def test_real_run_best_checkpoint_reproduces_predictions_and_metrics(real_run, c
     run_dir, _ = real_run
     results = _read_json(run_dir / "results.json")
     records = JsonLinesWriter.read(run_dir / "metrics.jsonl")
-    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert [r["epoch"] for r in records] == [1, 2, 3]  # numbered from 1, as in the log
     val_losses = [r["val_loss"] for r in records]
-    assert results["checkpoint"]["epoch"] == int(np.argmin(val_losses))
+    assert results["checkpoint"]["epoch"] == int(np.argmin(val_losses)) + 1
     assert results["checkpoint"]["val_loss"] == pytest.approx(min(val_losses))
 
     checkpoint = load_checkpoint(run_dir / "checkpoint-best.pth")
+    assert checkpoint["epoch"] == results["checkpoint"]["epoch"] - 1  # the file keeps the 0-based index
     assert checkpoint["task"] == "onset_detection" and checkpoint["classes"] == ["background", "seizure"]
     model = create_model("m4cea_tiny", head="classification", n_outputs=2)
     model.load_state_dict(checkpoint["model"])
@@ -359,6 +361,7 @@ def test_subject_wise_multiclass_with_balancing(tmp_path):
     assert (run_dir / "confusion_matrix.png").exists() and not (run_dir / "roc.png").exists()
 
 
+@pytest.mark.slow  # two torchrun processes: tens of seconds
 def test_torchrun_two_processes_equal_one_process(synth, tmp_path):
     """torchrun --nproc_per_node=2 (gloo), micro-batches of 2 per rank = 1 process, 2 micro-batches of 2."""
     common = ["model.drop_path_rate=0.0"]  # drop-path draws differ between ranks (seed + rank)
@@ -528,6 +531,7 @@ def test_finished_run_is_refused_unless_overwrite(real_run, chbmit, tiny_checkpo
     assert len(JsonLinesWriter.read(tmp_path / "onset_detection/seed42/metrics.jsonl")) == 1
 
 
+@pytest.mark.slow  # the shell script sets up its environment, then fine-tunes and tabulates
 def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
     """Finished runs are kept, the missing seed is run, tasks without data are skipped, then the table."""
     run_dir, _ = real_run

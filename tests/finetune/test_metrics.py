@@ -16,7 +16,7 @@ from finetune.metrics import (
     swi_metrics,
     swi_per_recording,
 )
-from finetune.tasks import get_task, load_task_config
+from tasks import get_task, load_task_config
 
 
 def test_hie_grading_per_recording(make_rows):
@@ -282,3 +282,15 @@ def test_evaluate_refuses_labels_outside_the_task(make_rows):
     rows = make_rows([("r1", 0, "seizure"), ("r1", 4, "spike_wave")])
     with pytest.raises(ValueError, match="'spike_wave'.*Allowed values are \\['background', 'seizure'\\]"):
         evaluate_predictions(get_task("onset_detection"), rows, np.full((2, 2), 0.5))
+
+
+def test_positive_runs_split_at_gaps_and_match_find_events():
+    from finetune.metrics import find_events, positive_runs
+
+    positive = np.array([1, 1, 0, 1, 1, 1, 0, 0, 1], dtype=bool)
+    segment = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(positive_runs(positive, segment), [[0, 1], [3, 3], [4, 5], [8, 8]])
+    assert positive_runs(np.zeros(3, bool), np.zeros(3, int)).shape == (0, 2)
+    starts = np.arange(9) * 4.0
+    events = find_events(positive, segment, starts, np.full(9, 4.0))
+    np.testing.assert_array_equal(events, [[0, 8], [12, 16], [16, 24], [32, 36]])

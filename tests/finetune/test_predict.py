@@ -16,23 +16,16 @@ import pytest
 import torch
 import yaml
 
+from finetune.checkpoints import save_untrained_checkpoint
 from finetune.finetune_main import main as finetune
-from finetune.finetune_main import save_untrained_checkpoint
-from finetune.inference import (
-    DetectedEvent,
-    Predictor,
-    detect_events,
-    hypnogram,
-    load_finetuned,
-    load_predict_config,
-    recording_class,
-    spike_wave_index,
-)
+from finetune.postprocess import DetectedEvent, detect_events, hypnogram, recording_class, spike_wave_index
 from finetune.predict import cli
-from finetune.tasks import Task, get_task
+from finetune.predict_config import load_predict_config
+from finetune.predictor import Predictor, load_finetuned
 from preprocess.segments import load_segment, read_manifest, scale_window
 from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
 from runtime.config import ConfigError
+from tasks import Task, get_task
 from tests.finetune.labelled_data import preprocess_chbmit, save_pretrain_checkpoint
 from tests.helpers import shared_path
 
@@ -619,11 +612,11 @@ def test_checkpoint_without_preprocessing_config_falls_back_to_the_defaults(run_
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("finetune.inference").addHandler(handler)
+    logging.getLogger("finetune.predictor").addHandler(handler)
     try:
         finetuned = load_finetuned(tmp_path / "old.pth")
     finally:
-        logging.getLogger("finetune.inference").removeHandler(handler)
+        logging.getLogger("finetune.predictor").removeHandler(handler)
     assert finetuned.preprocess_source == "defaults"
     assert any("does not record the preprocessing" in r.getMessage() for r in records)
     assert finetuned.preprocess_config["window_s"] == 4.0 and finetuned.preprocess_config["sfreq"] == 1000.0
@@ -667,12 +660,12 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("finetune.inference").addHandler(handler)
+    logging.getLogger("finetune.predictor").addHandler(handler)
     try:
         assert other.use_compiled(1)
         np.testing.assert_allclose(other.classify(windows, compiled=True), eager, atol=1e-6)
     finally:
-        logging.getLogger("finetune.inference").removeHandler(handler)
+        logging.getLogger("finetune.predictor").removeHandler(handler)
     assert any("torch.compile failed (RuntimeError: no C++ compiler)" in r.getMessage() for r in records)
     assert not other.use_compiled(10_000)  # uncompiled from then on
     never = Predictor(finetuned, load_predict_config(overrides=["compile=never"]))
@@ -695,6 +688,7 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     assert logits.shape == (2, 2)
 
 
+@pytest.mark.slow  # a real torch.compile on the CPU: minutes on a loaded 2-core machine
 @pytest.mark.skipif(
     not (shutil.which("c++") or shutil.which("g++")),
     reason="torch.compile's CPU backend needs a C++ compiler",
@@ -713,7 +707,7 @@ def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
 
 
 def test_prefetch_keeps_order_and_raises_the_producers_error():
-    from finetune.inference import prefetch
+    from finetune.predictor import prefetch
 
     with prefetch(iter(range(5))) as items:
         assert list(items) == [0, 1, 2, 3, 4]
@@ -730,3 +724,42 @@ def test_prefetch_keeps_order_and_raises_the_producers_error():
         assert next(items) == 0
     with prefetch(iter(range(3)), enabled=False) as items:
         assert list(items) == [0, 1, 2]
+
+
+def test_missing_channels_error_names_the_key_predict_accepts():
+    from preprocess.channels import MissingChannelsError, load_montage, montage_matrix
+
+    with pytest.raises(MissingChannelsError) as info:
+        montage_matrix(["FP1", "F7"], load_montage("double_banana"))
+    assert "--set preprocess.missing_channels=zeros" in str(info.value)
+    cfg = load_predict_config(overrides=["preprocess.missing_channels=zeros"])  # the key it names works
+    assert cfg["preprocess"]["missing_channels"] == "zeros"
+
+
+@pytest.mark.parametrize("task_name", ["onset_detection", "seizure_type"])
+def test_a_recording_of_one_window_draws_a_visible_probability(task_name, tmp_path, monkeypatch):
+    """One window is one point: the trace gets a marker (a line through one point draws nothing)."""
+    import matplotlib.axes
+
+    from finetune.predict_outputs import plot_prediction
+    from finetune.predictor import WindowPredictions
+
+    task = get_task(task_name)
+    drawn = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "plot", lambda ax, *a, **k: (drawn.append(k), plot(ax, *a, **k))[1]
+    )
+    for n_windows in (1, 3):
+        p = np.full((n_windows, task.n_classes), 1.0 / task.n_classes)
+        reasons = np.full(n_windows, "", dtype=object)
+        predictions = WindowPredictions(np.arange(n_windows) * 4.0, p, reasons, 4.0, 4.0)
+        drawn.clear()
+        plot_prediction(
+            tmp_path / f"{n_windows}.png", predictions, task, duration_s=4.0 * n_windows, events=[],
+            threshold=0.5, hyp=None, excerpt=None, ch_names=[], sfreq=1000.0, title="t",
+        )
+        traces = [k for k in drawn if k.get("drawstyle") == "steps-mid"]
+        assert len(traces) == (1 if task.is_binary else task.n_classes)
+        assert all(k["marker"] == ("o" if n_windows == 1 else None) for k in traces)
+        assert (tmp_path / f"{n_windows}.png").stat().st_size > 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from finetune.report import ablation_table, format_cell, main_table, summarise, to_markdown
-from finetune.tasks import TASKS
+from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from finetune.splits import (
     split_counts,
     subject_wise_split,
 )
-from finetune.tasks import load_task_config
+from tasks import load_task_config
 
 
 def _rows(make_rows, n_subjects, recordings_per_subject=2, windows=3, label_of=lambda s, r, w: "background"):

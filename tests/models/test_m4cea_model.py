@@ -186,7 +186,7 @@ def test_matrix_form_equals_the_convolutions(patch_samples):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
 
 
-def test_forward_uses_the_matrices_in_inference_and_the_convolutions_in_training():
+def test_fuse_switches_the_embedding_to_the_matrix_form_explicitly_not_on_grad_mode():
     embed = TemporalEmbedding(200, tie=True)
     patches = torch.randn(2, 5, 200)
     calls = []
@@ -194,11 +194,17 @@ def test_forward_uses_the_matrices_in_inference_and_the_convolutions_in_training
         method = getattr(embed, form)
         setattr(embed, form, lambda x, form=form, method=method: (calls.append(form), method(x))[1])
     with torch.no_grad():
-        in_inference = embed(patches)
-    assert calls == ["forward_matrices"]
-    in_training = embed(patches)
-    assert calls == ["forward_matrices", "forward_convolutions"] and in_training.requires_grad
-    torch.testing.assert_close(in_inference, in_training.detach(), rtol=0, atol=1e-5)
+        unfused = embed(patches)
+    assert calls == ["forward_convolutions"]  # grad mode alone changes nothing
+    assert embed.fuse() is embed
+    fused = embed(patches)
+    assert calls == ["forward_convolutions", "forward_matrices"] and fused.requires_grad
+    torch.testing.assert_close(fused.detach(), unfused, rtol=0, atol=1e-5)
+    embed.fuse(False)
+    embed(patches)
+    assert calls[-1] == "forward_convolutions"
+    model = create_model("m4cea_tiny", head="classification", n_outputs=2)
+    assert model.fuse() is model and model.patch_embed.matrix_form
 
 
 def test_patch_spectrum_of_a_cosine():

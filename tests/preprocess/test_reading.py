@@ -87,7 +87,7 @@ def test_folder_scan_finds_every_vendor_format_and_no_companion(tmp_path):
 
 
 def test_predict_outputs_inside_the_input_folder_are_not_recordings(tmp_path):
-    from finetune.inference import DetectedEvent
+    from finetune.postprocess import DetectedEvent
     from finetune.predict_outputs import write_annotations_edf, write_annotations_fif
 
     raw = synthetic_raw(TEN_TWENTY, sfreq=250.0, duration_s=12.0)

@@ -13,7 +13,9 @@ import torch
 import yaml
 
 from models import create_model
-from pretrain.pretrain_main import build_optimizer, configure_attention, main
+from models.attention import configure_attention
+from pretrain.pretrain_main import main
+from pretrain.run import build_optimizer
 from runtime.checkpoint import load_checkpoint
 from runtime.config import ConfigError
 from runtime.logging import JsonLinesWriter
@@ -53,7 +55,7 @@ def _params(path):
 
 def test_run_writes_config_logs_and_checkpoints(tiny_run, small_data):
     output, history = tiny_run
-    assert [r["epoch"] for r in history] == [0, 1] and [r["step"] for r in history] == [2, 4]
+    assert [r["epoch"] for r in history] == [1, 2] and [r["step"] for r in history] == [2, 4]
     assert all(
         math.isfinite(r["loss"]) and r["loss"] == pytest.approx(r["loss_magnitude"] + r["loss_phase"])
         for r in history
@@ -99,7 +101,7 @@ def test_resume_equals_uninterrupted_run(small_data, tmp_path):
             resume=tmp_path / "full" / "checkpoint-0002.pth",
         )
     )
-    assert [r["epoch"] for r in resumed] == [2]
+    assert [r["epoch"] for r in resumed] == [3]
     for key in ("loss", "loss_magnitude", "loss_phase", "grad_norm", "lr", "step"):
         assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-6), key
     assert full[2]["loss"] != full[1]["loss"]
@@ -111,6 +113,7 @@ def test_resume_equals_uninterrupted_run(small_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # two torchrun processes: tens of seconds
 def test_torchrun_two_processes_equal_one_process(small_data, tmp_path):
     """torchrun --nproc_per_node=2 (gloo), 2 micro-batches of 2 each = 1 process, 2 of 4: same update."""
     common = ["optim.warmup_epochs=0", "optim.base_lr=0.01", "checkpoint.save_last=false"]

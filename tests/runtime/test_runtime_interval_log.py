@@ -6,6 +6,7 @@ import pytest
 import torch
 from tqdm import tqdm
 
+from runtime.config import ConfigError
 from runtime.entry import run_entry
 from runtime.metrics import IntervalLog
 
@@ -51,8 +52,11 @@ def test_interval_log_stops_on_a_non_finite_loss():
 
 
 def test_run_entry_exit_statuses(capsys):
-    def bad_setup(args):
-        raise ValueError(f"Unknown config key {args!r}")
+    def bad_setup(args):  # bad input: a UsageError (ConfigError is one)
+        raise ConfigError(f"Unknown config key {args!r}")
+
+    def buggy_setup(args):  # a plain ValueError is a bug: its traceback is shown (issue 12)
+        raise ValueError(f"a bug {args!r}")
 
     assert run_entry(lambda a: a, lambda run: run * 2, 21) == 42
     assert run_entry(lambda a: a, lambda run: run, 1, prog="x.py") == 0
@@ -60,3 +64,5 @@ def test_run_entry_exit_statuses(capsys):
     assert "x.py: error: Unknown config key 'nope'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="nope"):
         run_entry(bad_setup, lambda run: run, "nope")
+    with pytest.raises(ValueError, match="a bug"):
+        run_entry(buggy_setup, lambda run: run, "nope", prog="x.py")

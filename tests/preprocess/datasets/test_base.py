@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from finetune.tasks import list_tasks
 from preprocess.channels import load_montage
 from preprocess.datasets import get_adapter, list_adapters
 from preprocess.datasets.base import (
@@ -15,6 +14,7 @@ from preprocess.datasets.base import (
 )
 from preprocess.datasets.prepare import dataset_config
 from preprocess.events import Event
+from tasks import list_tasks
 
 ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "sleep_edf",
             "tuar", "tuev", "tusz"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from finetune.tasks import (
+from runtime.config import ConfigError
+from tasks import (
     BASE_CONFIG,
     FINETUNE_CONFIG_DIR,
     METRIC_NAMES,
@@ -23,7 +24,6 @@ from finetune.tasks import (
     task_config_path,
     unit_index,
 )
-from runtime.config import ConfigError
 
 EXPECTED = {
     # name: (classes, unit, positive class, metrics)
@@ -315,3 +315,35 @@ def test_binary_prediction_uses_the_threshold_on_the_positive_class():
     # The positive class need not be the second column.
     flipped = Task("x", ("seizure", "background"), "window", ("auroc",), positive_class="seizure")
     np.testing.assert_array_equal(predict(flipped, p), [0, 0, 1, 0])
+
+
+def test_label_vocabulary_is_every_task_label_once():
+    """Preprocessing's default labels come from configs/finetune/*.yaml: the 28 names the preprocessing
+    config used to list by hand, each task's classes included, each label once."""
+    from tasks import label_vocabulary
+
+    labels = label_vocabulary()
+    assert len(labels) == len(set(labels)) == 28
+    # The list (and its order) configs/preprocess/m4cea.yaml held: output folders made with it resume.
+    assert labels == (
+        "background", "seizure", "clean", "artefact", "device", "emg", "movement", "electrode",
+        "biological", "ABSZ", "FNSZ", "Spasm", "TCSZ", "CAE", "SeLECTS", "IESS", "LGS", "normal_mild",
+        "moderate", "severe", "inactive", "W", "N1", "N2", "N3", "REM", "epileptiform", "spike_wave",
+    )  # fmt: skip
+    for name in TASKS:
+        assert set(get_task(name).classes) <= set(labels)
+
+
+def test_preprocessing_labels_default_to_the_task_vocabulary(preprocess_config):
+    from preprocess.labels import resolve_label_classes
+    from preprocess.pipeline import Preprocessor
+    from tasks import label_vocabulary
+
+    config = preprocess_config()
+    assert config["labels"]["classes"] is None  # no hand-kept copy in configs/preprocess/m4cea.yaml
+    assert Preprocessor(config).config["labels"]["classes"] == list(label_vocabulary())
+    assert config["labels"]["classes"] is None  # the caller's config is not modified
+    own = preprocess_config("labels.classes=[a,b]")
+    assert resolve_label_classes(own)["labels"]["classes"] == ["a", "b"]
+    with pytest.raises(ValueError, match="labels.classes"):
+        resolve_label_classes(preprocess_config("labels.classes=[a,'']"))

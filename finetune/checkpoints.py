@@ -1,0 +1,226 @@
+"""Fine-tuning checkpoints: the classification model, pretrained weights into it, the run's files.
+
+What both the training run (:mod:`finetune.run`) and prediction (:mod:`finetune.predictor`) need: the
+names of the files a run folder holds, how a task's classification model is built from a config, how a
+pretraining (or official M4CEA) checkpoint is loaded into it, and the preprocessing config of a data
+folder. Checkpoints are written by :func:`runtime.checkpoint.save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from models import convert_official_state_dict, create_model_from_config, load_official_state_dict
+from runtime.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from runtime.config import CONFIG_DIR, UsageError, load_config
+from tasks import Task, get_task, load_task_config
+
+__all__ = [
+    "BEST_CHECKPOINT",
+    "PREPROCESS_CONFIG_FILE",
+    "PREPROCESS_DEFAULTS",
+    "build_model",
+    "load_pretrained",
+    "read_preprocess_config",
+    "save_untrained_checkpoint",
+]
+
+#: Name of the best checkpoint in the run folder.
+BEST_CHECKPOINT = "checkpoint-best.pth"
+
+#: The data folder's preprocessing config, copied into the run folder (and the checkpoint's ``"preprocess"``).
+PREPROCESS_CONFIG_FILE = "preprocess.yaml"
+
+#: The preprocessing defaults (a run on data without ``config.yaml`` assumes them).
+PREPROCESS_DEFAULTS = CONFIG_DIR / "preprocess" / "m4cea.yaml"
+
+
+def build_model(cfg: dict, task: Task) -> torch.nn.Module:
+    """The classification model named in ``cfg["model"]`` with its non-null overrides and the task's classes.
+
+    Raises
+    ------
+    ValueError
+        If the model name is not registered or an override is invalid.
+    """
+    return create_model_from_config(cfg["model"], head="classification", n_outputs=task.n_classes)
+
+
+def save_untrained_checkpoint(
+    path: str | os.PathLike, task_name: str, overrides: Sequence[str] = (), seed: int = 0
+) -> tuple[Path, Task]:
+    """Write a fine-tuning checkpoint of a freshly initialised model (random head), default preprocessing.
+
+    What ``finetune/predict.py`` reads, without training: for benchmarks (``scripts/bench_predict.py``)
+    and tests of the prediction outputs, and to check an installation end to end before any training.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file to write (atomically).
+    task_name : str
+        One of the eight tasks.
+    overrides : sequence of str
+        ``--set`` style overrides of the task's fine-tuning config (``model.name=m4cea_base``...).
+    seed : int
+        Seed of the model's initialisation.
+
+    Returns
+    -------
+    path : Path
+    task : tasks.Task
+
+    Raises
+    ------
+    ValueError, runtime.config.ConfigError
+        On an unknown task, a bad override, or an unknown model.
+    """
+    cfg = load_task_config(task_name, overrides=list(overrides))
+    task = get_task(task_name, cfg)
+    torch.manual_seed(seed)
+    model = build_model(cfg, task)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        scaler=None,
+        epoch=0,
+        step=0,
+        config=cfg,
+        task=task.name,
+        classes=list(task.classes),
+        preprocess=load_config(PREPROCESS_DEFAULTS),
+    )
+    return Path(path), task
+
+
+def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping, dict | None]:
+    """The model state dict inside a loaded checkpoint, and the config it was trained with (if any)."""
+
+    def is_state_dict(x):
+        return isinstance(x, Mapping) and len(x) > 0 and all(isinstance(v, torch.Tensor) for v in x.values())
+
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj["model"], obj.get("config")
+    if is_state_dict(obj):
+        return obj, None
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "module"):
+            if is_state_dict(obj.get(key)):
+                return obj[key], obj.get("config") if isinstance(obj.get("config"), Mapping) else None
+    raise UsageError(
+        f"The pretrained checkpoint {path} holds no model state dict (expected this project's "
+        f"checkpoint with a 'model' entry, or a mapping of parameter names to tensors)."
+    )
+
+
+def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load a pretrained (or fine-tuned) checkpoint into a classification model; the head stays new.
+
+    Accepts this project's checkpoints (:mod:`runtime.checkpoint`: ``{"model": state dict, "config":
+    ...}``, from pretraining or fine-tuning), bare state dicts in this project's or the official
+    M4CEA layout (:func:`models.convert_official_state_dict`), and dicts holding one under ``model``,
+    ``state_dict`` or ``module``. A classification head in the checkpoint is dropped (the task's head
+    is new); pretraining heads are ignored; every other key of the model must be loaded, with the
+    same shape (:func:`models.load_official_state_dict`, ``allow_missing_head=True``).
+
+    Parameters
+    ----------
+    model : models.M4CEA
+        Classification model.
+    path : path-like
+        The checkpoint, read with ``torch.load(weights_only=True)``.
+
+    Returns
+    -------
+    info : dict
+        ``path``, ``missing_keys`` (exactly the new head: ``head.weight``, ``head.bias``),
+        ``ignored_keys`` (checkpoint heads not used), ``source_model`` (the checkpoint's
+        ``model.name`` when it has a config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read safely, holds no state dict, or does not fit the model (another
+        architecture or size: the message lists the keys and, when known, the checkpoint's model).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Pretrained checkpoint not found: {path} (--pretrained).")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise UsageError(
+            f"Cannot read the pretrained checkpoint {path} with torch.load(weights_only=True): {err}. A "
+            f"checkpoint that also pickles other objects (e.g. training arguments) must be reduced to its "
+            f"state dict first, in a session that trusts the file: torch.save(torch.load(path, "
+            f"weights_only=False)['model'], 'state_dict.pth')."
+        ) from None
+    state, source_cfg = _state_dict_of(obj, path)
+    converted = convert_official_state_dict(state)
+    dropped = sorted(k for k in converted if k.startswith("head."))
+    converted = {k: v for k, v in converted.items() if not k.startswith("head.")}
+    source_model = None
+    if isinstance(source_cfg, Mapping) and isinstance(source_cfg.get("model"), Mapping):
+        source_model = source_cfg["model"].get("name")
+    try:
+        result = load_official_state_dict(model, converted, allow_missing_head=True)
+    except ValueError as err:
+        hint = ""
+        if source_model is not None:
+            hint = (
+                f" The checkpoint was trained as model.name={source_model!r}: set the same model "
+                f"(--set model.name={source_model}) and size overrides."
+            )
+        raise UsageError(f"The pretrained checkpoint {path} does not fit the model: {err}.{hint}") from None
+    head_keys = sorted(k for k in model.state_dict() if k.startswith("head."))
+    assert sorted(result.missing_keys) == head_keys, f"unexpected missing keys {result.missing_keys}"
+    return {
+        "path": str(path),
+        "missing_keys": sorted(result.missing_keys),
+        "ignored_keys": sorted(result.ignored_keys + dropped),
+        "source_model": source_model,
+    }
+
+
+def read_preprocess_config(root: str | Path) -> dict | None:
+    """The preprocessing config a data folder was made with: its ``config.yaml``, or None without one.
+
+    Parameters
+    ----------
+    root : path-like
+        A preprocessing output folder (``preprocess/preprocess_main.py`` writes ``config.yaml`` there).
+
+    Returns
+    -------
+    config : dict | None
+        The resolved preprocessing config; None when the folder has no ``config.yaml`` (data written by
+        other tools).
+
+    Raises
+    ------
+    ValueError
+        If ``config.yaml`` is not valid YAML or holds no mapping (the message names the file).
+    """
+    path = Path(root) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise UsageError(f"The preprocessing config {path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise UsageError(
+            f"The preprocessing config {path} must hold a mapping, but holds {type(config).__name__}."
+        )
+    return config
