@@ -56,7 +56,6 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import pickle  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -85,7 +84,13 @@ from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_spl
 from finetune.tasks import TASKS, Task, aggregate, encode_labels, get_task, load_task_config, predict  # noqa: E402
 from models import convert_official_state_dict, create_model_from_config, load_official_state_dict  # noqa: E402
 from preprocess.segments import read_manifest  # noqa: E402
-from runtime.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
+from runtime.checkpoint import (  # noqa: E402
+    CHECKPOINT_FORMAT,
+    CheckpointReadError,
+    load_checkpoint,
+    load_verified,
+    save_checkpoint,
+)
 from runtime.config import CONFIG_DIR, ConfigError, add_override_argument, load_config, save_config  # noqa: E402
 from runtime.distributed import (  # noqa: E402
     DistributedContext,
@@ -381,10 +386,10 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"Pretrained checkpoint not found: {path} (--pretrained).")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        obj = load_verified(path, what="pretrained checkpoint")
+    except CheckpointReadError as err:
         raise ValueError(
-            f"Cannot read the pretrained checkpoint {path} with torch.load(weights_only=True): {err}. A "
+            f"{err}. A "
             f"checkpoint that also pickles other objects (e.g. training arguments) must be reduced to its "
             f"state dict first, in a session that trusts the file: torch.save(torch.load(path, "
             f"weights_only=False)['model'], 'state_dict.pth')."

@@ -11,6 +11,10 @@ The output folder receives ``config.yaml`` (the resolved config), ``metrics.json
 epoch, averaged over ranks), ``log.txt``, ``tensorboard/`` and the checkpoints
 ``checkpoint-NNNN.pth`` (NNNN = epochs done) and ``checkpoint-last.pth``.
 
+A run killed before its first checkpoint is started again by the same command; ``--resume`` continues
+from a checkpoint and drops the lines of ``metrics.jsonl`` written after it. Every checkpoint is
+verified when read (:func:`runtime.checkpoint.load_verified`).
+
 Exit status 2 on a usage or config error (unknown key, wrong type, missing file, data of another
 shape, a batch size the accumulation cannot reach...), with the message on stderr.
 
@@ -48,6 +52,7 @@ from runtime.distributed import (  # noqa: E402
     init_distributed,
 )
 from runtime.entry import USAGE_ERRORS, run_entry  # noqa: E402,F401 (USAGE_ERRORS re-exported)
+from runtime.files import remove_temporaries  # noqa: E402
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging  # noqa: E402
 from runtime.optim import build_lr_scheduler, steps_per_accumulation  # noqa: E402
 from runtime.seeding import get_rng_state, seed_everything, set_rng_state  # noqa: E402
@@ -245,10 +250,11 @@ def _setup(args: argparse.Namespace) -> _Run:
     cfg = resolve_config(args)
     _check_config(cfg)
     output = Path(args.output)
-    if args.resume is None and (output / "metrics.jsonl").exists():
+    saved = sorted(output.glob("checkpoint-*.pth"))  # checkpoint-last.pth sorts after the numbered ones
+    if args.resume is None and (output / "metrics.jsonl").exists() and saved:
         raise ValueError(
-            f"The output folder {output} already holds a run (metrics.jsonl): choose another folder, or pass "
-            "--resume CHECKPOINT to continue it."
+            f"The output folder {output} already holds a run (metrics.jsonl, {len(saved)} checkpoint(s)): "
+            f"choose another folder, or pass --resume {saved[-1]} to continue it."
         )
     checkpoint = load_checkpoint(args.resume) if args.resume is not None else None
 
@@ -384,7 +390,16 @@ def _train(run: _Run) -> list[dict]:
     epochs = cfg["optim"]["epochs"]
     if ctx.is_main:
         save_config(cfg, run.output / "config.yaml")
+        remove_temporaries(run.output, "checkpoint-*.pth")  # of a run killed while saving
     metrics_log = JsonLinesWriter(run.output / "metrics.jsonl", enabled=ctx.is_main)
+    dropped = metrics_log.truncate_after(run.start_epoch - 1)  # epochs the checkpoint does not hold
+    if dropped:
+        logger.warning(
+            "Removed %d line(s) of %s: epochs after the %d the checkpoint holds, which this run repeats.",
+            dropped,
+            metrics_log.path,
+            run.start_epoch,
+        )
     log_writer = create_summary_writer(
         run.output / "tensorboard", enabled=ctx.is_main and cfg["logging"]["tensorboard"]
     )
