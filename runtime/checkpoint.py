@@ -254,16 +254,16 @@ def _check_plain_size(value: Any, *, path: Path, entry: str, max_nodes: int, max
 
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, torch.Tensor):
-            continue
         if isinstance(item, (str, bytes, bytearray)):
             chars += len(item)
             if max_chars is not None and chars > max_chars:
                 refuse(f"holds more than {max_chars} characters of text (shared references expanded)")
             continue
-        if isinstance(item, Mapping):
-            children = [x for pair in item.items() for x in pair]
-        elif isinstance(item, (list, tuple, set, frozenset)):
+        if isinstance(item, (list, tuple)):
+            children = item
+        elif isinstance(item, dict) or (not isinstance(item, torch.Tensor) and isinstance(item, Mapping)):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (set, frozenset)):
             children = list(item)
         else:
             continue
