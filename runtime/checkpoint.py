@@ -265,6 +265,8 @@ def _check_plain_size(value: Any, *, path: Path, entry: str, max_nodes: int, max
             children = [*item.keys(), *item.values()]
         elif isinstance(item, (set, frozenset)):
             children = list(item)
+        elif isinstance(getattr(item, "__dict__", None), dict) and not isinstance(item, torch.Tensor):
+            children = [*vars(item).keys(), *vars(item).values()]  # allow-listed objects (Namespace...)
         else:
             continue
         if not children:

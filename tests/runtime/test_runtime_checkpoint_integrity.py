@@ -197,3 +197,18 @@ def test_requirements_ask_for_a_fixed_torch():
     (torch_line,) = [line for line in lines if re.match(r"torch\b", line)]
     bound = re.fullmatch(r"torch>=(\d+)\.(\d+)(\.\d+)?", torch_line.strip())
     assert bound and (int(bound[1]), int(bound[2])) >= checkpoint_module.MIN_TORCH_VERSION
+
+
+def test_allow_listed_objects_are_bounded_too(tmp_path):
+    """An official-style ``args`` Namespace (allow-listed by the caller) gets the config bounds."""
+    import argparse
+
+    path = tmp_path / "official.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1e-3, a=[1, 2])}, path)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        assert load_verified(path)["args"].lr == 1e-3
+        torch.save(
+            {"model": {"w": torch.ones(2)}, "args": argparse.Namespace(a=_shared_reference_bomb(30))}, path
+        )
+        with pytest.raises(ValueError, match=r"official\.pth is refused: its 'args' entry holds more than"):
+            load_verified(path)
