@@ -9,7 +9,6 @@ folder. Checkpoints are written by :func:`runtime.checkpoint.save_checkpoint`.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 import yaml
 
 from models import convert_official_state_dict, create_model_from_config, load_official_state_dict
-from runtime.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from runtime.checkpoint import CHECKPOINT_FORMAT, CheckpointReadError, load_verified, save_checkpoint
 from runtime.config import CONFIG_DIR, UsageError, load_config
 from tasks import Task, get_task, load_task_config
 
@@ -157,10 +156,10 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"Pretrained checkpoint not found: {path} (--pretrained).")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        obj = load_verified(path, what="pretrained checkpoint")
+    except CheckpointReadError as err:
         raise UsageError(
-            f"Cannot read the pretrained checkpoint {path} with torch.load(weights_only=True): {err}. A "
+            f"{err}. A "
             f"checkpoint that also pickles other objects (e.g. training arguments) must be reduced to its "
             f"state dict first, in a session that trusts the file: torch.save(torch.load(path, "
             f"weights_only=False)['model'], 'state_dict.pth')."

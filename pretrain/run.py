@@ -26,6 +26,7 @@ from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, check_values, load_config, save_config
 from runtime.distributed import DistributedContext, all_gather_object, init_distributed
+from runtime.files import remove_temporaries
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
 from runtime.seeding import get_rng_state, seed_everything, set_rng_state
@@ -177,10 +178,11 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
     cfg = resolve_config(args)
     check_config(cfg)
     output = Path(args.output)
-    if args.resume is None and (output / "metrics.jsonl").exists():
+    saved = sorted(output.glob("checkpoint-*.pth"))  # checkpoint-last.pth sorts after the numbered ones
+    if args.resume is None and (output / "metrics.jsonl").exists() and saved:
         raise UsageError(
-            f"The output folder {output} already holds a run (metrics.jsonl): choose another folder, or pass "
-            "--resume CHECKPOINT to continue it."
+            f"The output folder {output} already holds a run (metrics.jsonl, {len(saved)} checkpoint(s)): "
+            f"choose another folder, or pass --resume {saved[-1]} to continue it."
         )
     try:  # the user's --resume file: unreadable or foreign is bad input
         checkpoint = load_checkpoint(args.resume) if args.resume is not None else None
@@ -322,7 +324,18 @@ def train(run: PretrainRun) -> list[dict]:
     epochs = cfg["optim"]["epochs"]
     if ctx.is_main:
         save_config(cfg, run.output / "config.yaml")
+        remove_temporaries(run.output, "checkpoint-*.pth")  # of a run killed while saving
     metrics_log = JsonLinesWriter(run.output / "metrics.jsonl", enabled=ctx.is_main)
+    # Lines of epochs the checkpoint does not hold (a kill between a line and its checkpoint): this run
+    # repeats them. Records number epochs from 1, so the checkpoint's epochs done is the last one kept.
+    dropped = metrics_log.truncate_after(run.start_epoch)
+    if dropped:
+        logger.warning(
+            "Removed %d line(s) of %s: epochs after the %d the checkpoint holds, which this run repeats.",
+            dropped,
+            metrics_log.path,
+            run.start_epoch,
+        )
     log_writer = create_summary_writer(
         run.output / "tensorboard", enabled=ctx.is_main and cfg["logging"]["tensorboard"]
     )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "remove_temporaries"]
 
 
 def _current_umask() -> int:
@@ -64,3 +64,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` calls killed mid-write left in ``folder``.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder (absent: nothing to do).
+    name_glob : str
+        Glob of the final names whose temporaries to remove (``"checkpoint-*.pth"``).
+
+    Returns
+    -------
+    removed : list of Path
+
+    Notes
+    -----
+    Only for a folder no other process writes to at the same time: a live writer's temporary file
+    looks the same.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = sorted(folder.glob(f".{name_glob}.*.tmp"))
+    for tmp in removed:
+        tmp.unlink(missing_ok=True)
+    return removed

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runtime.files import atomic_write
+
 __all__ = ["JsonLinesWriter", "RankZeroFilter", "create_summary_writer", "setup_logging"]
 
 #: Top-level packages whose loggers :func:`setup_logging` configures.
@@ -118,6 +120,52 @@ class JsonLinesWriter:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
+
+    def truncate_after(self, last_epoch: int, key: str = "epoch") -> int:
+        """Drop the records of epochs after ``last_epoch``: what a resumed run will write again.
+
+        A run killed between an epoch's line and its checkpoint, or while writing a line, leaves lines
+        the checkpoint does not cover; resuming from that checkpoint reruns those epochs. The file is
+        rewritten atomically (:func:`runtime.files.atomic_write`), keeping the records up to the first
+        one whose ``key`` exceeds ``last_epoch`` or that is not complete JSON (a torn last line); with
+        no record left it is removed.
+
+        Parameters
+        ----------
+        last_epoch : int
+            The last epoch to keep, as the records number it (pretraining numbers epochs from 1, so this is
+            the number of epochs the checkpoint holds); 0 (or -1) for a run that starts over.
+        key : str
+            The record entry holding the epoch.
+
+        Returns
+        -------
+        n_dropped : int
+            Lines removed (0 when the file is absent or already ends at ``last_epoch``; always 0 on
+            ranks other than 0).
+        """
+        if not self.enabled or not self.path.exists():
+            return 0
+        with open(self.path, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines(keepends=True) if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            epoch = record.get(key) if isinstance(record, dict) else None
+            if not isinstance(epoch, int) or epoch > last_epoch:
+                break
+            kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) == len(lines) and all(line.endswith("\n") for line in lines):
+            return 0
+        if kept:
+            with atomic_write(self.path, "w") as f:
+                f.writelines(kept)
+        else:
+            self.path.unlink()
+        return len(lines) - len(kept)
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:

@@ -607,7 +607,8 @@ def test_usage_errors(run_dir, edf_dir, tmp_path, capsys):
 
 def test_checkpoint_without_preprocessing_config_falls_back_to_the_defaults(run_dir, tmp_path):
     checkpoint = torch.load(run_dir / "checkpoint-best.pth", weights_only=True)
-    del checkpoint["preprocess"]
+    del checkpoint["preprocess"], checkpoint["sha256"]
+    checkpoint["version"] = 1  # written before checkpoints recorded their preprocessing and a sha256
     torch.save(checkpoint, tmp_path / "old.pth")
     records = []
     handler = logging.Handler()

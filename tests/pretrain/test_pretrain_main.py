@@ -14,6 +14,7 @@ import yaml
 
 from models import create_model
 from models.attention import configure_attention
+from pretrain import run as pretrain_run
 from pretrain.pretrain_main import main
 from pretrain.run import build_optimizer
 from runtime.checkpoint import load_checkpoint
@@ -325,3 +326,53 @@ def test_cli_exit_status_2(small_data, tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage error, status 2
         main(["--output", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+class _Killed(BaseException):
+    """Stands for kill -9 of the run (not an Exception: nothing handles it)."""
+
+
+def _epochs(output):
+    return [r["epoch"] for r in JsonLinesWriter.read(output / "metrics.jsonl")]
+
+
+def test_run_killed_during_its_first_save_is_started_again(small_data, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+
+    def killed(path, **kwargs):  # what kill -9 inside atomic_write leaves: a temporary, no checkpoint
+        Path(path).with_name(f".{Path(path).name}.k1ll3d.tmp").write_bytes(b"PK\x03\x04half")
+        raise _Killed
+
+    monkeypatch.setattr(pretrain_run, "save_checkpoint", killed)
+    with pytest.raises(_Killed):
+        main(_args(small_data, output, epochs=1))
+    assert _epochs(output) == [1] and not list(output.glob("checkpoint-*.pth"))
+    monkeypatch.undo()
+    history = main(_args(small_data, output, epochs=1))  # the same command again
+    assert [r["epoch"] for r in history] == [1] and _epochs(output) == [1]
+    assert sorted(p.name for p in output.glob("*.pth")) == ["checkpoint-0001.pth", "checkpoint-last.pth"]
+    assert not list(output.glob(".*.tmp"))
+
+
+def test_run_killed_between_metrics_and_checkpoint_resumes_without_duplicate_lines(
+    small_data, tmp_path, monkeypatch
+):
+    output = tmp_path / "out"
+    save = pretrain_run.save_checkpoint
+
+    def killed_in_second_epoch(path, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise _Killed
+        return save(path, **kwargs)
+
+    monkeypatch.setattr(pretrain_run, "save_checkpoint", killed_in_second_epoch)
+    with pytest.raises(_Killed):
+        main(_args(small_data, output, epochs=2))
+    monkeypatch.undo()
+    assert _epochs(output) == [1, 2] and load_checkpoint(output / "checkpoint-last.pth")["epoch"] == 0
+    with pytest.raises(ValueError, match=r"--resume .*checkpoint-last\.pth to continue"):
+        main(_args(small_data, output, epochs=2))
+    resumed = main(_args(small_data, output, epochs=2, resume=output / "checkpoint-last.pth"))
+    assert [r["epoch"] for r in resumed] == [2]
+    assert _epochs(output) == [1, 2]  # epoch 2 once: the line of the killed run is gone
+    assert JsonLinesWriter.read(output / "metrics.jsonl")[1]["loss"] == resumed[0]["loss"]
