@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import preprocess.pipeline as pipeline
+from preprocess.locks import LOCK_DIR
 from preprocess.batch import parse_shard, run_preprocessing
 from preprocess.preprocess_main import main
 from preprocess.segments import read_manifest
@@ -25,11 +26,11 @@ def recordings(tmp_path):
 
 
 def _files(folder):
-    """Every file under ``folder`` with its bytes (manifest, pickles, parts; not the run report)."""
+    """Every file under ``folder`` with its bytes (manifest, pickles, parts; not the run report, not locks)."""
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "last_run.json"
+        if p.is_file() and p.name != "last_run.json" and LOCK_DIR not in p.relative_to(folder).parts
     }
 
 
