@@ -245,7 +245,9 @@ def run_preprocessing(
         check_output_config(output, config)
         if not (output / "config.yaml").exists():
             save_config(config, output / "config.yaml")
-        return _run_locked(preprocessor, recordings, output, events, table, subjects, workers, shard, progress)
+        return _run_locked(
+            preprocessor, recordings, output, events, table, subjects, workers, shard, progress
+        )
 
 
 def _run_locked(preprocessor, recordings, output, events, table, subjects, workers, shard, progress):

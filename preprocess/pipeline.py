@@ -506,9 +506,10 @@ class Preprocessor:
         if len(filled) > max_filled:
             raise MissingChannelsError(
                 f"{path.name}: {len(filled)} of the {self.montage.n_chans} pairs of the montage "
-                f"'{self.montage.name}' would be filled with zeros, more than max_filled_channels={max_filled}: "
-                f"filled {filled} (the recording has the channels {raw.ch_names}). Fix the channel names, "
-                "use another montage, or allow more with --set max_filled_channels=N."
+                f"'{self.montage.name}' would be filled with zeros, more than "
+                f"max_filled_channels={max_filled}: filled {filled} (the recording has the channels "
+                f"{raw.ch_names}). Fix the channel names, use another montage, or allow more with "
+                "--set max_filled_channels=N."
             )
         used = np.flatnonzero(np.abs(matrix).sum(axis=0))
         if filled:
@@ -564,8 +565,8 @@ class Preprocessor:
         """Yield a recording's preprocessed windows block by block, with the reason each is rejected.
 
         Steps 1-4 of the module docstring: montage, microvolts, filters, resampling, windows and the
-        NaN / infinite / flat / amplitude checks. Memory is bounded by one block (``block_s`` seconds of windows)
-        per thread, whatever the recording's length.
+        NaN / infinite / flat / amplitude checks. Memory is bounded by one block (``block_s`` seconds of
+        windows) per thread, whatever the recording's length.
 
         Parameters
         ----------

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --task and --dataset-option need --dataset NAME.", file=sys.stderr)
         return 2
     if args.events_partial and (args.events is None or args.events == "annotations" or args.dataset):
-        print("error: --events-partial needs --events FILE (an events CSV), without --dataset.", file=sys.stderr)
+        print("error: --events-partial needs --events FILE (a CSV), without --dataset.", file=sys.stderr)
         return 2
     try:
         if args.dataset is not None:
