@@ -300,9 +300,16 @@ def _run_locked(preprocessor, recordings, output, events, table, subjects, worke
     summary.n_manifest_rows = merge_manifest(output)
     with atomic_write(output / "last_run.json", "w") as f:
         json.dump(
-            {"done": summary.done, "skipped": summary.skipped, "failed": [list(x) for x in summary.failed],
-             "n_windows": summary.n_windows, "rejected": dict(summary.rejected),
-             "filled_channels": summary.filled_channels, "shard": list(shard)},
-            f, indent=1,
+            {
+                "done": summary.done,
+                "skipped": summary.skipped,
+                "failed": [list(x) for x in summary.failed],
+                "n_windows": summary.n_windows,
+                "rejected": dict(summary.rejected),
+                "filled_channels": summary.filled_channels,
+                "shard": list(shard),
+            },
+            f,
+            indent=1,
         )
     return summary

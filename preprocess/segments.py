@@ -39,7 +39,15 @@ __all__ = [
 #: Columns of ``manifest.csv``, in order. ``filled_channels``: the montage pairs of the window's recording
 #: filled with zeros (``missing_channels: zeros``), joined by ``;``, empty when none.
 MANIFEST_COLUMNS = (
-    "path", "subject", "recording", "start_s", "label", "n_chans", "n_times", "sfreq", "filled_channels"
+    "path",
+    "subject",
+    "recording",
+    "start_s",
+    "label",
+    "n_chans",
+    "n_times",
+    "sfreq",
+    "filled_channels",
 )
 
 #: Pickle is protocol 4: numpy arrays then need only ``_reconstruct``/``ndarray``/``dtype``.

@@ -69,9 +69,9 @@ def test_chbmit_windows_and_mfde_match_the_official_reference(chbmit_output):
 def test_chbmit_majority_rule_keeps_the_straddling_window(tmp_path, preprocess_config):
     edf = shared_path("data", "chbmit", "edf")
     config = preprocess_config("labels.straddle=majority")
-    summary = run_preprocessing(  # events.csv covers more recordings than this run: events_partial
-        [edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=edf / "events.csv", progress=False,
-        events_partial=True,
+    events = edf / "events.csv"  # covers more recordings than this run: events_partial
+    summary = run_preprocessing(
+        [edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=events, progress=False, events_partial=True
     )
     rows = read_manifest(tmp_path)
     assert summary.n_windows == 10 and rows[0]["start_s"] == 0.0 and rows[0]["label"] == "seizure"  # 3 s of 4
