@@ -201,8 +201,9 @@ def montage_matrix(
             absent.update(e for e in (a, b) if e not in index)
     if len(filled) == montage.n_chans:
         raise MissingChannelsError(
-            f"no pair of the montage '{montage.name}' can be built from the recording's channels "
-            f"{list(ch_names)} (normalised: {sorted(index)}); it needs the electrodes {sorted(absent)}. "
+            f"missing channels: no pair of the montage '{montage.name}' can be built from the recording's "
+            f"channels {list(ch_names)} (normalised: {sorted(index)}); it needs the electrodes "
+            f"{sorted(absent)}. "
             "Choose a montage of these electrodes with --set montage=NAME_OR_FILE, or rename the channels."
         )
     if filled and missing == "error":
