@@ -1,6 +1,11 @@
 """Preprocess many recordings: worker processes, shards across machines, resume, and a summary.
 
 A bad recording is reported (file and reason) and the batch goes on; nothing of it is written.
+
+A run holds its shard's lock on the output folder (:mod:`preprocess.locks`): a second run of the same
+shard on the same folder is refused, while the shards of ``--shard I/N`` share a folder. Worker
+processes end when the main process dies or is interrupted (they watch it), so nothing is written after
+a run was killed; the next run resumes.
 """
 
 from __future__ import annotations
@@ -8,7 +13,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import logging
+import multiprocessing
 import os
+import signal
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +24,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from preprocess.events import Event, events_for, read_events_csv
+from preprocess.events import Event, EventsError, events_for, read_events_csv, unmatched_recordings
+from preprocess.locks import run_lock
 from preprocess.pipeline import (
     Preprocessor,
     RecordingResult,
@@ -44,6 +53,7 @@ class BatchSummary:
     n_windows: int = 0
     rejected: Counter = field(default_factory=Counter)
     n_manifest_rows: int = 0
+    filled_channels: dict[str, list[str]] = field(default_factory=dict)  # file -> pairs filled with zeros
 
     def to_text(self) -> str:
         """A short human-readable report."""
@@ -53,6 +63,10 @@ class BatchSummary:
             f"windows written: {self.n_windows}; rejected: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"),
             f"manifest rows: {self.n_manifest_rows}",
+        ]
+        lines += [
+            f"FILLED WITH ZEROS {file}: {len(pairs)} pair(s) {', '.join(pairs)}"
+            for file, pairs in self.filled_channels.items()
         ]
         lines += [f"FAILED {file}: {reason}" for file, reason in self.failed]
         return "\n".join(lines)
@@ -97,18 +111,38 @@ def check_output_config(output: str | os.PathLike, config: dict, hint: str = "th
             )
 
 
-def _prepare_output(output: Path, config: dict) -> None:
-    """Create the output folder, check it is writable and holds no output of another config."""
+def _prepare_output(output: Path) -> None:
+    """Create the output folder and check that it is writable."""
     try:
         output.mkdir(parents=True, exist_ok=True)
-        with atomic_write(output / ".write_test", "w") as f:
+        with atomic_write(output / f".write_test.{os.getpid()}", "w") as f:
             f.write("ok")
-        (output / ".write_test").unlink()
+        (output / f".write_test.{os.getpid()}").unlink()
     except OSError as err:
         raise PermissionError(f"The output folder {output} cannot be written: {err}") from None
-    check_output_config(output, config)
-    if not (output / "config.yaml").exists():
-        save_config(config, output / "config.yaml")
+
+
+#: Seconds between two checks of a worker process that its main process is alive.
+_WATCH_INTERVAL_S = 0.1
+
+
+def _watch_main_process(stop) -> None:
+    """Worker initializer: end the worker as soon as its main process dies or sets ``stop``.
+
+    A worker of a killed run (SIGKILL, SIGTERM) would otherwise go on writing recordings. It ends with
+    ``os._exit``: what it was writing stays in its recording's temporary folder, which the next run
+    removes (:meth:`preprocess.pipeline.Preprocessor.process`).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool ends broken workers with SIGTERM
+    parent = os.getppid()
+
+    def watch():
+        while not stop.wait(_WATCH_INTERVAL_S):
+            if os.getppid() != parent:  # the main process died: this worker was re-parented
+                break
+        os._exit(1)
+
+    threading.Thread(target=watch, name="m4cea-watch-main", daemon=True).start()
 
 
 def _process_one(args) -> RecordingResult:
@@ -123,6 +157,25 @@ def _process_one(args) -> RecordingResult:
         return RecordingResult(str(path), recording_id(path), error=reason)
 
 
+def _report_unmatched_events(events, table: dict, recordings: list[Path], partial: bool) -> None:
+    """Refuse (or, with ``partial``, warn about) events-CSV rows that match no recording of the run."""
+    unmatched = unmatched_recordings(table, recordings)
+    if not unmatched:
+        return
+    n_rows = sum(len(table[key]) for key in unmatched)
+    names = ", ".join(unmatched[:20]) + (f" and {len(unmatched) - 20} more" if len(unmatched) > 20 else "")
+    text = (
+        f"{n_rows} row(s) of the events file {events} name {len(unmatched)} recording(s) that match no input "
+        f"recording of this run: {names}"
+    )
+    if not partial:
+        raise EventsError(
+            f"{text}. Fix the names in the CSV (file name with or without extension), or pass "
+            "--events-partial if the CSV covers more recordings than this run."
+        )
+    logger.warning("%s; their rows are ignored (--events-partial).", text)
+
+
 def run_preprocessing(
     inputs: list[str | os.PathLike],
     output: str | os.PathLike,
@@ -131,6 +184,7 @@ def run_preprocessing(
     workers: int = 1,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    events_partial: bool = False,
 ) -> BatchSummary:
     """Preprocess recordings into ``output`` (pickles, ``manifest.csv``, ``config.yaml``).
 
@@ -151,6 +205,9 @@ def run_preprocessing(
         machines share a corpus. Each run rebuilds ``manifest.csv`` from all complete recordings.
     progress : bool
         Show a progress bar over recordings.
+    events_partial : bool
+        The events CSV may name recordings that are not inputs of this run (they are listed in a
+        warning); False: such rows are an error (a typo would silently leave a recording unlabelled).
 
     Returns
     -------
@@ -160,8 +217,11 @@ def run_preprocessing(
     ------
     ValueError, FileNotFoundError, PermissionError
         For usage errors found before any recording is processed: an invalid config value, a missing
-        input, no recording found, an invalid events file, an output
-        folder that cannot be written or that holds output of another config.
+        input, no recording found, an invalid events file or one whose rows name recordings that are not
+        inputs (unless ``events_partial``), an output folder that cannot be written, that holds output of
+        another config, or that another run of the same shard is writing into
+        (:class:`preprocess.locks.OutputInUseError`, naming its pid). Recordings sharing one id are
+        reported one by one as failed, and the others go on.
     """
     output = Path(output)
     preprocessor = Preprocessor(config)
@@ -172,15 +232,27 @@ def run_preprocessing(
     if not recordings:
         raise ValueError(f"No recording found in {[str(p) for p in inputs]}.")
     clashes = recording_id_clashes(recordings)  # reported per recording below; the others go on
-    index, count = shard
-    recordings = recordings[index::count]
-
     labels = config["labels"]
     table, subjects = ({}, {})
     if events is not None and str(events) != "annotations":
         table, subjects = read_events_csv(events, labels["classes"])
-    _prepare_output(output, config)
+        _report_unmatched_events(events, table, recordings, events_partial)  # all shards' recordings
+    index, count = shard
+    recordings = recordings[index::count]
+    _prepare_output(output)
+    with run_lock(output, shard):
+        check_output_config(output, config)
+        if not (output / "config.yaml").exists():
+            save_config(config, output / "config.yaml")
+        return _run_locked(
+            preprocessor, recordings, clashes, output, events, table, subjects, workers, shard, progress
+        )
 
+
+def _run_locked(
+    preprocessor, recordings, clashes, output, events, table, subjects, workers, shard, progress
+):
+    """The batch of :func:`run_preprocessing`, with the shard's lock held."""
     summary = BatchSummary()
     jobs = []
     for path in recordings:
@@ -200,28 +272,49 @@ def run_preprocessing(
         subject = subjects.get(path.name.lower()) or subjects.get(path.stem.lower())
         jobs.append((preprocessor, path, output, rec_events, subject))
 
-    if workers == 1 or len(jobs) <= 1:
-        results = map(_process_one, jobs)
-    else:
-        pool = cf.ProcessPoolExecutor(max_workers=workers)
+    parallel = workers > 1 and len(jobs) > 1
+    if parallel:
+        context = multiprocessing.get_context()
+        stop_workers = context.Event()
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_watch_main_process, initargs=(stop_workers,)
+        )
         results = pool.map(_process_one, jobs)
+    else:
+        results = map(_process_one, jobs)
     try:
         for result in tqdm(results, total=len(jobs), desc="recordings", unit="rec", disable=not progress):
             if result.error:
                 summary.failed.append((result.path, result.error))
                 logger.error("FAILED %s: %s", result.path, result.error)
+            elif result.skipped:  # completed by an overlapping run while this one waited for it
+                summary.skipped.append(result.path)
             else:
                 summary.done.append(result.path)
                 summary.n_windows += result.n_windows
+                if result.filled_channels:
+                    summary.filled_channels[result.path] = result.filled_channels
             summary.rejected.update(result.rejected)
+    except BaseException:
+        if parallel:  # interrupted: the workers end now instead of finishing their recordings
+            stop_workers.set()
+        raise
     finally:
-        if workers > 1 and len(jobs) > 1:
+        if parallel:
             pool.shutdown(cancel_futures=True)
     summary.n_manifest_rows = merge_manifest(output)
     with atomic_write(output / "last_run.json", "w") as f:
         json.dump(
-            {"done": summary.done, "skipped": summary.skipped, "failed": [list(x) for x in summary.failed],
-             "n_windows": summary.n_windows, "rejected": dict(summary.rejected), "shard": list(shard)},
-            f, indent=1,
+            {
+                "done": summary.done,
+                "skipped": summary.skipped,
+                "failed": [list(x) for x in summary.failed],
+                "n_windows": summary.n_windows,
+                "rejected": dict(summary.rejected),
+                "filled_channels": summary.filled_channels,
+                "shard": list(shard),
+            },
+            f,
+            indent=1,
         )
     return summary

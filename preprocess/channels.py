@@ -244,7 +244,8 @@ def montage_matrix(
     Raises
     ------
     MissingChannelsError
-        With ``missing="error"``, naming the montage pairs and electrodes that are missing.
+        With ``missing="error"``, naming the montage pairs and electrodes that are missing; whatever
+        ``missing`` is, if no pair of the montage can be built (naming the montage and the channels).
     ValueError
         If ``missing`` is not one of the allowed values.
     """
@@ -265,6 +266,13 @@ def montage_matrix(
         else:
             filled.append(f"{a}-{b}")
             absent.update(e for e in (a, b) if e not in index)
+    if len(filled) == montage.n_chans:
+        raise MissingChannelsError(
+            f"missing channels: no pair of the montage '{montage.name}' can be built from the recording's "
+            f"channels {list(ch_names)} (normalised: {sorted(index)}); it needs the electrodes "
+            f"{sorted(absent)}. "
+            "Choose a montage of these electrodes with --set montage=NAME_OR_FILE, or rename the channels."
+        )
     if filled and missing == "error":
         raise MissingChannelsError(
             f"missing channels for the montage '{montage.name}': pairs {filled} cannot be built "

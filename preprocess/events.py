@@ -28,6 +28,8 @@ __all__ = [
     "Event",
     "EventsError",
     "read_events_csv",
+    "events_for",
+    "unmatched_recordings",
     "events_from_annotations",
     "check_events",
     "label_windows",
@@ -132,13 +134,38 @@ def read_events_csv(
     return events, subjects
 
 
+def _matching_key(events: dict[str, list[Event]], path: str | os.PathLike) -> str | None:
+    """The key of ``events`` that :func:`events_for` reads for ``path``: its file name, else its stem."""
+    for key in (Path(path).name.lower(), Path(path).stem.lower()):
+        if key in events:
+            return key
+    return None
+
+
 def events_for(events: dict[str, list[Event]], path: str | os.PathLike) -> list[Event] | None:
     """The events of one recording, matched by file name with or without extension (None if absent)."""
-    name = Path(path).name.lower()
-    if name in events:
-        return events[name]
-    stem = Path(path).stem.lower()
-    return events.get(stem)
+    key = _matching_key(events, path)
+    return None if key is None else events[key]
+
+
+def unmatched_recordings(events: dict[str, list[Event]], paths: list[str | os.PathLike]) -> list[str]:
+    """Recordings named in an events table that none of ``paths`` reads (a typo, another cohort...).
+
+    Parameters
+    ----------
+    events : dict
+        As returned by :func:`read_events_csv`.
+    paths : list of path-like
+        The recordings of the run (all of them, not one shard's).
+
+    Returns
+    -------
+    names : list of str
+        Sorted keys of ``events`` (lower-case names as written in the CSV) that :func:`events_for` gives
+        to no recording of ``paths``; their rows would be ignored.
+    """
+    used = {_matching_key(events, path) for path in paths}
+    return sorted(key for key in events if key not in used)
 
 
 def events_from_annotations(

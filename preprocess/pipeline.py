@@ -7,8 +7,8 @@ The steps, for one recording (:func:`preprocess_recording`):
 3. microvolts; zero-phase FIR band-pass (``l_freq``-``h_freq``) and notch (``notch_freq``) at the
    recording's own rate, then resampling to ``sfreq`` (MNE, the same calls as ``Raw.filter``,
    ``Raw.notch_filter`` and ``Raw.resample``);
-4. windows of ``window_s`` every ``stride_s``; windows with NaN samples, flat channels or absurd
-   amplitudes are rejected and counted per reason;
+4. windows of ``window_s`` every ``stride_s``; windows with NaN or infinite samples, flat channels or
+   absurd amplitudes are rejected and counted per reason (:data:`REJECT_REASONS`);
 5. labels from events (:mod:`preprocess.events`);
 6. MFDE knowledge weights per window (:func:`preprocess.mfde.knowledge_weights`);
 7. one pickle per window, then the recording's manifest rows.
@@ -22,17 +22,23 @@ The same windows are available in memory, block by block, through :meth:`Preproc
 (steps 1-4, without labels or MFDE): :meth:`Preprocessor.process` uses it to write pickles, and
 ``finetune/predict.py`` uses it to run a fine-tuned model over new recordings.
 
-A recording is written atomically: its pickles go to a temporary folder that is renamed into place,
-then its manifest part ``parts/<recording>.csv`` is written. A rerun skips recordings whose part
-exists, so a killed batch resumes where it stopped.
+A recording is written atomically: its pickles go to a temporary folder, unique to the run and the
+recording (``.tmp/<recording>/<host>-<pid>-<random>``), that is renamed into place, then its manifest
+part ``parts/<recording>.csv`` is written. The recording's lock (:mod:`preprocess.locks`) is held
+meanwhile, so temporaries found under ``.tmp/<recording>/`` by the lock's next holder were left by a
+dead run and are removed. A rerun skips recordings whose part exists, so a killed batch resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import secrets
 import shutil
+import socket
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,9 +47,10 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from preprocess.channels import Montage, load_montage, montage_matrix
+from preprocess.channels import MissingChannelsError, Montage, load_montage, montage_matrix
 from preprocess.events import Event, check_events, events_from_annotations, label_windows
 from preprocess.labels import resolve_label_classes
+from preprocess.locks import manifest_lock, recording_lock
 from preprocess.mfde import knowledge_weights
 from preprocess.reading import (
     PreprocessError,
@@ -67,13 +74,32 @@ __all__ = [
 
 logger = logging.getLogger("m4cea.preprocess")
 
-#: Rejection reasons, in the order they are checked.
-REJECT_REASONS = ("nan", "flat", "amplitude", "straddle")
+#: Rejection reasons, in the order they are checked: a NaN sample in the recording, an infinite sample
+#: (+/-inf) in the recording, a flat channel, an absurd amplitude, a window across a label boundary.
+REJECT_REASONS = ("nan", "inf", "flat", "amplitude", "straddle")
 
 
 @dataclass
 class RecordingResult:
-    """What preprocessing one recording produced."""
+    """What preprocessing one recording produced.
+
+    Attributes
+    ----------
+    path : str
+        The recording file.
+    recording : str
+        Its id (:func:`recording_id`).
+    n_windows : int
+        Windows written.
+    rejected : Counter
+        Rejected windows per reason (:data:`REJECT_REASONS`).
+    skipped : bool
+        True if the recording was already complete (another run finished it while this one waited).
+    error : str | None
+        Why the recording failed, naming the file; None if it succeeded.
+    filled_channels : list of str
+        Montage pairs filled with zeros (``missing_channels: zeros``).
+    """
 
     path: str
     recording: str
@@ -81,6 +107,7 @@ class RecordingResult:
     rejected: Counter = field(default_factory=Counter)
     skipped: bool = False
     error: str | None = None
+    filled_channels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +172,12 @@ class Preprocessor:
         for key in ("sfreq", "window_s", "stride_s", "patch_s", "block_s", "h_freq"):
             check_positive(key, config[key])
         check_positive("margin_s", config["margin_s"], strict=False)
+        max_filled = config["max_filled_channels"]
+        if isinstance(max_filled, bool) or not isinstance(max_filled, int) or max_filled < 0:
+            raise ValueError(
+                "Invalid value for the 'max_filled_channels' parameter. Allowed values are integers >= 0, "
+                f"but got {max_filled!r} instead."
+            )
         if config["l_freq"] is not None and not 0 < config["l_freq"] < config["h_freq"]:
             raise ValueError(
                 f"Invalid 'l_freq' {config['l_freq']!r}: it must lie in (0, h_freq={config['h_freq']})."
@@ -200,17 +233,26 @@ class Preprocessor:
         -------
         result : RecordingResult
             Windows written and rejected by reason. Exceptions propagate (the batch runner records them).
+            ``skipped`` is True, and nothing is written, if the recording's manifest part exists once its
+            lock is held (another run completed it meanwhile).
 
         Raises
         ------
         PreprocessError, MissingChannelsError, EventsError, FileNotFoundError
             For a bad recording; nothing of it is left in ``output``.
+
+        Notes
+        -----
+        The recording's lock (:func:`preprocess.locks.recording_lock`) is held while it is written; its
+        pickles go to a temporary folder unique to this call, ``.tmp/<recording>/<host>-<pid>-<random>``,
+        renamed into ``segments/<recording>`` at the end. Temporaries of the same recording found there
+        meanwhile were left by dead runs (a live writer would hold the lock) and are removed; those of
+        other recordings are never touched.
         """
         path, output = Path(path), Path(output)
         rec = self.open(path)
         rec_id, raw, duration_s = rec.recording_id, rec.raw, rec.duration_s
-        result = RecordingResult(str(path), rec_id)
-        filled = rec.filled_channels
+        result = RecordingResult(str(path), rec_id, filled_channels=list(rec.filled_channels))
         window_s = self.config["window_s"]
 
         labels_cfg = self.config["labels"]
@@ -238,11 +280,25 @@ class Preprocessor:
         else:
             labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
 
-        for stale in (output / ".tmp").glob(
-            f"{rec_id}.*"
-        ):  # left by a killed run; shards never share a recording
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp_dir = output / ".tmp" / f"{rec_id}.{os.getpid()}"
+        with recording_lock(output, rec_id):
+            if part_path(output, rec_id).exists():  # completed by another run while this one waited
+                result.skipped = True
+                return result
+            tmp_root = output / ".tmp" / rec_id
+            if tmp_root.is_dir():  # only dead runs leave temporaries here: a live writer holds the lock
+                for stale in tmp_root.iterdir():
+                    shutil.rmtree(stale, ignore_errors=True)
+            tmp_dir = tmp_root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result)
+            finally:
+                with contextlib.suppress(OSError):  # kept only if a stale temporary could not be removed
+                    tmp_root.rmdir()
+        return result
+
+    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result) -> None:
+        """Windows, MFDE and pickles of one recording, then its manifest part (see :meth:`process`)."""
+        path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
         rows = []
         try:
@@ -285,6 +341,7 @@ class Preprocessor:
                             "n_chans": self.montage.n_chans,
                             "n_times": self.n_times,
                             "sfreq": self.sfreq,
+                            "filled_channels": list(filled),
                         }
                     )
             if not rows:
@@ -299,7 +356,6 @@ class Preprocessor:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
         result.n_windows = len(rows)
-        return result
 
     # -- windows in memory -------------------------------------------------------------------------
 
@@ -323,7 +379,10 @@ class Preprocessor:
             If the file is unreadable, not EEG, sampled too slowly for ``h_freq``, or shorter than one
             window (the message names the file).
         MissingChannelsError
-            If the recording lacks electrodes of the montage and ``missing_channels`` is ``error``.
+            If the recording lacks electrodes of the montage and ``missing_channels`` is ``error``; if
+            more than ``max_filled_channels`` pairs would be filled with zeros
+            (``missing_channels: zeros``); if no pair of the montage can be built at all. The message names
+            the file, the montage and the pairs.
         """
         path = Path(path)
         raw = read_recording(path, self.reader_options)
@@ -340,8 +399,27 @@ class Preprocessor:
             raise PreprocessError(
                 f"{path.name} lasts {duration_s:g} s, shorter than one window (window_s={window_s:g})"
             )
-        matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
+        try:
+            matrix, filled = montage_matrix(raw.ch_names, self.montage, self.config["missing_channels"])
+        except MissingChannelsError as err:
+            raise MissingChannelsError(f"{path.name}: {err}") from None
+        max_filled = self.config["max_filled_channels"]
+        if len(filled) > max_filled:
+            raise MissingChannelsError(
+                f"{path.name}: {len(filled)} of the {self.montage.n_chans} pairs of the montage "
+                f"'{self.montage.name}' would be filled with zeros, more than "
+                f"max_filled_channels={max_filled}: filled {filled} (the recording has the channels "
+                f"{raw.ch_names}). Fix the channel names, use another montage, or allow more with "
+                "--set max_filled_channels=N."
+            )
         used = np.flatnonzero(np.abs(matrix).sum(axis=0))
+        if filled:
+            logger.warning(
+                "%s: %d pair(s) of the montage filled with zeros (missing_channels=zeros): %s",
+                path.name,
+                len(filled),
+                ", ".join(filled),
+            )
         keep_rows = np.array([name not in filled for name in self.montage.ch_names])
         return OpenRecording(
             path,
@@ -388,8 +466,8 @@ class Preprocessor:
         """Yield a recording's preprocessed windows block by block, with the reason each is rejected.
 
         Steps 1-4 of the module docstring: montage, microvolts, filters, resampling, windows and the
-        NaN / flat / amplitude checks. Memory is bounded by one block (``block_s`` seconds of windows)
-        per thread, whatever the recording's length.
+        NaN / infinite / flat / amplitude checks. Memory is bounded by one block (``block_s`` seconds of
+        windows) per thread, whatever the recording's length.
 
         Parameters
         ----------
@@ -413,8 +491,11 @@ class Preprocessor:
             Windows in uV, montage channels in the montage's order, at ``sfreq`` Hz. Rejected windows are
             yielded too.
         reasons : ndarray of object (str), shape (n,)
-            ``""`` for an accepted window, else the first of ``"nan"``, ``"flat"``, ``"amplitude"`` that
-            applies (see :data:`REJECT_REASONS`).
+            ``""`` for an accepted window, else the first of ``"nan"`` (a NaN sample of the recording
+            inside the window), ``"inf"`` (an infinite sample), ``"flat"``, ``"amplitude"`` that applies
+            (see :data:`REJECT_REASONS`). Non-finite samples reject only the windows they touch: they are
+            replaced by 0 before the filters, which spread them over the neighbouring samples only as a
+            step, never as NaN.
 
         Raises
         ------
@@ -446,8 +527,8 @@ class Preprocessor:
         blocks = [starts[first : first + per_block] for first in range(0, len(starts), per_block)]
 
         def preprocess_block(block_starts):
-            windows, nan_windows = self._block(rec.raw, rec.matrix, rec.used, block_starts)
-            return block_starts, windows, self._reject(windows, nan_windows, rec.keep_rows)
+            windows, bad_input = self._block(rec.raw, rec.matrix, rec.used, block_starts)
+            return block_starts, windows, self._reject(windows, bad_input, rec.keep_rows)
 
         if n_threads == 1:
             yield from map(preprocess_block, blocks)
@@ -468,7 +549,8 @@ class Preprocessor:
     # -- steps -------------------------------------------------------------------------------------
 
     def _block(self, raw, matrix: np.ndarray, used: np.ndarray, block_starts: np.ndarray):
-        """Windows ``(n, n_chans, n_times)`` float32 in uV of one block, and which had NaN input ``(n,)``."""
+        """Windows ``(n, n_chans, n_times)`` float32 in uV of one block, and which windows had NaN and
+        which had infinite samples in the recording: ``{"nan": (n,) bool, "inf": (n,) bool}``."""
         cfg = self.config
         sfreq_in = raw.info["sfreq"]
         t0 = block_starts[0] - cfg["margin_s"]
@@ -476,9 +558,10 @@ class Preprocessor:
         s0 = max(0, math.floor(t0 * sfreq_in))
         s1 = min(raw.n_times, math.ceil(t1 * sfreq_in))
         x = raw.get_data(picks=used, start=s0, stop=s1, units="uV")
-        nan_samples = np.isnan(x).any(axis=0)
-        if nan_samples.any():
-            x[:, nan_samples] = 0.0
+        bad_samples = {"nan": np.isnan(x).any(axis=0), "inf": np.isinf(x).any(axis=0)}
+        non_finite = bad_samples["nan"] | bad_samples["inf"]
+        if non_finite.any():
+            x[:, non_finite] = 0.0
         x = matrix @ x
         x = self._filter(x, sfreq_in)
         if sfreq_in != self.sfreq:
@@ -486,12 +569,15 @@ class Preprocessor:
         offsets = np.round((block_starts - s0 / sfreq_in) * self.sfreq).astype(int)
         index = offsets[:, None] + np.arange(self.n_times)
         windows = np.ascontiguousarray(x[:, index].transpose(1, 0, 2), dtype=np.float32)
-        # NaN in the recording: a window is rejected when any of its input samples was NaN.
-        nan_cum = np.concatenate([[0], np.cumsum(nan_samples)])
-        a = np.clip(np.floor(block_starts * sfreq_in).astype(int) - s0, 0, len(nan_samples))
+        # NaN or inf in the recording: a window is rejected when any of its input samples was one.
+        a = np.clip(np.floor(block_starts * sfreq_in).astype(int) - s0, 0, len(non_finite))
         b = np.ceil((block_starts + cfg["window_s"]) * sfreq_in).astype(int) - s0
-        b = np.clip(b, 0, len(nan_samples))
-        return windows, (nan_cum[b] - nan_cum[a]) > 0
+        b = np.clip(b, 0, len(non_finite))
+        bad_windows = {}
+        for reason, samples in bad_samples.items():
+            cum = np.concatenate([[0], np.cumsum(samples)])
+            bad_windows[reason] = (cum[b] - cum[a]) > 0
+        return windows, bad_windows
 
     def _filter(self, x: np.ndarray, sfreq_in: float) -> np.ndarray:
         cfg = self.config
@@ -500,8 +586,9 @@ class Preprocessor:
             x = mne.filter.notch_filter(x, sfreq_in, cfg["notch_freq"], verbose="error")
         return x
 
-    def _reject(self, windows: np.ndarray, nan: np.ndarray, keep_rows: np.ndarray) -> np.ndarray:
-        """Rejection reason per window (``""`` = accepted), the first of ``nan``, ``flat``, ``amplitude``.
+    def _reject(self, windows: np.ndarray, bad_input: dict, keep_rows: np.ndarray) -> np.ndarray:
+        """Rejection reason per window (``""`` = accepted), the first of ``nan``, ``inf``, ``flat``,
+        ``amplitude`` (``bad_input``: the ``nan`` and ``inf`` masks of :meth:`_block`).
 
         ``flat``: a channel (not zero-filled) with a standard deviation below ``reject.flat_std_uv``;
         ``amplitude``: a sample with ``|x|`` above ``reject.max_abs_uv``. (``straddle``, a window across a
@@ -509,7 +596,8 @@ class Preprocessor:
         """
         cfg = self.config["reject"]
         checks = {
-            "nan": nan,
+            "nan": bad_input["nan"],
+            "inf": bad_input["inf"],
             "flat": (windows[:, keep_rows].std(axis=-1) < cfg["flat_std_uv"]).any(axis=-1),
             "amplitude": np.abs(windows).max(axis=(1, 2)) > cfg["max_abs_uv"],
         }
@@ -537,12 +625,15 @@ def _mfde_kwargs(mfde_config: dict) -> dict:
 def merge_manifest(output: str | os.PathLike) -> int:
     """Rebuild ``output/manifest.csv`` from every recording's manifest part; returns the number of rows.
 
-    Rows are sorted by recording, then start time. Run after all shards finished to get one manifest.
+    Rows are sorted by recording, then start time. Each shard's run rebuilds it at its end, under the
+    manifest lock (:func:`preprocess.locks.manifest_lock`), so the last shard to finish writes every
+    shard's rows.
     """
     output = Path(output)
-    rows = []
-    for part in sorted((output / "parts").glob("*.csv")):
-        rows.extend(read_manifest(part))
-    rows.sort(key=lambda row: (row["recording"], row["start_s"]))
-    write_manifest(rows, output / "manifest.csv")
+    with manifest_lock(output):
+        rows = []
+        for part in sorted((output / "parts").glob("*.csv")):
+            rows.extend(read_manifest(part))
+        rows.sort(key=lambda row: (row["recording"], row["start_s"]))
+        write_manifest(rows, output / "manifest.csv")
     return len(rows)

@@ -3,7 +3,8 @@
 Usage::
 
     python preprocess/preprocess_main.py --input PATH [PATH ...] --output DIR [--config FILE]
-        [--events FILE | --events annotations] [--workers N] [--shard I/N] [--set key=value ...]
+        [--events FILE [--events-partial] | --events annotations] [--workers N] [--shard I/N]
+        [--set key=value ...]
 
     python preprocess/preprocess_main.py --dataset NAME --input ROOT --output DIR --task TASK
         [--dataset-option key=value ...] [--config FILE] [--workers N] [--shard I/N] [--set key=value ...]
@@ -12,8 +13,15 @@ With ``--dataset`` the dataset's adapter (``preprocess/datasets/``) provides the
 subjects, montage and split, and the output is labelled for ``TASK`` (``DIR/events.csv``,
 ``DIR/split.csv``, ``DIR/dataset_summary.json`` besides the windows and the manifest).
 
+Rows of an events CSV that name no input recording are an error (a typo would leave a recording
+unlabelled), unless ``--events-partial`` says the CSV covers more recordings than this run (they are then
+listed in a warning).
+
+One run at a time per output folder and shard: a second run on the same folder is refused (naming the
+other run's pid) while the first holds the folder's lock; ``--shard I/N`` runs share a folder.
+
 Exit status: 0 when every recording succeeded, 1 when any failed (after finishing the others),
-2 for usage or configuration errors.
+2 for usage or configuration errors (including an output folder in use by another run).
 """
 
 from __future__ import annotations
@@ -52,6 +60,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--events",
         metavar="FILE",
         help="events CSV (recording, subject, onset_s, duration_s, label) or 'annotations'",
+    )
+    parser.add_argument(
+        "--events-partial",
+        action="store_true",
+        help="the events CSV may name recordings that are not inputs of this run (a warning lists them)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shard", metavar="I/N", help="process every N-th recording from the I-th (0-based)")
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset is None and (args.task or args.dataset_options):
         print("error: --task and --dataset-option need --dataset NAME.", file=sys.stderr)
         return 2
+    if args.events_partial and (args.events is None or args.events == "annotations" or args.dataset):
+        print("error: --events-partial needs --events FILE (a CSV), without --dataset.", file=sys.stderr)
+        return 2
     try:
         if args.dataset is not None:
             return _run_dataset(args)
@@ -135,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             shard=parse_shard(args.shard),
             progress=not args.quiet,
+            events_partial=args.events_partial,
         )
     except (ConfigError, ValueError, FileNotFoundError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)

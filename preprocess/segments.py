@@ -37,8 +37,19 @@ __all__ = [
     "write_manifest",
 ]
 
-#: Columns of ``manifest.csv``, in order.
-MANIFEST_COLUMNS = ("path", "subject", "recording", "start_s", "label", "n_chans", "n_times", "sfreq")
+#: Columns of ``manifest.csv``, in order. ``filled_channels``: the montage pairs of the window's recording
+#: filled with zeros (``missing_channels: zeros``), joined by ``;``, empty when none.
+MANIFEST_COLUMNS = (
+    "path",
+    "subject",
+    "recording",
+    "start_s",
+    "label",
+    "n_chans",
+    "n_times",
+    "sfreq",
+    "filled_channels",
+)
 
 #: Pickle is protocol 4: numpy arrays then need only ``_reconstruct``/``ndarray``/``dtype``.
 PICKLE_PROTOCOL = 4
@@ -129,19 +140,22 @@ def save_segment(segment: dict, path: str | os.PathLike) -> None:
 def write_manifest(rows: list[dict], path: str | os.PathLike) -> None:
     """Write manifest rows (dicts with :data:`MANIFEST_COLUMNS`) to a CSV file, atomically.
 
-    ``label=None`` is written as an empty cell.
+    ``label=None`` is written as an empty cell, ``filled_channels`` (a list of pair names) joined by ``;``.
     """
     with atomic_write(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in MANIFEST_COLUMNS})
+            cells = {k: ("" if row.get(k) is None else row[k]) for k in MANIFEST_COLUMNS}
+            cells["filled_channels"] = ";".join(row.get("filled_channels") or ())
+            writer.writerow(cells)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Read a manifest CSV into a list of row dicts.
 
-    ``start_s`` and ``sfreq`` become floats, ``n_chans``/``n_times`` ints, an empty ``label`` None.
+    ``start_s`` and ``sfreq`` become floats, ``n_chans``/``n_times`` ints, an empty ``label`` None,
+    ``filled_channels`` a list of pair names (empty when the column is empty or absent).
     ``path`` may be the CSV file or the preprocessing output folder that holds ``manifest.csv``.
 
     Raises
@@ -174,6 +188,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
                 if row.get(key):
                     row[key] = cast(row[key])
             row["label"] = row["label"] or None
+            row["filled_channels"] = [n for n in (row.get("filled_channels") or "").split(";") if n]
             rows.append(row)
     return rows
 

@@ -1,6 +1,9 @@
 """The batch runner and the command line: resume, shards, workers, bad inputs, exit codes."""
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -9,6 +12,8 @@ import pytest
 
 import preprocess.pipeline as pipeline
 from preprocess.batch import parse_shard, run_preprocessing
+from preprocess.events import EventsError
+from preprocess.locks import LOCK_DIR
 from preprocess.preprocess_main import main
 from preprocess.segments import read_manifest
 from preprocess.synthetic import synthetic_raw, write_edf
@@ -25,11 +30,11 @@ def recordings(tmp_path):
 
 
 def _files(folder):
-    """Every file under ``folder`` with its bytes (manifest, pickles, parts; not the run report)."""
+    """Every file under ``folder`` with its bytes (manifest, pickles, parts; not the run report or locks)."""
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "last_run.json"
+        if p.is_file() and p.name != "last_run.json" and LOCK_DIR not in p.relative_to(folder).parts
     }
 
 
@@ -266,3 +271,200 @@ def test_script_runs_from_a_fresh_shell(recordings, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "windows written: 5" in result.stdout
     assert "notch_freq: 60.0" in (tmp_path / "out" / "config.yaml").read_text()
+
+
+# -- data integrity (issue 10) --------------------------------------------------------------------
+
+
+def test_recordings_sharing_an_id_prefix_keep_their_temporaries(tmp_path, preprocess_config, monkeypatch):
+    """``pat1`` starting while ``pat1.2019`` is written leaves ``pat1.2019``'s temporaries alone.
+
+    As with ``--workers 2``, made deterministic: ``pat1`` is processed right after the first pickle of
+    ``pat1.2019`` is written. The old cleanup glob ``.tmp/pat1.*`` removed that live folder and the
+    manifest then named a pickle that did not exist.
+    """
+    folder = tmp_path / "in"
+    write_edf(synthetic_raw(duration_s=20.0, seed=0), folder / "pat1.2019.edf")
+    write_edf(synthetic_raw(duration_s=20.0, seed=1), folder / "pat1.edf")
+    out = tmp_path / "out"
+    stale = out / ".tmp" / "pat1" / "otherhost-999-deadbeef"  # left by a dead run of pat1
+    stale.mkdir(parents=True)
+    (stale / "pat1_000000000ms.pkl").write_bytes(b"half written")
+    preprocessor = pipeline.Preprocessor(preprocess_config())
+    original = pipeline.save_segment
+    seen = {}
+
+    def save_then_start_pat1(segment, path):
+        original(segment, path)
+        if not seen:
+            seen["live"] = path.parent
+            preprocessor.process(folder / "pat1.edf", out)
+            seen["after"] = sorted(p.name for p in path.parent.iterdir())
+
+    monkeypatch.setattr(pipeline, "save_segment", save_then_start_pat1)
+    preprocessor.process(folder / "pat1.2019.edf", out)
+    assert seen["after"] == ["pat1.2019_000000000ms.pkl"]  # the live temporary of pat1.2019 survived
+    assert not stale.exists()  # the dead run's temporary of pat1 itself was removed
+    assert not (out / ".tmp" / "pat1").exists() and not (out / ".tmp" / "pat1.2019").exists()
+    pipeline.merge_manifest(out)
+    rows = read_manifest(out)
+    missing = [row["path"] for row in rows if not (out / row["path"]).is_file()]
+    assert len(rows) == 10 and missing == []
+
+
+def test_a_second_run_on_the_same_output_is_refused(recordings, tmp_path, preprocess_config, capsys):
+    from preprocess.locks import OutputInUseError, run_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out):  # another run (here: this process) is writing into out
+        with pytest.raises(OutputInUseError, match=rf"{out}.* in use .*pid {os.getpid()} on host"):
+            run_preprocessing([recordings], out, preprocess_config(), progress=False)
+        assert main(["--input", str(recordings), "--output", str(out), "--quiet"]) == 2
+        assert f"pid {os.getpid()}" in capsys.readouterr().err
+        assert not (out / "parts").exists() and not (out / "config.yaml").exists()
+    summary = run_preprocessing([recordings], out, preprocess_config(), progress=False)
+    assert len(summary.done) == 3 and len(read_manifest(out)) == 15
+
+
+def test_shards_sharing_an_output_run_side_by_side(recordings, tmp_path, preprocess_config):
+    from preprocess.locks import run_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out, (0, 2)):  # shard 0/2 is running elsewhere on the shared folder
+        summary = run_preprocessing([recordings], out, preprocess_config(), shard=(1, 2), progress=False)
+    assert [p.rsplit("/", 1)[-1] for p in summary.done] == ["rec1.edf"]
+    # A plain run beside it skips what is complete and writes the rest.
+    summary = run_preprocessing([recordings], out, preprocess_config(), progress=False)
+    assert len(summary.skipped) == 1 and len(summary.done) == 2 and len(read_manifest(out)) == 15
+
+
+_KILLED_RUN = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+import preprocess.pipeline as pipeline
+from preprocess.batch import run_preprocessing
+from runtime.config import CONFIG_DIR, load_config
+
+original = pipeline.save_segment
+
+
+def slow_save(segment, path):  # each window takes 0.2 s: workers are busy when the parent is killed
+    with open({log!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    time.sleep(0.2)
+    original(segment, path)
+
+
+pipeline.save_segment = slow_save
+if __name__ == "__main__":
+    config = load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml")
+    run_preprocessing([{inputs!r}], {out!r}, config, workers=2, progress=False)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL])  # SIGTERM ends the main process the same way
+def test_killing_the_main_process_stops_its_workers(tmp_path, sig):
+    import time
+
+    folder = tmp_path / "in"
+    for i in range(3):
+        write_edf(synthetic_raw(duration_s=20.0, seed=i), folder / f"rec{i}.edf")
+    log, out = tmp_path / "saves.log", tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN.format(root=str(ROOT), log=str(log), inputs=str(folder), out=str(out)))
+    main_process = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 120.0
+        while not log.exists() or len(set(log.read_text().split())) < 2:  # until both workers write
+            assert time.monotonic() < deadline and main_process.poll() is None
+            time.sleep(0.05)
+    finally:
+        main_process.send_signal(sig)
+        main_process.wait()
+    time.sleep(1.0)  # the workers notice within 0.1 s; before, they went on with their recordings
+    workers = {int(pid) for pid in log.read_text().split()}
+    saves = log.read_text()
+    time.sleep(1.0)
+    assert log.read_text() == saves, "a worker went on writing after its main process was killed"
+    assert not [pid for pid in workers if _alive(pid)]
+    # The next run cleans up and completes every recording.
+    from runtime.config import CONFIG_DIR, load_config
+
+    config = load_config(CONFIG_DIR / "preprocess" / "m4cea.yaml")
+    summary = run_preprocessing([folder], out, config, progress=False)
+    rows = read_manifest(out)
+    assert len(rows) == 15 and all((out / row["path"]).is_file() for row in rows)
+    assert summary.failed == [] and not any((out / ".tmp").iterdir())
+
+
+def test_events_naming_no_input_are_an_error_unless_partial(
+    recordings, tmp_path, preprocess_config, capsys, caplog
+):
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "recording,onset_s,duration_s,label\nrec1.edf,4,8,seizure\nrec01.edf,0,4,seizure\nREC9,0,4,seizure\n"
+    )  # rec01.edf: a typo of rec1.edf; REC9: no such recording
+    config = preprocess_config("labels.default=background")
+    unmatched = r"2 row\(s\) .* 2 recording\(s\) .*: rec01\.edf, rec9\. .*--events-partial"
+    with pytest.raises(EventsError, match=unmatched):
+        run_preprocessing([recordings], tmp_path / "out", config, events=events, progress=False)
+    assert not (tmp_path / "out").exists()
+    argv = ["--input", str(recordings), "--output", str(tmp_path / "out"), "--events", str(events), "--quiet"]
+    assert main([*argv, "--set", "labels.default=background"]) == 2
+    assert "rec01.edf, rec9" in capsys.readouterr().err
+    # With --events-partial: a warning lists them and the matched rows label their recording.
+    assert main([*argv, "--set", "labels.default=background", "--events-partial"]) == 0
+    assert "rec01.edf, rec9; their rows are ignored (--events-partial)" in caplog.text
+    labels = {(r["recording"], r["start_s"]): r["label"] for r in read_manifest(tmp_path / "out")}
+    assert [labels["rec1.edf", s] for s in (0.0, 4.0, 8.0, 12.0)] == [
+        "background",
+        "seizure",
+        "seizure",
+        "background",
+    ]
+    assert main(["--input", str(recordings), "--output", str(tmp_path / "o2"), "--events-partial"]) == 2
+
+
+def test_zero_filled_pairs_are_bounded_and_reported(tmp_path, preprocess_config, capsys):
+    from preprocess.synthetic import TEN_TWENTY
+
+    folder = tmp_path / "in"
+    no_o1 = [f"EEG {name}-REF" for name in TEN_TWENTY if name != "O1"]  # P7-O1 and P3-O1 filled
+    folder.mkdir()
+    synthetic_raw(no_o1, duration_s=12.0).save(folder / "no_o1_raw.fif", verbose="error")
+    few = [name for name in TEN_TWENTY if name not in ("O1", "O2", "P3")]  # 5 pairs filled
+    synthetic_raw(few, duration_s=12.0).save(folder / "few_raw.fif", verbose="error")
+    synthetic_raw(["X1", "X2", "ECG"], duration_s=12.0).save(folder / "none_raw.fif", verbose="error")
+    out = tmp_path / "out"
+    argv = ["--input", str(folder), "--output", str(out), "--set", "missing_channels=zeros", "--quiet"]
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "FILLED WITH ZEROS" in printed and "no_o1_raw.fif: 2 pair(s) P7-O1, P3-O1" in printed
+    assert (
+        "few_raw.fif: 5 of the 16 pairs of the montage 'double_banana' would be filled with zeros, more "
+        "than max_filled_channels=4: filled ['P7-O1', 'P8-O2', 'C3-P3', 'P3-O1', 'P4-O2']" in printed
+    )
+    assert "none_raw.fif: missing channels: no pair of the montage 'double_banana' can be built" in printed
+    assert "No appropriate channels" not in printed
+    report = json.loads((out / "last_run.json").read_text())
+    assert list(report["filled_channels"].values()) == [["P7-O1", "P3-O1"]]
+    rows = read_manifest(out)
+    assert len(rows) == 3 and all(row["filled_channels"] == ["P7-O1", "P3-O1"] for row in rows)
+    assert "P7-O1;P3-O1" in (out / "manifest.csv").read_text()
+    # Allowing more filled pairs accepts the second recording.
+    config = preprocess_config("missing_channels=zeros", "max_filled_channels=5")
+    summary = run_preprocessing([folder / "few_raw.fif"], tmp_path / "o2", config, progress=False)
+    assert summary.n_windows == 3 and list(summary.filled_channels.values()) == [
+        ["P7-O1", "P8-O2", "C3-P3", "P3-O1", "P4-O2"]
+    ]

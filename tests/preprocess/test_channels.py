@@ -79,6 +79,12 @@ def test_missing_electrode_filled_with_zeros_when_asked():
     np.testing.assert_array_equal(matrix, [[1, -1, 0], [0, 0, 0]])
 
 
+@pytest.mark.parametrize("missing", ["error", "zeros"])
+def test_no_pair_built_is_an_error_naming_the_montage(missing):
+    with pytest.raises(MissingChannelsError, match=r"no pair of the montage 'double_banana' can be.*X1"):
+        montage_matrix(["X1", "X2", "ECG"], load_montage("double_banana"), missing=missing)
+
+
 def test_bad_montage_values():
     with pytest.raises(ValueError, match="Allowed values are"):
         load_montage("no_such_montage")
@@ -116,7 +122,7 @@ def test_ear_referenced_channels_are_rereferenced_when_they_share_the_reference(
     # Two references cannot be subtracted into a pair: the names are kept and the pair is missing.
     mixed = ["FP1-A1", "F7-A2"]
     assert normalize_channel_names(mixed) == ["FP1-A1", "F7-A2"]
-    with pytest.raises(MissingChannelsError, match="FP1-F7"):
+    with pytest.raises(MissingChannelsError, match=r"no pair of the montage .* needs the electrodes \['F7', 'FP1'\]"):
         montage_matrix(mixed, load_montage(["FP1-F7"]))
 
 

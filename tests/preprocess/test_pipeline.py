@@ -69,8 +69,9 @@ def test_chbmit_windows_and_mfde_match_the_official_reference(chbmit_output):
 def test_chbmit_majority_rule_keeps_the_straddling_window(tmp_path, preprocess_config):
     edf = shared_path("data", "chbmit", "edf")
     config = preprocess_config("labels.straddle=majority")
+    events = edf / "events.csv"  # covers more recordings than this run: events_partial
     summary = run_preprocessing(
-        [edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=edf / "events.csv", progress=False
+        [edf / f"{SEIZURE_CROP}.edf"], tmp_path, config, events=events, progress=False, events_partial=True
     )
     rows = read_manifest(tmp_path)
     assert summary.n_windows == 10 and rows[0]["start_s"] == 0.0 and rows[0]["label"] == "seizure"  # 3 s of 4
@@ -168,6 +169,24 @@ def test_nan_and_flat_windows_are_rejected_and_counted(tmp_path, preprocess_conf
     assert 8.0 not in starts and 20.0 not in starts and 24.0 not in starts and len(starts) == 7
 
 
+def test_infinite_samples_reject_only_the_windows_they_touch(tmp_path, preprocess_config):
+    """+/-inf is treated like NaN: the windows it touches are rejected as 'inf', the others are kept."""
+    raw = synthetic_raw(duration_s=40.0, seed=2)
+    raw._data[2, int(5.0 * 256)] = np.inf  # window 4-8 s
+    raw._data[7, int(29.0 * 256) : int(29.1 * 256)] = -np.inf  # window 28-32 s
+    raw._data[:, int(17.0 * 256)] = np.nan  # window 16-20 s
+    raw.save(tmp_path / "inf_raw.fif", verbose="error")
+    config = preprocess_config()
+    summary = run_preprocessing([tmp_path / "inf_raw.fif"], tmp_path / "out", config, progress=False)
+    assert summary.failed == [] and summary.rejected == {"inf": 2, "nan": 1} and summary.n_windows == 7
+    starts = sorted(row["start_s"] for row in read_manifest(tmp_path / "out"))
+    assert starts == [0.0, 8.0, 12.0, 20.0, 24.0, 32.0, 36.0]
+    # The same reasons through the in-memory API (finetune/predict.py), and the kept windows are finite.
+    ((starts_s, windows, reasons),) = list(Preprocessor(config).iter_windows(tmp_path / "inf_raw.fif"))
+    assert list(reasons) == ["", "inf", "", "", "nan", "", "", "inf", "", ""]
+    assert np.isfinite(windows).all()
+
+
 def test_low_voltage_eeg_is_not_flat(tmp_path, preprocess_config):
     """Inactive EEG (HIE grade 4, about 2-5 uV) is data, not a broken channel."""
     raw = synthetic_raw(duration_s=20.0, seed=4)
@@ -228,6 +247,8 @@ def test_preprocessor_rejects_bad_config_values(preprocess_config):
         Preprocessor(preprocess_config("labels.default=spike"))
     with pytest.raises(ValueError, match="mfde.variant"):
         Preprocessor(preprocess_config("mfde.variant=fast"))
+    with pytest.raises(ValueError, match="'max_filled_channels' parameter.*integers >= 0.*-1"):
+        Preprocessor(preprocess_config("max_filled_channels=-1"))
 
 
 def test_iter_windows_yields_the_windows_process_writes(tmp_path, preprocess_config):
