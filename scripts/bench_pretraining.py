@@ -25,6 +25,16 @@ points, as a user would run them:
 Goal (issue 11, section 4): from pretraining, balanced accuracy >= 0.85 for every seed and no worse
 than from scratch on average; the probe of pretrained features above that of random-init features.
 Figures are measured in one run; nothing here is a result on real EEG.
+
+Measured on this project's loaded 2-core CPU (``--subjects 8 --duration-s 64 --pretrain-epochs 6
+--finetune-epochs 8 --seeds 42 2024 --threads 1``: 128 windows, test subject child07), test balanced
+accuracy for seeds 42 / 2024:
+
+- from scratch: 1.000 / 0.938;
+- official loss (``--pretrain-set loss.target_norm=none``): 1.000 / 1.000, but features collapsed:
+  spread 0.0017 (RMS 1.007) against 0.085 (RMS 0.084) at random init; 2-label probe 0.988 (random 0.997);
+- default (``loss.target_norm: frequency``): 1.000 / 1.000; spread 0.307 (RMS 0.344); 2-label probe
+  1.000 (random 0.997): the goal is met.
 """
 
 from __future__ import annotations
