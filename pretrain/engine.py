@@ -40,11 +40,22 @@ from runtime.metrics import IntervalLog
 from runtime.optim import clip_and_step
 from runtime.seeding import derive_seed
 
-__all__ = ["LOSS_TOKENS", "EngineSettings", "reconstruction_loss", "train_one_epoch"]
+__all__ = [
+    "LOSS_TOKENS",
+    "TARGET_NORMS",
+    "EngineSettings",
+    "magnitude_statistics",
+    "normalize_magnitude_target",
+    "reconstruction_loss",
+    "train_one_epoch",
+]
 
 
 #: Allowed values of the config key ``loss.tokens``.
 LOSS_TOKENS = ("all", "masked")
+
+#: Allowed values of the config key ``loss.target_norm``.
+TARGET_NORMS = ("none", "frequency")
 
 _METRICS = ("loss", "loss_magnitude", "loss_phase", "grad_norm")
 
@@ -70,6 +81,12 @@ class EngineSettings:
         ``"knowledge"`` (MFDE-weighted) or ``"random"`` (uniform).
     loss_tokens : str
         ``"all"`` (official) or ``"masked"``.
+    target_norm : str
+        ``"none"`` (official: raw Fourier magnitudes) or ``"frequency"``
+        (:func:`normalize_magnitude_target` with ``magnitude_mean`` and ``magnitude_std``).
+    magnitude_mean, magnitude_std : tuple of float
+        Per-bin statistics of the magnitude targets (:func:`magnitude_statistics`), needed by
+        ``target_norm="frequency"``; empty otherwise.
     clip_grad : float | None
         Maximum gradient norm (20 in the paper); None or 0 clips nothing (the norm is still logged).
     amp_dtype : torch.dtype | None
@@ -87,6 +104,9 @@ class EngineSettings:
     n_masked: int
     strategy: str = "knowledge"
     loss_tokens: str = "all"
+    target_norm: str = "none"
+    magnitude_mean: tuple = ()
+    magnitude_std: tuple = ()
     clip_grad: float | None = 20.0
     amp_dtype: torch.dtype | None = None
     seed: int = 0
@@ -104,6 +124,18 @@ class EngineSettings:
                 f"Invalid value for the 'loss.tokens' parameter. Allowed values are {LOSS_TOKENS}, "
                 f"but got {self.loss_tokens!r} instead."
             )
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(
+                f"Invalid value for the 'loss.target_norm' parameter. Allowed values are {TARGET_NORMS}, "
+                f"but got {self.target_norm!r} instead."
+            )
+        n_freqs = self.patch_samples // 2 + 1
+        n_stats = (len(self.magnitude_mean), len(self.magnitude_std))
+        if self.target_norm == "frequency" and n_stats != (n_freqs, n_freqs):
+            raise ValueError(
+                f"loss.target_norm='frequency' needs magnitude_mean and magnitude_std of {n_freqs} values "
+                f"(pretrain.engine.magnitude_statistics), but got {n_stats[0]} and {n_stats[1]}."
+            )
         if self.loss_tokens == "masked" and self.n_masked == 0:
             raise ValueError(
                 "loss.tokens='masked' needs masked tokens, but masking.mask_ratio gives 0 per window."
@@ -118,6 +150,76 @@ class EngineSettings:
                 raise ValueError(
                     f"Invalid value for the '{name}' parameter: must be >= 1, but got {getattr(self, name)}."
                 )
+
+
+def magnitude_statistics(windows, patch_samples: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and standard deviation of the Fourier-magnitude targets per frequency bin.
+
+    Parameters
+    ----------
+    windows : iterable of Tensor, each shape (n_chans, n_times)
+        Scaled windows (as the loader gives them), e.g. evenly spaced windows of the data folder.
+    patch_samples : int
+        Samples per patch.
+
+    Returns
+    -------
+    mean, std : tuple of float, each of length ``patch_samples // 2 + 1``
+        Over all tokens of all windows, computed in float64 (std with ``n - 1``).
+
+    Raises
+    ------
+    ValueError
+        If ``windows`` is empty.
+    """
+    total = total_sq = None
+    count = 0
+    for x in windows:
+        magnitude = patch_spectrum(x.unsqueeze(0), patch_samples)[0]
+        magnitude = magnitude.reshape(-1, patch_samples // 2 + 1).double()
+        total = magnitude.sum(0) if total is None else total + magnitude.sum(0)
+        total_sq = magnitude.square().sum(0) if total_sq is None else total_sq + magnitude.square().sum(0)
+        count += magnitude.shape[0]
+    if count == 0:
+        raise ValueError("Invalid value for the 'windows' parameter: no window to compute statistics from.")
+    mean = total / count
+    std = ((total_sq - count * mean.square()).clamp_min(0) / max(count - 1, 1)).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def normalize_magnitude_target(
+    target_magnitude: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Standardise the Fourier-magnitude targets per frequency bin (``loss.target_norm: frequency``).
+
+    Raw magnitudes of the scaled EEG share one large spectrum (1/f: tens in the lowest bins, about 1
+    above): fitting that common part is most of the official loss, and a network pretrained on it
+    carries one large direction common to every token and window, so that its token-mean features are
+    large and nearly constant across windows (what the classification head sees; issue 11). Standardised
+    targets leave what differs between patches: the idea of MAE's normalised-pixel targets, here per
+    frequency bin with statistics of the data (:func:`magnitude_statistics`), since a per-patch
+    normalisation keeps the common 1/f shape and batch statistics would depend on the batch split.
+
+    Parameters
+    ----------
+    target_magnitude : Tensor, shape (batch, n_tokens, n_freqs)
+        :func:`models.patch_spectrum` magnitudes.
+    mean, std : Tensor, shape (n_freqs,)
+        Per-bin statistics of the data.
+    eps : float
+        Added to ``std``.
+
+    Returns
+    -------
+    target : Tensor, shape (batch, n_tokens, n_freqs), float32
+        ``(magnitude - mean) / (std + eps)``.
+
+    References
+    ----------
+    He, Chen, Xie, Li, Dollar, Girshick, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022
+    (``norm_pix_loss``); https://github.com/facebookresearch/mae
+    """
+    return (target_magnitude.float() - mean.float()) / (std.float() + eps)
 
 
 def reconstruction_loss(
@@ -267,6 +369,10 @@ def train_one_epoch(
         nonfinite_message=nonfinite_message,
         show_speed=True,
     )
+    magnitude_stats = (
+        torch.tensor(s.magnitude_mean, device=device),
+        torch.tensor(s.magnitude_std, device=device),
+    )
     data_iter = iter(loader)
     for _ in range(n_steps):
         if lr_scheduler is not None:
@@ -284,6 +390,8 @@ def train_one_epoch(
             mask = gumbel_topk_mask(weights, s.n_masked, noise=noise[micro, :, ctx.rank])
             with torch.no_grad():
                 target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
+                if s.target_norm == "frequency":
+                    target_magnitude = normalize_magnitude_target(target_magnitude, *magnitude_stats)
             with _no_sync(model, sync=micro == accum - 1):
                 with autocast:
                     pred_magnitude, pred_phase = model(x, mask)

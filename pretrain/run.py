@@ -20,7 +20,7 @@ from timm.optim import param_groups_weight_decay
 from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict
 from models.attention import configure_attention, use_fused_attention
 from pretrain.data import PretrainDataset, build_pretrain_loader
-from pretrain.engine import EngineSettings, train_one_epoch
+from pretrain.engine import EngineSettings, magnitude_statistics, train_one_epoch
 from pretrain.masking import num_masked_tokens
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
@@ -234,6 +234,8 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
         n_masked=num_masked_tokens(model.n_tokens, cfg["masking"]["mask_ratio"]),
         strategy=cfg["masking"]["strategy"],
         loss_tokens=cfg["loss"]["tokens"],
+        target_norm=cfg["loss"]["target_norm"],
+        **_magnitude_statistics(cfg, dataset, model.patch_samples),
         clip_grad=cfg["optim"]["clip_grad"],
         amp_dtype=AMP_DTYPES[amp],
         seed=seed,
@@ -401,3 +403,22 @@ def train(run: PretrainRun) -> list[dict]:
         if log_writer is not None:
             log_writer.close()
     return history
+
+
+#: Windows (evenly spaced over the data folder) whose targets give the loss.target_norm statistics.
+TARGET_STATS_WINDOWS = 256
+
+
+def _magnitude_statistics(cfg: dict, dataset: PretrainDataset, patch_samples: int) -> dict:
+    """``magnitude_mean``/``magnitude_std`` of the engine for ``loss.target_norm: frequency``.
+
+    Computed on every rank from the same evenly spaced windows of the data folder (at most
+    :data:`TARGET_STATS_WINDOWS`), so that every rank, world size and resume normalises alike.
+    """
+    if cfg["loss"]["target_norm"] != "frequency":
+        return {}
+    n = min(TARGET_STATS_WINDOWS, len(dataset))
+    indices = sorted({round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)})
+    mean, std = magnitude_statistics((dataset[i][0] for i in indices), patch_samples)
+    logger.info("Magnitude targets standardised per frequency bin with the statistics of %d windows.", n)
+    return dict(magnitude_mean=mean, magnitude_std=std)
