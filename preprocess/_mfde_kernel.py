@@ -73,28 +73,33 @@ def _official_class(y, c):
 
 
 @numba.njit(nogil=True, inline="always")
-def _count_at_most(values, n, edges, counts):
-    """``counts[i] = sum_k(edges[k] <= values[i])`` for ``i < n`` (edges padded with +inf)."""
-    if edges.shape[0] == FAST_EDGES:
+def _count_at_most(values, n, edges, extra_below, counts):
+    """``counts[i] = sum_k(edges[k] <= values[i]) + (values[i] < extra_below)`` for ``i < n``.
+
+    ``edges`` is padded with +inf to 8 or 16 entries (an unrolled loop that the compiler vectorises over
+    values) or longer (a loop per edge).
+    """
+    if edges.shape[0] == 8:
         for i in range(n):
             value = values[i]
-            count = 0
-            for k in range(FAST_EDGES):
+            count = np.int64(value < extra_below)
+            for k in range(8):
+                count += edges[k] <= value
+            counts[i] = count
+    elif edges.shape[0] == 16:
+        for i in range(n):
+            value = values[i]
+            count = np.int64(value < extra_below)
+            for k in range(16):
                 count += edges[k] <= value
             counts[i] = count
     else:
         for i in range(n):
-            counts[i] = 0
+            counts[i] = values[i] < extra_below
         for k in range(edges.shape[0]):
             edge = edges[k]
             for i in range(n):
                 counts[i] += edge <= values[i]
-
-
-@numba.njit(nogil=True, inline="always")
-def _z_scores(values, n, mean, std):
-    for i in range(n):
-        values[i] = (values[i] - mean) / std
 
 
 @numba.njit(nogil=True, inline="always")
@@ -112,15 +117,73 @@ def _mean_std(values, n, deviation):
     return mean, math.sqrt(square / n)
 
 
+@numba.njit(nogil=True, inline="always")
+def _moments(rows, p, n_times, x, deviation, stats):
+    """Row ``p`` of ``rows`` as float64 into ``x[0]``, ``deviation[0] = x - mean``, and in ``stats[0]``
+    its mean, population std and smallest and largest deviation (sums left to right)."""
+    total = 0.0
+    for i in range(n_times):
+        value = np.float64(rows[p, i])
+        x[0, i] = value
+        total += value
+    mean = total / n_times
+    square = 0.0
+    low = np.inf
+    high = -np.inf
+    for i in range(n_times):
+        d = x[0, i] - mean
+        deviation[0, i] = d
+        square += d * d
+        low = min(low, d)
+        high = max(high, d)
+    stats[0, 0], stats[0, 1], stats[0, 2], stats[0, 3] = mean, math.sqrt(square / n_times), low, high
+
+
+@numba.njit(nogil=True, inline="always")
+def _moments_4(rows, p, n_times, x, deviation, stats):
+    """:func:`_moments` of rows ``p .. p + 3`` into ``x[0 .. 3]``, ``deviation[0 .. 3]``, ``stats[0 .. 3]``.
+
+    The same sums, left to right within each row; the four rows are interleaved so that the additions
+    of one row do not wait for each other.
+    """
+    t0 = t1 = t2 = t3 = 0.0
+    for i in range(n_times):
+        a0, a1 = np.float64(rows[p, i]), np.float64(rows[p + 1, i])
+        a2, a3 = np.float64(rows[p + 2, i]), np.float64(rows[p + 3, i])
+        x[0, i], x[1, i], x[2, i], x[3, i] = a0, a1, a2, a3
+        t0 += a0
+        t1 += a1
+        t2 += a2
+        t3 += a3
+    m0, m1, m2, m3 = t0 / n_times, t1 / n_times, t2 / n_times, t3 / n_times
+    s0 = s1 = s2 = s3 = 0.0
+    low0 = low1 = low2 = low3 = np.inf
+    high0 = high1 = high2 = high3 = -np.inf
+    for i in range(n_times):
+        d0, d1, d2, d3 = x[0, i] - m0, x[1, i] - m1, x[2, i] - m2, x[3, i] - m3
+        deviation[0, i], deviation[1, i], deviation[2, i], deviation[3, i] = d0, d1, d2, d3
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        low0, low1, low2, low3 = min(low0, d0), min(low1, d1), min(low2, d2), min(low3, d3)
+        high0, high1, high2, high3 = max(high0, d0), max(high1, d1), max(high2, d2), max(high3, d3)
+    stats[0, 0], stats[0, 1], stats[0, 2], stats[0, 3] = m0, math.sqrt(s0 / n_times), low0, high0
+    stats[1, 0], stats[1, 1], stats[1, 2], stats[1, 3] = m1, math.sqrt(s1 / n_times), low1, high1
+    stats[2, 0], stats[2, 1], stats[2, 2], stats[2, 3] = m2, math.sqrt(s2 / n_times), low2, high2
+    stats[3, 0], stats[3, 1], stats[3, 2], stats[3, 3] = m3, math.sqrt(s3 / n_times), low3, high3
+
+
 @numba.njit(cache=True, nogil=True)
-def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges, z_map, band, counted,
+def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges, z_zero, band, counted,
               count_log_count, out):
     """MFDE of each row of ``rows`` (n_rows, n_times) into ``out`` (n_rows, n_scales).
 
     ``official``: scale 1 as the official code (min-max rescaled CDF, classes from per-patch bands around
     the boundaries ``y_bounds`` of the class map, exact inside them), scales 2 and up z-scored with the
     patch's mean and std; otherwise (textbook) every scale z-scored with its own mean and std. Classes of
-    z-scores: ``z_map[sum(z_edges <= z)]``. ``n_classes`` sets the pattern radix ``2 * n_classes + 1``.
+    z-scores: ``sum(z_edges <= z) + (z < z_zero)``. ``n_classes`` sets the pattern radix
+    ``2 * n_classes + 1``.
     Returns -1, or the index of the first row whose mean or standard deviation is not finite (``out`` is
     then incomplete).
     """
@@ -131,7 +194,9 @@ def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges,
     for s in range(n_scales):
         lengths[s] = n_times // (s + 1)
         starts[s + 1] = starts[s] + lengths[s]
-    x = np.empty(n_times)
+    x = np.empty((4, n_times))
+    deviation = np.empty((4, n_times))
+    stats = np.empty((4, 4))
     z = np.empty(n_times)
     series = np.empty(n_times)
     counts = np.empty(n_times, np.int64)
@@ -139,114 +204,114 @@ def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges,
     radix = 2 * n_classes + 1
     n_patterns = radix ** (m - 1)
     embedding_span = (m - 1) * tau
-    histogram = np.zeros(n_patterns, np.int64)
+    # Four histograms, for embedding vectors j % 4: consecutive vectors with the same pattern (common in
+    # smooth EEG) increment different counters.
+    histogram = np.zeros((4, n_patterns), np.int64)
     # Scale 1 (official): the band ends, upper end of band k at 2k, lower end at 2k - 1 (band 0 has no
     # lower end: the patch minimum is in it), padded with +inf; an odd number of ends below a value is a
     # class, an even number a band.
     n_ends = 2 * c - 1
-    n_padded = FAST_EDGES if n_ends < FAST_EDGES else n_ends + 1
+    n_padded = 8 if n_ends < 8 else (16 if n_ends < 16 else n_ends + 1)
     ends = np.full(n_padded, np.inf)
-    end_class = np.full(n_padded + 1, -1, np.int64)
-    for r in range(1, n_ends + 1, 2):
-        end_class[r] = (r + 1) // 2
-    for p in range(n_rows):
-        for i in range(n_times):
-            x[i] = rows[p, i]
-        mean, std = _mean_std(x, n_times, z)
-        if not (math.isfinite(mean) and math.isfinite(std)):
-            return p
-        if std == 0.0:
-            std = 1.0  # a flat series: one class whatever its z-scores
-        z_low = np.inf
-        z_high = -np.inf
-        for i in range(n_times):
-            value = z[i] / std  # (x - mean) / std
-            z[i] = value
-            z_low = min(z_low, value)
-            z_high = max(z_high, value)
-        constant = False
-        if official:
-            t_low = _ndtr(z_low)
-            span = _ndtr(z_high) - t_low
-            constant = span == 0.0
-            if constant:  # a flat patch: its CDF values are all equal, class 1
-                for i in range(n_times):
-                    classes[i] = 1
-            else:
-                checked = True
-                for k in range(c):
-                    estimate = _ndtri(min(max(t_low + y_bounds[k] * span, 0.0), 1.0))
-                    margin = band * (1.0 + abs(estimate))
-                    ends[2 * k] = estimate + margin
-                    if k > 0:
-                        ends[2 * k - 1] = estimate - margin
-                for j in range(n_ends):
-                    if not math.isfinite(ends[j]) or (j > 0 and ends[j] < ends[j - 1]):
-                        checked = False
-                if checked:  # the band ends are on the right sides of the exact boundaries
-                    for k in range(c):
-                        if _official_class((_ndtr(ends[2 * k]) - t_low) / span, c) < k + 1:
-                            checked = False
-                        if k > 0 and _official_class((_ndtr(ends[2 * k - 1]) - t_low) / span, c) >= k + 1:
-                            checked = False
-                if checked:
-                    _count_at_most(z, n_times, ends, counts)
-                    for i in range(n_times):
-                        classes[i] = end_class[counts[i]]
-                else:
-                    for i in range(n_times):
-                        classes[i] = -1
-                for i in range(n_times):
-                    if classes[i] < 0:  # in a band: the official formula itself
-                        classes[i] = int(_official_class((_ndtr(z[i]) - t_low) / span, c))
-        else:
-            _count_at_most(z, n_times, z_edges, counts)
+    log_n_vectors = np.empty(n_scales)
+    for s in range(n_scales):
+        log_n_vectors[s] = math.log(lengths[s] - embedding_span)
+    for p0 in range(0, n_rows, 4):
+        if p0 + 4 <= n_rows:
+            _moments_4(rows, p0, n_times, x, deviation, stats)
+        for q in range(min(4, n_rows - p0)):
+            p = p0 + q
+            if p0 + 4 > n_rows:
+                _moments(rows, p, n_times, x[q:], deviation[q:], stats[q:])
+            mean, std = stats[q, 0], stats[q, 1]
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                return p
+            if std == 0.0:
+                std = 1.0  # a flat series: one class whatever its z-scores
             for i in range(n_times):
-                classes[i] = z_map[counts[i]]
-        for s in range(2, n_scales + 1):
-            length = lengths[s - 1]
-            scale = float(s)
-            for b in range(length):
-                total = x[b * s] + x[b * s + 1]
-                for j in range(2, s):
-                    total += x[b * s + j]
-                series[b] = total / scale
+                z[i] = deviation[q, i] / std  # (x - mean) / std
+            constant = False
             if official:
-                _z_scores(series, length, mean, std)
+                # min(d / std) == min(d) / std: division by std > 0 keeps the order.
+                t_low = _ndtr(stats[q, 2] / std)
+                span = _ndtr(stats[q, 3] / std) - t_low
+                constant = span == 0.0
+                if constant:  # a flat patch: its CDF values are all equal, class 1
+                    for i in range(n_times):
+                        classes[i] = 1
+                else:
+                    checked = True
+                    for k in range(c):
+                        estimate = _ndtri(min(max(t_low + y_bounds[k] * span, 0.0), 1.0))
+                        margin = band * (1.0 + abs(estimate))
+                        ends[2 * k] = estimate + margin
+                        if k > 0:
+                            ends[2 * k - 1] = estimate - margin
+                    for j in range(n_ends):
+                        if not math.isfinite(ends[j]) or (j > 0 and ends[j] < ends[j - 1]):
+                            checked = False
+                    if checked:  # the band ends are on the right sides of the exact boundaries
+                        for k in range(c):
+                            if _official_class((_ndtr(ends[2 * k]) - t_low) / span, c) < k + 1:
+                                checked = False
+                            if k > 0 and _official_class((_ndtr(ends[2 * k - 1]) - t_low) / span, c) >= k + 1:
+                                checked = False
+                    if checked:
+                        _count_at_most(z, n_times, ends, -np.inf, counts)
+                    else:
+                        counts[:n_times] = 0
+                    for i in range(n_times):
+                        classes[i] = (counts[i] + 1) >> 1
+                    for i in range(n_times):
+                        if counts[i] & 1 == 0:  # in a band: the official formula itself
+                            classes[i] = int(_official_class((_ndtr(z[i]) - t_low) / span, c))
             else:
-                series_mean, series_std = _mean_std(series, length, z)
-                if series_std == 0.0:
-                    series_std = 1.0
+                _count_at_most(z, n_times, z_edges, z_zero, classes)
+            for s in range(2, n_scales + 1):
+                length = lengths[s - 1]
                 for b in range(length):
-                    series[b] = z[b] / series_std
-            _count_at_most(series, length, z_edges, counts)
-            a = starts[s - 1]
-            for b in range(length):
-                classes[a + b] = z_map[counts[b]]
-        for s in range(n_scales):
-            a = starts[s]
-            n_vectors = lengths[s] - embedding_span
-            if m == 2:
-                for j in range(a, a + n_vectors):
-                    histogram[classes[j + tau] - classes[j] + n_classes] += 1
-            else:
-                for j in range(a, a + n_vectors):
-                    code = 0
-                    weight = 1
-                    for i in range(m - 1):
-                        code += (classes[j + (i + 1) * tau] - classes[j + i * tau] + n_classes) * weight
-                        weight *= radix
-                    histogram[code] += 1
-            # -sum(p log p) with p = count / n: (sum(count) log n - sum(count log count)) / n.
-            n_counted = 0
-            sum_count_log_count = 0.0
-            for code in range(n_patterns):
-                count = histogram[code]
-                if counted[code]:
-                    n_counted += count
-                    sum_count_log_count += count_log_count[count]
-                histogram[code] = 0
-            out[p, s] = (n_counted * math.log(n_vectors) - sum_count_log_count) / n_vectors
-        if constant:
-            out[p, 0] = 0.0
+                    total = x[q, b * s] + x[q, b * s + 1]
+                    for j in range(2, s):
+                        total += x[q, b * s + j]
+                    series[b] = total
+                scale = float(s)
+                if official:
+                    for b in range(length):
+                        series[b] = (series[b] / scale - mean) / std
+                else:
+                    for b in range(length):
+                        series[b] = series[b] / scale
+                    series_mean, series_std = _mean_std(series, length, z)
+                    if series_std == 0.0:
+                        series_std = 1.0
+                    for b in range(length):
+                        series[b] = z[b] / series_std
+                _count_at_most(series, length, z_edges, z_zero, classes[starts[s - 1]:])
+            for s in range(n_scales):
+                a = starts[s]
+                n_vectors = lengths[s] - embedding_span
+                if m == 2:
+                    for j in range(n_vectors):
+                        histogram[j & 3, classes[a + j + tau] - classes[a + j] + n_classes] += 1
+                else:
+                    for j in range(n_vectors):
+                        code = 0
+                        weight = 1
+                        for i in range(m - 1):
+                            left = classes[a + j + i * tau]
+                            code += (classes[a + j + (i + 1) * tau] - left + n_classes) * weight
+                            weight *= radix
+                        histogram[j & 3, code] += 1
+                # -sum(p log p) with p = count / n: (sum(count) log n - sum(count log count)) / n.
+                n_counted = 0
+                sum_count_log_count = 0.0
+                for code in range(n_patterns):
+                    count = histogram[0, code] + histogram[1, code] + histogram[2, code] + histogram[3, code]
+                    if counted[code]:
+                        n_counted += count
+                        sum_count_log_count += count_log_count[count]
+                    histogram[0, code] = histogram[1, code] = histogram[2, code] = histogram[3, code] = 0
+                out[p, s] = (n_counted * log_n_vectors[s] - sum_count_log_count) / n_vectors
+            if constant:
+                out[p, 0] = 0.0
     return -1

@@ -48,7 +48,7 @@ import math
 import numbers
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
 
 __all__ = ["NUDGE", "VARIANTS", "knowledge_weights", "mfde", "mfde_reference"]
 
@@ -467,14 +467,10 @@ def _textbook_bounds(c):
 # --------------------------------------------------------------------------------------------------
 
 
-def _thresholds(bounds, class_of_count):
-    """Thresholds padded with +inf for the kernel, and the class of each count of thresholds <= z."""
-    size = 16 if len(bounds) < 16 else len(bounds) + 1
-    edges = np.full(size, np.inf)
-    edges[:len(bounds)] = bounds
-    class_map = np.zeros(size + 1, dtype=np.int64)
-    class_map[:len(class_of_count)] = class_of_count
-    return edges, class_map
+def _padded(edges):
+    """Class thresholds padded with +inf to 8 or 16 entries (or one more), as the kernel counts them."""
+    size = 8 if len(edges) < 8 else (16 if len(edges) < 16 else len(edges) + 1)
+    return np.concatenate([edges, np.full(size - len(edges), np.inf)])
 
 
 class _Plan:
@@ -484,19 +480,15 @@ class _Plan:
         self.n_times, self.m, self.c, self.tau, self.n_scales = n_times, m, c, tau, n_scales
         self.official = variant == "official"
         if self.official:
-            # Scales 2 and up: class sum(z >= z_bounds) + (z < z_zero). With the z_zero threshold first,
-            # a count r of thresholds <= z gives class 1 (r = 0), 0 (r = 1, CDF value in (0, ~1e-17)),
-            # r - 1 (r >= 2).
-            self.y_bounds, z_bounds, z_zero = _official_bounds(c)
-            edges = np.concatenate([[z_zero], z_bounds])
-            class_of_count = np.concatenate([[1, 0], np.arange(1, c + 1)])
+            # Scales 2 and up: class sum(z >= z_bounds) + (z < z_zero), z_zero the smallest z-score with
+            # ndtr(z) > 0 (class 0 lies between z_zero and z_bounds[0]).
+            self.y_bounds, z_bounds, self.z_zero = _official_bounds(c)
         else:
             self.y_bounds = np.zeros(c)  # unused
-            edges = _textbook_bounds(c)  # the first is -inf: classes 1 .. len(edges)
-            class_of_count = np.arange(len(edges) + 1)
-        assert np.all(np.diff(edges) > 0), "class thresholds must increase"
-        self.z_edges, self.z_map = _thresholds(edges, class_of_count)
-        self.n_classes = len(edges) if not self.official else c
+            z_bounds, self.z_zero = _textbook_bounds(c), -np.inf  # the first bound is -inf: classes >= 1
+        assert np.all(np.diff(z_bounds) > 0), "class thresholds must increase"
+        self.z_edges = _padded(z_bounds)
+        self.n_classes = len(z_bounds)
         # Classes are 1 .. n_classes, and 0 in the official variant, so a difference d is in
         # -n_classes .. n_classes: digit d + n_classes in base 2 * n_classes + 1. As the official code,
         # patterns with a digit 0 or 2 * n_classes (a difference of +-n_classes) are not counted, but the
@@ -526,7 +518,7 @@ def _mfde_rows(rows, plan, name):
         return out
     bad_row = _mfde_kernel.mfde_rows(
         rows, plan.official, plan.c, plan.n_classes, plan.m, plan.tau, plan.n_scales, plan.y_bounds,
-        plan.z_edges, plan.z_map, _BAND, plan.counted, plan.count_log_count, out,
+        plan.z_edges, plan.z_zero, _BAND, plan.counted, plan.count_log_count, out,
     )
     if bad_row >= 0:
         raise _non_finite_error(rows[bad_row], name)
