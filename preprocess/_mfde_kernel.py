@@ -5,7 +5,7 @@ One pass per patch, in float64, with the operations of the official per-patch co
 (``scipy.special.cython_special.ndtr`` and ``ndtri``), called from the compiled code, so that every CDF
 value equals :func:`scipy.special.ndtr` to the bit. The compiled code is cached on disk (numba's
 ``cache=True``: ``__pycache__`` beside this file, or the user's cache directory when that is read-only),
-so only the first call on a machine compiles (about 10 s per input dtype).
+so only the first call on a machine compiles (10-60 s per input dtype, float32 or float64).
 """
 
 from __future__ import annotations
@@ -22,16 +22,23 @@ from numba.extending import get_cython_function_address, intrinsic
 
 #: CDF values of exactly 0 or 1 are moved this far inside (0, 1) by the official code (as mfde.NUDGE).
 NUDGE = 1e-10
-#: Thresholds are counted 16 at a time by an unrolled loop when there are at most 15 (c <= 8).
-FAST_EDGES = 16
+
+
+def _cython_special_address(names):
+    """Address of the first of ``names`` in scipy.special.cython_special taking and returning a double."""
+    import scipy.special.cython_special as cython_special
+
+    for name in names:
+        capsule = cython_special.__pyx_capi__.get(name)
+        if capsule is not None and "double (double" in repr(capsule):
+            return get_cython_function_address("scipy.special.cython_special", name)
+    raise ImportError(f"scipy.special.cython_special has none of {names} as double f(double): update scipy")
+
 
 # scipy's ndtr and ndtri, linked by name so that the cached machine code stays valid in a new process.
-_SYMBOLS = {
-    "m4cea_scipy_ndtr": "__pyx_fuse_1ndtr",  # the float64 specialisation of the fused ndtr
-    "m4cea_scipy_ndtri": "ndtri",
-}
-for _symbol, _name in _SYMBOLS.items():
-    llvm.add_symbol(_symbol, get_cython_function_address("scipy.special.cython_special", _name))
+# ndtr is a fused function (complex and double specialisations); ndtri is not.
+llvm.add_symbol("m4cea_scipy_ndtr", _cython_special_address(["__pyx_fuse_1ndtr", "__pyx_fuse_0ndtr", "ndtr"]))
+llvm.add_symbol("m4cea_scipy_ndtri", _cython_special_address(["ndtri", "__pyx_fuse_1ndtri"]))
 
 
 def _scipy_function(symbol):
@@ -175,8 +182,22 @@ def _moments_4(rows, p, n_times, x, deviation, stats):
 
 
 @numba.njit(cache=True, nogil=True)
-def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges, z_zero, band, counted,
-              count_log_count, out):
+def mfde_rows(
+    rows,
+    official,
+    c,
+    n_classes,
+    m,
+    tau,
+    n_scales,
+    y_bounds,
+    z_edges,
+    z_zero,
+    band,
+    counted,
+    count_log_count,
+    out,
+):
     """MFDE of each row of ``rows`` (n_rows, n_times) into ``out`` (n_rows, n_scales).
 
     ``official``: scale 1 as the official code (min-max rescaled CDF, classes from per-patch bands around
@@ -286,7 +307,7 @@ def mfde_rows(rows, official, c, n_classes, m, tau, n_scales, y_bounds, z_edges,
                         series_std = 1.0
                     for b in range(length):
                         series[b] = z[b] / series_std
-                _count_at_most(series, length, z_edges, z_zero, classes[starts[s - 1]:])
+                _count_at_most(series, length, z_edges, z_zero, classes[starts[s - 1] :])
             for s in range(n_scales):
                 a = starts[s]
                 n_vectors = lengths[s] - embedding_span

@@ -1,11 +1,12 @@
 """Multiscale fluctuation-based dispersion entropy (MFDE) and the M4CEA knowledge weights.
 
 M4CEA masks the tokens of a window with probabilities proportional to the MFDE of each patch
-(DESIGN.md section 2). :func:`mfde` computes MFDE for any number of patches at once, vectorised over all
-leading dimensions; :func:`knowledge_weights` turns a window into its per-token weights.
+(DESIGN.md section 2). :func:`mfde` computes MFDE for any number of patches at once, over all leading
+dimensions, with a compiled kernel (numba, :mod:`preprocess._mfde_kernel`); :func:`knowledge_weights`
+turns a window into its per-token weights.
 
-How the vectorised computation matches the per-patch code
-----------------------------------------------------------
+How the compiled computation matches the per-patch code
+--------------------------------------------------------
 The official per-patch steps are reproduced with float64 operations: the patch mean and population
 std, ``(x - mean) / std``, block sums added left to right and divided by the scale, the CDF, the min-max
 rescaling at scale 1, ``round(c * y + 0.5)``. What changes is how classes are found, not what they are:
@@ -23,8 +24,9 @@ rescaling at scale 1, ``round(c * y + 0.5)``. What changes is how classes are fo
   (relative half-width 1e-8) whose ends are checked by evaluating the class exactly; values outside
   every band are classed by comparison, values inside one (the patch minimum, about one per patch) and
   every value of a patch whose check fails are classed by evaluating the official formula directly.
-- Patches are processed in chunks of 512, time-major (long contiguous operations, and a pattern
-  histogram whose consecutive updates hit different patches).
+- The kernel takes one patch at a time (the sums of four patches interleaved), calls scipy's own
+  ``ndtr`` and ``ndtri`` (``scipy.special.cython_special``), and adds in the same order as the per-patch
+  code, so its results equal those of the earlier numpy implementation to the bit.
 
 References
 ----------
@@ -133,9 +135,11 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
       ``class = round(c * y + 0.5)`` with :func:`numpy.round` (round half to even). After the nudge a tie
       needs ``c * y`` to be an exact integer, so half-to-even and half-away-from-zero agree on the
       reference data; the nudge of 1 matters for odd ``c`` (``round(c + 0.5)`` would be ``c + 1``).
-      The released code skips the nudge at scale 1 (it compares a Python list with 1), which would give
-      class 0 to the minimum of every patch; the reference outputs apply it (checked: without it, scale 1
-      differs on all 1280 reference patches), and so does this function.
+      The released code skips the nudge of 1 at scale 1 (``np.where(y == 1, ...)`` compares a Python
+      list with 1, which is False; the nudge of 0 comes after ``y`` has become an array and does apply,
+      so the patch minimum gets class 1): the patch maximum then gets ``round(c + 0.5)``, which is ``c``
+      for even ``c`` (round half to even; M4CEA's ``c = 6``: no number changes) and ``c + 1`` for odd
+      ``c``. This function applies both nudges at every scale.
     - CDF values in (0, about 1e-17) are not nudged and round to class 0 (``round(0.5) == 0``), as in the
       official code: a far outlier (CDF about 1e-23) that is not the patch minimum, or a coarse value
       beyond about -8.5 standard deviations. A difference of ``+-c`` (class 0 next to class ``c``) is
@@ -162,9 +166,11 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
     No warning is emitted. NaN or infinite input raises ``ValueError``: an entropy of missing data is not
     defined, and ``knowledge_weights`` must not silently turn a gap into a weight.
 
-    Speed: about 3 microseconds per 200-sample patch on one core (``scripts/bench_mfde.py``), about
-    200 times faster than the per-patch loop :func:`mfde_reference`. Patches are processed in chunks of
-    512 with preallocated work arrays: about 10 MiB beyond the input and output.
+    Speed: about 1.5 microseconds per 200-sample patch on one core (``scripts/bench_mfde.py``), about
+    400 times faster than the per-patch loop :func:`mfde_reference`; single-threaded (it releases the
+    GIL, so threads over batches run in parallel). The first call in a new environment compiles the
+    kernel (numba, cached on disk: about 10-60 s once per input dtype, float32 or float64; other floating
+    dtypes are converted to float64). Memory: the output and a few KiB.
 
     References
     ----------
