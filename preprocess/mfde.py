@@ -167,11 +167,12 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
     defined, and ``knowledge_weights`` must not silently turn a gap into a weight.
 
     Speed: about 400 times faster than the per-patch loop :func:`mfde_reference` on one core, both
-    measured in the same run by ``scripts/bench_mfde.py`` (on a busy 2-core machine, 4.1 against 1690
+    measured in the same run by ``scripts/bench_mfde.py`` (on a busy 2-core machine, 4.6 against 1760
     microseconds of CPU time per 200-sample patch). Single-threaded; it releases the GIL, so threads over
-    batches run in parallel. The first call in a new environment compiles the
-    kernel (numba, cached on disk: about 10-60 s once per input dtype, float32 or float64; other floating
-    dtypes are converted to float64). Memory: the output and a few KiB.
+    batches run in parallel. The first call in a new environment compiles the kernel (numba, cached on
+    disk: 10-60 s once per input dtype, float32 or float64; other floating dtypes are converted to
+    float64). Memory: the output, a few KiB (up to 2 MiB for 2**16 patterns), and a contiguous copy of
+    ``x`` when it is not C-contiguous.
 
     References
     ----------
