@@ -225,9 +225,19 @@ def mfde_rows(
     radix = 2 * n_classes + 1
     n_patterns = radix ** (m - 1)
     embedding_span = (m - 1) * tau
-    # Four histograms, for embedding vectors j % 4: consecutive vectors with the same pattern (common in
-    # smooth EEG) increment different counters.
-    histogram = np.zeros((4, n_patterns), np.int64)
+    # Pattern counts of each scale, plus a slot for the embedding vectors that straddle two scales of
+    # the concatenated class series, four times: vector j counts in copy j % 4, so that consecutive
+    # vectors with the same pattern (common in smooth EEG) increment different counters.
+    split = (n_scales + 1) * n_patterns
+    histogram = np.zeros(4 * split, np.int64)
+    n_codes = starts[n_scales] - embedding_span
+    base = np.empty(n_codes, np.int64)  # for m = 2: the bin of difference 0 of vector j
+    for j in range(n_codes):
+        slot = n_scales
+        for s in range(n_scales):
+            if starts[s] <= j < starts[s + 1] - embedding_span:
+                slot = s
+        base[j] = (j & 3) * split + slot * n_patterns + n_classes
     # Scale 1 (official): the band ends, upper end of band k at 2k, lower end at 2k - 1 (band 0 has no
     # lower end: the patch minimum is in it), padded with +inf; an odd number of ends below a value is a
     # class, an even number a band.
@@ -308,13 +318,13 @@ def mfde_rows(
                     for b in range(length):
                         series[b] = z[b] / series_std
                 _count_at_most(series, length, z_edges, z_zero, classes[starts[s - 1] :])
+            if m == 2:  # all scales in one loop: bin = base (split, scale, centre) + class difference
+                for j in range(n_codes):
+                    histogram[base[j] + classes[j + tau] - classes[j]] += 1
             for s in range(n_scales):
-                a = starts[s]
                 n_vectors = lengths[s] - embedding_span
-                if m == 2:
-                    for j in range(n_vectors):
-                        histogram[j & 3, classes[a + j + tau] - classes[a + j] + n_classes] += 1
-                else:
+                if m != 2:
+                    a = starts[s]
                     for j in range(n_vectors):
                         code = 0
                         weight = 1
@@ -322,17 +332,23 @@ def mfde_rows(
                             left = classes[a + j + i * tau]
                             code += (classes[a + j + (i + 1) * tau] - left + n_classes) * weight
                             weight *= radix
-                        histogram[j & 3, code] += 1
+                        histogram[(j & 3) * split + s * n_patterns + code] += 1
                 # -sum(p log p) with p = count / n: (sum(count) log n - sum(count log count)) / n.
                 n_counted = 0
                 sum_count_log_count = 0.0
                 for code in range(n_patterns):
-                    count = histogram[0, code] + histogram[1, code] + histogram[2, code] + histogram[3, code]
+                    i = s * n_patterns + code
+                    count = (
+                        histogram[i]
+                        + histogram[i + split]
+                        + histogram[i + 2 * split]
+                        + histogram[i + 3 * split]
+                    )
                     if counted[code]:
                         n_counted += count
                         sum_count_log_count += count_log_count[count]
-                    histogram[0, code] = histogram[1, code] = histogram[2, code] = histogram[3, code] = 0
                 out[p, s] = (n_counted * log_n_vectors[s] - sum_count_log_count) / n_vectors
+            histogram[:] = 0
             if constant:
                 out[p, 0] = 0.0
     return -1
