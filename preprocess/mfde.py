@@ -167,7 +167,7 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
     defined, and ``knowledge_weights`` must not silently turn a gap into a weight.
 
     Speed: about 400 times faster than the per-patch loop :func:`mfde_reference` on one core, both
-    measured in the same run by ``scripts/bench_mfde.py`` (on a busy 2-core machine, 4.6 against 1760
+    measured in the same run by ``scripts/bench_mfde.py`` (on a busy 2-core machine, 3.1 against 1110
     microseconds of CPU time per 200-sample patch). Single-threaded; it releases the GIL, so threads over
     batches run in parallel. The first call in a new environment compiles the kernel (numba, cached on
     disk: 10-60 s once per input dtype, float32 or float64; other floating dtypes are converted to
