@@ -1,11 +1,12 @@
 """Multiscale fluctuation-based dispersion entropy (MFDE) and the M4CEA knowledge weights.
 
 M4CEA masks the tokens of a window with probabilities proportional to the MFDE of each patch
-(DESIGN.md section 2). :func:`mfde` computes MFDE for any number of patches at once, vectorised over all
-leading dimensions; :func:`knowledge_weights` turns a window into its per-token weights.
+(DESIGN.md section 2). :func:`mfde` computes MFDE for any number of patches at once, over all leading
+dimensions, with a compiled kernel (numba, :mod:`preprocess._mfde_kernel`); :func:`knowledge_weights`
+turns a window into its per-token weights.
 
-How the vectorised computation matches the per-patch code
-----------------------------------------------------------
+How the compiled computation matches the per-patch code
+--------------------------------------------------------
 The official per-patch steps are reproduced with float64 operations: the patch mean and population
 std, ``(x - mean) / std``, block sums added left to right and divided by the scale, the CDF, the min-max
 rescaling at scale 1, ``round(c * y + 0.5)``. What changes is how classes are found, not what they are:
@@ -23,8 +24,9 @@ rescaling at scale 1, ``round(c * y + 0.5)``. What changes is how classes are fo
   (relative half-width 1e-8) whose ends are checked by evaluating the class exactly; values outside
   every band are classed by comparison, values inside one (the patch minimum, about one per patch) and
   every value of a patch whose check fails are classed by evaluating the official formula directly.
-- Patches are processed in chunks of 512, time-major (long contiguous operations, and a pattern
-  histogram whose consecutive updates hit different patches).
+- The kernel takes one patch at a time (the sums of four patches interleaved), calls scipy's own
+  ``ndtr`` and ``ndtri`` (``scipy.special.cython_special``), and adds in the same order as the per-patch
+  code, so its results equal those of the earlier numpy implementation to the bit.
 
 References
 ----------
@@ -48,7 +50,7 @@ import math
 import numbers
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
 
 __all__ = ["NUDGE", "VARIANTS", "knowledge_weights", "mfde", "mfde_reference"]
 
@@ -58,8 +60,6 @@ NUDGE = 1e-10
 #: Accepted values of the ``variant`` parameter.
 VARIANTS = ("official", "textbook")
 
-# Patches per chunk: the work arrays of one chunk (about 10 per patch row) stay within a few MiB.
-_CHUNK_PATCHES = 512
 # Upper bound on the number of fluctuation patterns, (2c - 1) ** (m - 1): beyond it the histogram of one
 # patch no longer fits in cache, and the entropy of a few hundred samples over that many patterns is
 # meaningless anyway.
@@ -67,8 +67,6 @@ _MAX_PATTERNS = 1 << 16
 # Half-width of the bands around the per-patch class boundaries of scale 1, relative to 1 + |z|: wide
 # enough to hold the error of ndtri (about 1e-15), narrow enough to hold almost no values.
 _BAND = 1e-8
-# Class codes are stored in int8 when there are at most this many classes (differences stay in int8).
-_INT8_MAX_CLASSES = 63
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,9 +135,11 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
       ``class = round(c * y + 0.5)`` with :func:`numpy.round` (round half to even). After the nudge a tie
       needs ``c * y`` to be an exact integer, so half-to-even and half-away-from-zero agree on the
       reference data; the nudge of 1 matters for odd ``c`` (``round(c + 0.5)`` would be ``c + 1``).
-      The released code skips the nudge at scale 1 (it compares a Python list with 1), which would give
-      class 0 to the minimum of every patch; the reference outputs apply it (checked: without it, scale 1
-      differs on all 1280 reference patches), and so does this function.
+      The released code skips the nudge of 1 at scale 1 (``np.where(y == 1, ...)`` compares a Python
+      list with 1, which is False; the nudge of 0 comes after ``y`` has become an array and does apply,
+      so the patch minimum gets class 1): the patch maximum then gets ``round(c + 0.5)``, which is ``c``
+      for even ``c`` (round half to even; M4CEA's ``c = 6``: no number changes) and ``c + 1`` for odd
+      ``c``. This function applies both nudges at every scale.
     - CDF values in (0, about 1e-17) are not nudged and round to class 0 (``round(0.5) == 0``), as in the
       official code: a far outlier (CDF about 1e-23) that is not the patch minimum, or a coarse value
       beyond about -8.5 standard deviations. A difference of ``+-c`` (class 0 next to class ``c``) is
@@ -166,9 +166,13 @@ def mfde(x, m=2, c=6, tau=1, n_scales=5, variant="official"):
     No warning is emitted. NaN or infinite input raises ``ValueError``: an entropy of missing data is not
     defined, and ``knowledge_weights`` must not silently turn a gap into a weight.
 
-    Speed: about 3 microseconds per 200-sample patch on one core (``scripts/bench_mfde.py``), about
-    200 times faster than the per-patch loop :func:`mfde_reference`. Patches are processed in chunks of
-    512 with preallocated work arrays: about 10 MiB beyond the input and output.
+    Speed: about 400 times faster than the per-patch loop :func:`mfde_reference` on one core, both
+    measured in the same run by ``scripts/bench_mfde.py`` (on a busy 2-core machine, 3.1 against 1110
+    microseconds of CPU time per 200-sample patch). Single-threaded; it releases the GIL, so threads over
+    batches run in parallel. The first call in a new environment compiles the kernel (numba, cached on
+    disk: 10-60 s once per input dtype, float32 or float64; other floating dtypes are converted to
+    float64). Memory: the output, a few KiB (up to 2 MiB for 2**16 patterns), and a contiguous copy of
+    ``x`` when it is not C-contiguous.
 
     References
     ----------
@@ -372,10 +376,6 @@ def _check_params(m, c, tau, n_scales, variant):
     return m, c, tau, n_scales, variant
 
 
-class _NonFinite(Exception):
-    """Internal: a chunk's mean or standard deviation is not finite."""
-
-
 def _non_finite_error(block, name):
     if not np.isfinite(block).all():
         return ValueError(
@@ -471,54 +471,42 @@ def _textbook_bounds(c):
 
 
 # --------------------------------------------------------------------------------------------------
-# Vectorised kernels
+# Compiled kernel
 # --------------------------------------------------------------------------------------------------
 
 
+def _padded(edges):
+    """Class thresholds padded with +inf to 8 or 16 entries (or one more), as the kernel counts them."""
+    size = 8 if len(edges) < 8 else (16 if len(edges) < 16 else len(edges) + 1)
+    return np.concatenate([edges, np.full(size - len(edges), np.inf)])
+
+
 class _Plan:
-    """Layout of the concatenated class series of all scales and of the pattern histogram."""
+    """What the kernel needs for one parameter setting: class thresholds, pattern table, log table."""
 
     def __init__(self, n_times, m, c, tau, n_scales, variant):
         self.n_times, self.m, self.c, self.tau, self.n_scales = n_times, m, c, tau, n_scales
-        self.variant = variant
-        if variant == "official":
-            self.y_bounds, self.z_bounds, self.z_zero = _official_bounds(c)
+        self.official = variant == "official"
+        if self.official:
+            # Scales 2 and up: class sum(z >= z_bounds) + (z < z_zero), z_zero the smallest z-score with
+            # ndtr(z) > 0 (class 0 lies between z_zero and z_bounds[0]).
+            self.y_bounds, z_bounds, self.z_zero = _official_bounds(c)
         else:
-            self.y_bounds, self.z_bounds, self.z_zero = None, _textbook_bounds(c), None
-        n_classes = len(self.z_bounds)
-        self.class_dtype = np.int8 if n_classes <= _INT8_MAX_CLASSES else np.int32
-        # Classes are 1 .. n_classes, and 0 in the official variant (CDF values below about 1e-17), so a
-        # difference d is in -n_classes .. n_classes: digit d + n_classes in base 2 * n_classes + 1. As
-        # the official code, patterns with a digit 0 or 2 * n_classes (a difference of +-n_classes) are
-        # not counted, but the probabilities are still divided by the number of embedding vectors.
-        self.radix = 2 * n_classes + 1
-        self.n_patterns = self.radix ** (m - 1)
-        digits = np.arange(self.n_patterns)[:, None] // self.radix ** np.arange(m - 1) % self.radix
-        self.counted = np.all((digits >= 1) & (digits <= 2 * n_classes - 1), axis=1)
-        self.levels = np.arange(1, n_classes + 1)
-        # Scale s occupies columns starts[s - 1]:starts[s] of the concatenated series (scale 1 first).
-        self.lengths = [n_times // s for s in range(1, n_scales + 1)]
-        self.starts = np.concatenate([[0], np.cumsum(self.lengths)]).astype(int).tolist()
-        self.span = (m - 1) * tau
-        self.n_codes = self.starts[-1] - self.span
-        # The embedding vector starting at column j belongs to the scale of column j when its last column
-        # is in the same scale; the others straddle two scales and are counted in an extra, ignored slot.
-        slot = np.full(self.n_codes, n_scales, dtype=np.intp)
-        for s, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:], strict=True)):
-            slot[a:b - self.span] = s
-        # Histogram bin of the all-zero-difference pattern for each starting column; a difference d at
-        # position i adds d * radix**i.
-        self.column_base = slot * self.n_patterns + (self.n_patterns - 1) // 2
-        self.n_bins_per_row = (n_scales + 1) * self.n_patterns
-        self.n_vectors = np.array(self.lengths, dtype=np.float64) - self.span
+            self.y_bounds = np.zeros(c)  # unused
+            z_bounds, self.z_zero = _textbook_bounds(c), -np.inf  # the first bound is -inf: classes >= 1
+        assert np.all(np.diff(z_bounds) > 0), "class thresholds must increase"
+        self.z_edges = _padded(z_bounds)
+        self.n_classes = len(z_bounds)
+        # Classes are 1 .. n_classes, and 0 in the official variant, so a difference d is in
+        # -n_classes .. n_classes: digit d + n_classes in base 2 * n_classes + 1. As the official code,
+        # patterns with a digit 0 or 2 * n_classes (a difference of +-n_classes) are not counted, but the
+        # probabilities are still divided by the number of embedding vectors.
+        radix = 2 * self.n_classes + 1
+        digits = np.arange(radix ** (m - 1))[:, None] // radix ** np.arange(m - 1) % radix
+        self.counted = np.all((digits >= 1) & (digits <= 2 * self.n_classes - 1), axis=1)
         counts = np.arange(n_times + 1, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.count_log_count = np.where(counts > 0, counts * np.log(counts), 0.0)
-        self.scale_divisor = np.concatenate(
-            [np.empty(0)] + [np.full(length, float(s)) for s, length in enumerate(self.lengths[1:], start=2)]
-        )
-        # Patches per chunk: a few MiB of work arrays, histogram included.
-        self.chunk = max(1, min(_CHUNK_PATCHES, (1 << 22) // (8 * max(self.n_bins_per_row, n_times))))
 
 
 @functools.lru_cache(maxsize=32)
@@ -526,227 +514,20 @@ def _plan(n_times, m, c, tau, n_scales, variant):
     return _Plan(n_times, m, c, tau, n_scales, variant)
 
 
-class _Workspace:
-    """Work memory for chunks of up to ``rows`` patches, allocated once per :func:`mfde` call.
-
-    Chunks are processed time-major, shape (n_times, n_rows): coarse-graining becomes a sum of long
-    contiguous rows, and consecutive entries of the pattern index belong to different patches, which
-    keeps :func:`numpy.bincount` from incrementing one counter back to back (runs of one pattern are
-    common in smooth EEG).
-    """
-
-    def __init__(self, plan, rows):
-        self.rows = rows
-        size = plan.starts[-1] * rows
-        self._buffers = {
-            "float_a": np.empty(size), "float_b": np.empty(size), "float_c": np.empty(size),
-            "float_d": np.empty(size),
-            "flags": np.empty(size, dtype=bool), "classes": np.empty(size, dtype=plan.class_dtype),
-            "counts": np.empty(size, dtype=plan.class_dtype), "index": np.empty(size, dtype=np.intp),
-        }
-        # Histogram bin of the centre pattern for each (starting column, patch); each patch has its own
-        # contiguous block of n_bins_per_row bins.
-        self.base = plan.column_base[:, None] + np.arange(rows, dtype=np.intp) * plan.n_bins_per_row
-
-    def get(self, name, shape):
-        """A C-contiguous view of shape ``shape`` on buffer ``name``."""
-        return self._buffers[name][:math.prod(shape)].reshape(shape)
-
-
 def _mfde_rows(rows, plan, name):
-    """MFDE of every row of ``rows`` (n_rows, n_times), chunk by chunk; ``name`` for error messages."""
+    """MFDE of every row of ``rows`` (n_rows, n_times) with the compiled kernel; ``name`` for errors."""
+    from preprocess import _mfde_kernel  # numba: imported (and compiled or loaded) on first use
+
+    if rows.dtype not in (np.float32, np.float64):
+        rows = rows.astype(np.float64)  # float16, longdouble: computed in float64 as the others
+    rows = np.ascontiguousarray(rows)
     out = np.empty((rows.shape[0], plan.n_scales), dtype=np.float64)
-    workspace = _Workspace(plan, min(plan.chunk, rows.shape[0]))
-    kernel = _official_chunk if plan.variant == "official" else _textbook_chunk
-    for start in range(0, rows.shape[0], plan.chunk):
-        block = rows[start:start + plan.chunk]
-        try:
-            out[start:start + plan.chunk] = kernel(block, plan, workspace)
-        except _NonFinite:
-            raise _non_finite_error(block, name) from None
-    return out
-
-
-def _classify(values, bounds, out, flags, extra=None):
-    """``out = sum_k(values >= bounds[k]) + extra(values)``, elementwise; ``bounds`` are scalars.
-
-    ``extra`` is ``None`` or a comparison ufunc call ``extra(values, out=flags)`` adding 0 or 1.
-    """
-    increment = flags.view(np.int8) if out.dtype == np.int8 else flags
-    np.greater_equal(values, bounds[0], out=flags)
-    np.copyto(out, increment)
-    for bound in bounds[1:]:
-        np.greater_equal(values, bound, out=flags)
-        np.add(out, increment, out=out)
-    if extra is not None:
-        extra(values, out=flags)
-        np.add(out, increment, out=out)
-
-
-def _mean_std(signal, deviation, square, axis):
-    """Mean and population std (``ddof=0``) of ``signal`` along ``axis`` (time), in float64.
-
-    ``deviation`` receives ``signal - mean``. Raises _NonFinite on non-finite results (NaN or infinite
-    input, or overflow).
-    """
-    n_times = signal.shape[axis]
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = np.expand_dims(signal.sum(axis=axis) / n_times, axis)
-        np.subtract(signal, mean, out=deviation)
-        np.multiply(deviation, deviation, out=square)
-        std = np.sqrt(np.expand_dims(square.sum(axis=axis) / n_times, axis))
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-        raise _NonFinite
-    return mean, std
-
-
-def _coarse(signal, scale, out):
-    """Block sums of ``scale`` consecutive samples of a time-major signal, added left to right."""
-    stop = scale * out.shape[0]
-    np.add(signal[0:stop:scale], signal[1:stop:scale], out=out)
-    for offset in range(2, scale):
-        out += signal[offset:stop:scale]
-
-
-def _entropy(classes, plan, workspace):
-    """Fluctuation dispersion entropy (n_rows, n_scales) from time-major concatenated classes."""
-    rows = classes.shape[1]
-    tau, n_codes = plan.tau, plan.n_codes
-    index = workspace.get("index", (n_codes, rows))
-    base = workspace.base[:, :rows]
-    if plan.m == 2:
-        np.add(np.subtract(classes[tau:], classes[:n_codes]), base, out=index)
-    else:
-        np.copyto(index, base)
-        for i in range(plan.m - 1):
-            left = classes[i * tau:i * tau + n_codes]
-            right = classes[(i + 1) * tau:(i + 1) * tau + n_codes]
-            index += (right.astype(np.intp) - left) * plan.radix**i
-    counts = np.bincount(index.reshape(-1), minlength=rows * plan.n_bins_per_row)
-    counts = counts.reshape(rows, plan.n_scales + 1, plan.n_patterns)[:, :plan.n_scales, plan.counted]
-    # -sum(p log p) with p = count / n: (sum(count) log n - sum(count log count)) / n.
-    n_counted = counts.sum(axis=-1)
-    sum_count_log_count = plan.count_log_count[counts].sum(axis=-1)
-    return (n_counted * np.log(plan.n_vectors) - sum_count_log_count) / plan.n_vectors
-
-
-def _scale_1_bounds(z_low, z_high, plan):
-    """Per-patch z-score bands around the class boundaries of scale 1 (official variant).
-
-    At scale 1 a z-score ``z`` of a patch maps to ``y = (ndtr(z) - t_low) / span``, with ``t_low`` and
-    ``t_low + span`` the CDF values of the patch minimum and maximum, and then to its class. Each class
-    boundary ``plan.y_bounds[k]`` of ``y`` is brought back to z-scores with ``ndtri``; the exact boundary
-    lies within a narrow band around that estimate, which is checked by evaluating the class exactly at
-    the band's ends. Values outside every band are classed by counting bands below them; values inside a
-    band (always the patch minimum, which ``y == 0`` and class 0 concern) are classed exactly.
-
-    Parameters
-    ----------
-    z_low, z_high : ndarray, shape (n_rows,)
-        Smallest and largest z-score of each patch.
-
-    Returns
-    -------
-    lower, upper : ndarray, shape (c, n_rows)
-        Band ends: ``z >= upper[k]`` means class ``>= k + 1``, ``z < lower[k]`` class ``<= k``. A patch
-        whose check fails has bands covering everything (all its values are then classed exactly).
-    t_low, span : ndarray, shape (n_rows,)
-        For the exact evaluation (``span`` is 1 where the CDF values of the patch are constant).
-    constant : ndarray of bool, shape (n_rows,)
-        Patches whose CDF values are all equal (flat patches): class 1 throughout, entropy 0.
-    """
-    c = len(plan.y_bounds)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        t_low = ndtr(z_low)
-        span = ndtr(z_high) - t_low
-        constant = span == 0
-        span[constant] = 1.0
-        estimate = ndtri(np.clip(t_low + plan.y_bounds[:, None] * span, 0.0, 1.0))
-        margin = _BAND * (1.0 + np.abs(estimate))
-        # Band ends to check: upper[0 .. c-1] must be in class >= k + 1, lower[1 .. c-1] in class <= k.
-        ends = np.concatenate([estimate + margin, estimate[1:] - margin[1:]])
-        classes = _official_class((ndtr(ends) - t_low) / span, c)
-        checked = (
-            np.isfinite(ends).all(axis=0)
-            & (classes[:c] >= plan.levels[:, None]).all(axis=0)
-            & (classes[c:] < plan.levels[1:, None]).all(axis=0)
-        )
-    upper = ends[:c]
-    lower = np.concatenate([np.full((1, len(z_low)), -np.inf), ends[c:]])
-    lower[:, ~checked], upper[:, ~checked] = -np.inf, np.inf
-    lower[1:, constant], upper[1:, constant] = np.inf, np.inf
-    upper[0, constant] = -np.inf
-    return lower, upper, t_low, span, constant
-
-
-def _count_at_least(values, bounds, out, flags):
-    """``out = sum_k(values >= bounds[k])`` with ``bounds`` of shape (n_bounds, n_rows)."""
-    increment = flags.view(np.int8) if out.dtype == np.int8 else flags
-    out.fill(0)
-    for bound in bounds:
-        np.greater_equal(values, bound, out=flags)
-        np.add(out, increment, out=out)
-
-
-def _official_chunk(block, plan, workspace):
-    rows, n_times = block.shape
-    n_coarse = plan.starts[-1] - n_times
-    classes = workspace.get("classes", (plan.starts[-1], rows))
-    signal = workspace.get("float_a", (n_times, rows))
-    np.copyto(signal, block.T)
-    z = workspace.get("float_b", (n_times, rows))
-    mean, std = _mean_std(signal, z, workspace.get("float_c", (n_times, rows)), axis=0)
-    std[std == 0] = 1.0  # a flat patch may have std 0; its CDF values are then constant
-    np.divide(z, std, out=z)
-
-    # Scale 1: the CDF is min-max rescaled per patch; classes from per-patch bands, exact inside them.
-    lower, upper, t_low, span, constant = _scale_1_bounds(z.min(axis=0), z.max(axis=0), plan)
-    flags = workspace.get("flags", (n_times, rows))
-    classes_1 = classes[:n_times]
-    _count_at_least(z, upper, classes_1, flags)
-    at_least_lower = workspace.get("counts", (n_times, rows))
-    _count_at_least(z, lower, at_least_lower, flags)
-    time, row = np.nonzero(np.not_equal(at_least_lower, classes_1, out=flags))  # values inside a band
-    y = (ndtr(z[time, row]) - t_low[row]) / span[row]
-    classes_1[time, row] = _official_class(y, plan.c)
-
-    # Scales 2 and up: block means, z-scored with the mean and std of the patch.
-    coarse = workspace.get("float_c", (n_coarse, rows))
-    for s in range(2, plan.n_scales + 1):
-        _coarse(signal, s, coarse[plan.starts[s - 1] - n_times:plan.starts[s] - n_times])
-    coarse /= plan.scale_divisor[:, None]
-    coarse -= mean
-    coarse /= std
-    _classify(
-        coarse, plan.z_bounds, classes[n_times:], workspace.get("flags", (n_coarse, rows)),
-        lambda values, out: np.less(values, plan.z_zero, out=out),
+    if rows.shape[0] == 0:
+        return out
+    bad_row = _mfde_kernel.mfde_rows(
+        rows, plan.official, plan.c, plan.n_classes, plan.m, plan.tau, plan.n_scales, plan.y_bounds,
+        plan.z_edges, plan.z_zero, _BAND, plan.counted, plan.count_log_count, out,
     )
-
-    entropy = _entropy(classes, plan, workspace)
-    # Constant CDF values (flat patch): one class, entropy 0 at every scale (the coarse-grained series of
-    # a flat patch are flat too, so scales 2 and up give 0 by themselves).
-    entropy[constant, 0] = 0.0
-    return entropy
-
-
-def _textbook_chunk(block, plan, workspace):
-    rows, n_times = block.shape
-    classes = workspace.get("classes", (plan.starts[-1], rows))
-    signal = workspace.get("float_a", (n_times, rows))
-    np.copyto(signal, block.T)
-    for s in range(1, plan.n_scales + 1):
-        length = plan.lengths[s - 1]
-        if s == 1:
-            series = signal
-        else:
-            series = workspace.get("float_c", (length, rows))
-            _coarse(signal, s, series)
-            series /= s
-        deviation = workspace.get("float_b", (length, rows))
-        mean, std = _mean_std(series, deviation, workspace.get("float_d", (length, rows)), axis=0)
-        # A flat series has a single class whatever its z-scores: divide by 1 instead of 0.
-        std[std == 0] = 1.0
-        np.divide(deviation, std, out=deviation)
-        a, b = plan.starts[s - 1], plan.starts[s]
-        _classify(deviation, plan.z_bounds, classes[a:b], workspace.get("flags", (length, rows)))
-    return _entropy(classes, plan, workspace)
+    if bad_row >= 0:
+        raise _non_finite_error(rows[bad_row], name)
+    return out

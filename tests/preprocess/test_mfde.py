@@ -52,18 +52,18 @@ def test_reference_scales(reference):
     windows = reference["windows"]  # (4, 16, 4000) float32, uV
     scales = mfde(windows.reshape(4, 16, 20, 200))
     assert scales.shape == (4, 16, 20, 5) and scales.dtype == np.float64
-    np.testing.assert_allclose(scales.reshape(4, 320, 5), reference["mfde_scales"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scales.reshape(4, 320, 5), reference["mfde_scales"], rtol=0, atol=1e-12)
 
 
 def test_reference_weights(reference):
     windows = reference["windows"]
     batched = knowledge_weights(windows)
     assert batched.shape == (4, 320)
-    np.testing.assert_allclose(batched, reference["mfde_weights"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(batched, reference["mfde_weights"], rtol=0, atol=1e-12)
     for window, expected in zip(windows, reference["mfde_weights"], strict=True):
         single = knowledge_weights(window, n_patches=20, m=2, c=6, tau=1, n_scales=5, variant="official")
         assert single.shape == (320,)
-        np.testing.assert_allclose(single, expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
         assert single.sum() == pytest.approx(1.0, abs=1e-12)
 
 
@@ -71,7 +71,7 @@ def test_reference_loop_matches_reference(reference):
     patches = reference["windows"].reshape(-1, 200)[::97]
     expected = reference["mfde_scales"].reshape(-1, 5)[::97]
     loop = np.array([mfde_reference(patch) for patch in patches])
-    np.testing.assert_allclose(loop, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(loop, expected, rtol=0, atol=1e-12)
 
 
 def test_official_differs_from_textbook(reference):
@@ -113,7 +113,7 @@ def test_vectorised_equals_per_patch_loop(m, c, tau, n_scales):
     ])
     expected = np.array([mfde_reference(patch, m, c, tau, n_scales) for patch in patches])
     got = mfde(patches, m=m, c=c, tau=tau, n_scales=n_scales)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert np.all(got[:, 0] > 0)
 
 
@@ -280,6 +280,111 @@ def test_knowledge_weights_token_order_and_partly_flat_window():
 
 
 # --------------------------------------------------------------------------------------------------
+# Compiled kernel: CDF binding, every dtype and layout, groups of four rows, degenerate patches
+# --------------------------------------------------------------------------------------------------
+
+
+def test_kernel_ndtr_is_scipy_ndtr_to_the_bit():
+    # The exactness of the classes rests on the kernel's CDF being scipy's own ndtr.
+    from preprocess import _mfde_kernel
+
+    rng = np.random.default_rng(11)
+    z = np.concatenate([
+        rng.standard_normal(20000) * 5, np.linspace(-40, 40, 20001), mfde_module._official_bounds(6)[1],
+        [-np.inf, np.inf, 0.0, -0.0, -38.5, -37.5, 8.3, 9.0, 1e-300, -1e-300, 5e-324],
+    ])
+    np.testing.assert_array_equal(_mfde_kernel.scipy_ndtr(z), ndtr(z))
+
+
+def _mixed_patches(rng, n_each):
+    """EEG-like walks, white noise, many ties, lone spikes and outliers, 200 samples each."""
+    spikes = rng.standard_normal((n_each, 200)) * 1e-3
+    spikes[:, 77] = 50.0
+    outliers = rng.standard_normal((n_each, 200))
+    outliers[:, 10], outliers[:, 150] = -40.0, 40.0
+    return np.concatenate([
+        _eeg_like(rng, (n_each, 200)), rng.standard_normal((n_each, 200)),
+        np.round(rng.standard_normal((n_each, 200))), spikes, outliers,
+    ])
+
+
+@pytest.mark.parametrize(
+    ("m", "c", "tau", "n_scales"), [(2, 6, 1, 5), (2, 5, 1, 5), (3, 3, 1, 4), (2, 9, 2, 5)]
+)
+def test_kernel_equals_per_patch_loop_to_1e12(m, c, tau, n_scales):
+    # Odd c (nudge of 1), c > 8 (more than 15 band ends: the kernel's general counting loop), m = 3.
+    patches = _mixed_patches(np.random.default_rng(c * 10 + m), 4)
+    expected = np.array([mfde_reference(patch, m, c, tau, n_scales) for patch in patches])
+    got = mfde(patches, m=m, c=c, tau=tau, n_scales=n_scales)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_near_flat_patch_is_not_constant_at_scale_1():
+    # A patch flat but for one value one ulp higher: sigma is about 1e-17 and the patch is not constant.
+    # At scale 1 the min-max step gives class 1 to the 199 equal values and c to the other: one jump up,
+    # one down. (Coarser scales compare block means with a mean rounded at the same 1e-17 scale: there
+    # the result depends on the order of the additions, in the official code as here.)
+    x = np.full(200, 0.3)
+    x[5] = np.nextafter(0.3, 1.0)
+    expected = -(197 / 199) * math.log(197 / 199) - 2 * (1 / 199) * math.log(1 / 199)
+    assert mfde(x)[0] == pytest.approx(expected, abs=1e-12)
+    assert mfde_reference(x)[0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["official", "textbook"])
+def test_dtypes_and_layouts_give_the_same_values(variant):
+    rng = np.random.default_rng(12)
+    x32 = _eeg_like(rng, (6, 200)).astype(np.float32)
+    expected = mfde(x32.astype(np.float64), variant=variant)
+    np.testing.assert_array_equal(mfde(x32, variant=variant), expected)  # float32 kernel = float64 kernel
+    np.testing.assert_array_equal(mfde(x32.astype(np.longdouble), variant=variant), expected)
+    x16 = x32.astype(np.float16)
+    np.testing.assert_array_equal(mfde(x16, variant=variant), mfde(x16.astype(np.float64), variant=variant))
+    # Non-contiguous views: every other patch, and patches along the first axis of a transposed array.
+    wide = np.repeat(x32, 2, axis=0)
+    np.testing.assert_array_equal(mfde(wide[::2], variant=variant), expected)
+    np.testing.assert_array_equal(mfde(np.asfortranarray(x32), variant=variant), expected)
+    np.testing.assert_array_equal(mfde(x32.T.copy().T, variant=variant), expected)
+
+
+@pytest.mark.parametrize("n_rows", [1, 2, 3, 4, 5, 7, 8, 9])
+def test_groups_of_four_rows_equal_single_rows(n_rows):
+    # The kernel sums four rows at a time and the remainder row by row: every row must come out alike.
+    rng = np.random.default_rng(n_rows)
+    x = np.concatenate([_eeg_like(rng, (n_rows, 200))[:-1], np.zeros((1, 200))])  # the last row flat
+    together = mfde(x)
+    for row in range(n_rows):
+        np.testing.assert_array_equal(mfde(x[row]), together[row])
+    np.testing.assert_array_equal(together[-1], 0.0)
+
+
+@pytest.mark.parametrize("bad_row", [0, 3, 5, 6])
+def test_non_finite_row_raises_in_any_position(bad_row):
+    x = np.random.default_rng(0).standard_normal((7, 200))  # one group of four, three single rows
+    x[bad_row, 17] = np.nan
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        mfde(x)
+    x[bad_row] = np.tile([1e308, -1e308], 100)
+    with pytest.raises(ValueError, match="too large"):
+        mfde(x)
+
+
+def test_released_code_skips_only_the_nudge_of_one_at_scale_1():
+    # The official FDispEn_NCDF builds y as a Python list: `np.where(y == 1, ...)` compares the list with
+    # 1 (False) and leaves it as it is; `np.where(y == 0, ...)` then sees an array and nudges the zero.
+    y = [0.0, 0.25, 1.0]
+    y = np.where(y == 1, 1 - 1e-10, y)
+    assert y.tolist() == [0.0, 0.25, 1.0]
+    y = np.where(y == 0, 1e-10, y)
+    assert y[0] == 1e-10 and y[2] == 1.0
+    # The unnudged maximum: class c for even c (half to even), c + 1 for odd c; the minimum is class 1.
+    assert np.round(y * 6 + 0.5).tolist() == [1.0, 2.0, 6.0]
+    assert np.round(y * 5 + 0.5).tolist() == [1.0, 2.0, 6.0]  # c + 1 = 6: the nudge of 1 matters here
+    assert mfde_module._official_class(np.array([0.0, 1.0]), 5).tolist() == [1.0, 5.0]
+    assert "skips the nudge of 1 at scale 1" in mfde_module.mfde.__doc__
+
+
+# --------------------------------------------------------------------------------------------------
 # Invalid input
 # --------------------------------------------------------------------------------------------------
 
@@ -367,7 +472,7 @@ def test_scale_1_bands_do_not_change_results(reference, monkeypatch, band):
     patches = reference["windows"].reshape(-1, 200)[::5]
     expected = reference["mfde_scales"].reshape(-1, 5)[::5]
     monkeypatch.setattr(mfde_module, "_BAND", band)
-    np.testing.assert_allclose(mfde(patches), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(mfde(patches), expected, rtol=0, atol=1e-12)
     noise = _eeg_like(np.random.default_rng(5), (6, 200))
     loop = np.array([mfde_reference(patch) for patch in noise])
-    np.testing.assert_allclose(mfde(noise), loop, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(mfde(noise), loop, rtol=0, atol=1e-12)
