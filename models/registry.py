@@ -14,8 +14,9 @@ import inspect
 from runtime.config import UsageError
 
 from .contract import InputContract
-from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, VQNSP, LaBraM
+from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
+from .vqnsp import VQNSP
 
 __all__ = [
     "OVERRIDE_KEYS",
