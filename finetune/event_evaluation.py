@@ -38,7 +38,14 @@ from finetune.event_scoring import score_events, total_scores
 from preprocess.batch import EVENTS_FILE
 from runtime.config import UsageError
 
-__all__ = ["EVENTS_FILE", "RecordingEvents", "read_annotated_events", "score_recordings"]
+__all__ = [
+    "EVENTS_FILE",
+    "RecordingEvents",
+    "events_of_class",
+    "read_annotated_events",
+    "read_events_table",
+    "score_recordings",
+]
 
 _COLUMNS = ("recording", "onset_s", "duration_s", "label")
 
@@ -66,24 +73,20 @@ class RecordingEvents:
     from_labels: np.ndarray
 
 
-def read_annotated_events(
-    root: str | os.PathLike, positive_class: str
-) -> dict[str, list[tuple[float | None, float]]] | None:
-    """The annotated events of the positive class that preprocessing kept in ``root/events.csv``.
+def read_events_table(root: str | os.PathLike) -> dict[str, list[tuple[float | None, float, str]]] | None:
+    """The annotated events that preprocessing kept in ``root/events.csv``.
 
     Parameters
     ----------
     root : path-like
         A labelled preprocessing output folder.
-    positive_class : str
-        The label of the events to read (``seizure``).
 
     Returns
     -------
     events : dict | None
-        Recording file name, lower case -> list of ``(onset_s, duration_s)`` (``onset_s`` None: the whole
-        recording), for every recording listed in the file (an empty list: no event of the class). None
-        when the folder has no ``events.csv``.
+        Recording file name, lower case -> list of ``(onset_s, duration_s, label)`` (``onset_s`` None:
+        the whole recording), for every recording listed in the file. None when the folder has no
+        ``events.csv`` (made before preprocessing kept its events).
 
     Raises
     ------
@@ -93,7 +96,7 @@ def read_annotated_events(
     path = Path(root) / EVENTS_FILE
     if not path.is_file():
         return None
-    events: dict[str, list[tuple[float | None, float]]] = {}
+    events: dict[str, list[tuple[float | None, float, str]]] = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
@@ -103,8 +106,6 @@ def read_annotated_events(
             )
         for row_number, row in enumerate(reader, start=1):
             rec_events = events.setdefault(Path((row["recording"] or "").strip()).name.lower(), [])
-            if (row["label"] or "").strip() != positive_class:
-                continue
             try:
                 onset = float(row["onset_s"]) if (row["onset_s"] or "").strip() else None
                 duration = float(row["duration_s"]) if (row["duration_s"] or "").strip() else 0.0
@@ -115,8 +116,26 @@ def read_annotated_events(
                     f"Invalid event in {path}, row {row_number}: onset_s={row['onset_s']!r}, "
                     f"duration_s={row['duration_s']!r} must be non-negative numbers of seconds."
                 )
-            rec_events.append((onset, duration))
+            rec_events.append((onset, duration, (row["label"] or "").strip()))
     return events
+
+
+def events_of_class(events: Mapping | None, label: str) -> dict[str, list[tuple[float | None, float]]] | None:
+    """``(onset_s, duration_s)`` of the events of one label per recording (:func:`read_events_table`)."""
+    if events is None:
+        return None
+    return {rec: [(on, d) for on, d, lab in rec_events if lab == label] for rec, rec_events in events.items()}
+
+
+def read_annotated_events(
+    root: str | os.PathLike, positive_class: str
+) -> dict[str, list[tuple[float | None, float]]] | None:
+    """The annotated events of the positive class kept in ``root/events.csv`` (None: no such file).
+
+    :func:`events_of_class` of :func:`read_events_table`: recording (lower case) -> ``(onset_s,
+    duration_s)`` pairs, an empty list for a recording without such events.
+    """
+    return events_of_class(read_events_table(root), positive_class)
 
 
 def _lookup(annotated: Mapping, recording: str):
@@ -143,7 +162,8 @@ def score_recordings(
     recordings : sequence of RecordingEvents
         One per evaluated recording.
     annotated : mapping | None
-        :func:`read_annotated_events`; None: every reference is rebuilt from the window labels.
+        :func:`read_annotated_events` (the positive class); None: every reference is rebuilt from the
+        window labels.
     strict_any_overlap : bool
         Also score events by plain any-overlap (``score_events(strict=True)``).
     source : str

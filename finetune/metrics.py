@@ -41,7 +41,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-from finetune.event_evaluation import RecordingEvents, score_recordings
+from finetune.event_evaluation import RecordingEvents, events_of_class, score_recordings
 from tasks import (
     METRIC_NAMES,
     Task,
@@ -250,8 +250,9 @@ def event_metrics(
     labels : ndarray of int, shape (n_rows,) | None
         True class indices (None: :func:`tasks.encode_labels`).
     events : mapping | None
-        Annotated events of the positive class per recording
-        (:func:`finetune.event_evaluation.read_annotated_events`); None: rebuilt from the window labels.
+        Annotated events per recording, ``(onset_s, duration_s, label)``
+        (:func:`finetune.event_evaluation.read_events_table`); those of the positive class are the
+        reference. None: rebuilt from the window labels.
 
     Returns
     -------
@@ -289,7 +290,8 @@ def event_metrics(
                 from_labels=find_events(labels[order] == task.positive_index, segment, s, d),
             )
         )
-    scoring = score_recordings(recordings, events, task.strict_any_overlap)
+    annotated = events_of_class(events, task.positive_class)
+    scoring = score_recordings(recordings, annotated, task.strict_any_overlap)
     event = scoring["event"]
     values = {
         "event_sensitivity": event["sensitivity"],
@@ -400,9 +402,9 @@ def evaluate_predictions(
         Window class probabilities (softmax of the logits), columns in ``task.classes`` order, rows in
         the order of ``rows``.
     events : mapping | None
-        Tasks with event metrics: the annotated events of the positive class per recording
-        (:func:`finetune.event_evaluation.read_annotated_events` of the data folder); None: rebuilt from
-        the window labels (see :func:`event_metrics`).
+        The annotated events of the data folder (:func:`finetune.event_evaluation.read_events_table`):
+        the reference of the event metrics and the ``event`` units (:func:`tasks.aggregate`); None:
+        rebuilt from the window labels (see :func:`event_metrics`).
 
     Returns
     -------
@@ -436,7 +438,7 @@ def evaluate_predictions(
     (1.0, 2)
     """
     probabilities = check_probabilities(probabilities, len(rows), task)
-    units = aggregate(task, rows, probabilities)
+    units = aggregate(task, rows, probabilities, events)
     values, undefined = classification_metrics(task, units.labels, units.probabilities)
     if any(m in task.metrics for m in _EVENT_METRICS):
         labels = encode_labels(rows, task)

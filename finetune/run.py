@@ -32,7 +32,7 @@ from finetune.checkpoints import (
 )
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
-from finetune.event_evaluation import read_annotated_events
+from finetune.event_evaluation import read_events_table
 from finetune.metrics import evaluate_predictions
 from finetune.outputs import (
     PREDICTIONS_FILE,
@@ -578,8 +578,8 @@ def _write_outputs(
     """Metrics at the task's unit, results.json, predictions.csv and figures (rank 0)."""
     task, cfg = run.task, run.cfg
     evaluated, parts = {}, []
-    # Seizure events are scored against the annotated events the preprocessing kept (DATA/events.csv).
-    events = read_annotated_events(cfg["data"]["root"], task.positive_class) if task.is_binary else None
+    # Seizure events and event units come from the annotated events the preprocessing kept (DATA/events.csv).
+    events = read_events_table(cfg["data"]["root"])
     for name in ("val", "test"):
         loss, probabilities = results[name]
         rows = run.datasets[name].rows

@@ -40,7 +40,7 @@ def test_dropped_edge_windows_do_not_split_a_detection_into_false_alarms(make_ro
     starts = _window_starts(100.0, skip=(40.0, 56.0))
     rows, p = _rows_and_probabilities(make_rows, "r1.edf", starts, (44.0, 48.0, 52.0), (36, 44, 48, 52, 60))
     task = get_task("onset_detection")
-    results = evaluate_predictions(task, rows, p, events={"r1.edf": [(41.0, 18.0)]})
+    results = evaluate_predictions(task, rows, p, events={"r1.edf": [(41.0, 18.0, "seizure")]})
     event = results["event_scoring"]["event"]
     assert (event["n_reference"], event["true_positives"], event["false_positives"]) == (1, 1, 0)
     assert results["event_sensitivity"] == 1.0 and results["event_precision"] == 1.0
@@ -58,7 +58,7 @@ def test_a_rejected_window_inside_a_seizure_leaves_one_seizure(make_rows):
     rows, p = _rows_and_probabilities(make_rows, "r1.edf", starts, seizure, (60.0, 64.0))
     cfg = load_task_config("onset_detection", overrides=["task.events.strict_any_overlap=true"])
     task = get_task("onset_detection", cfg)
-    results = evaluate_predictions(task, rows, p, events={"r1.edf": [(40.0, 32.0)]})
+    results = evaluate_predictions(task, rows, p, events={"r1.edf": [(40.0, 32.0, "seizure")]})
     scoring = results["event_scoring"]
     assert results["event_sensitivity"] == 1.0
     assert (scoring["event"]["n_reference"], scoring["event"]["true_positives"]) == (1, 1)
@@ -90,7 +90,8 @@ def test_evaluation_equals_timescoring(make_rows, name):
     rows, p = _rows_and_probabilities(make_rows, "r1.edf", starts, (), set(positive_starts), window_s)
     task = get_task("onset_detection")
     # the window labels do not matter: the reference is the annotated events
-    results = evaluate_predictions(task, rows, p, events={"r1.edf": reference})
+    events = {"r1.edf": [(on, d, "seizure") for on, d in reference]}
+    results = evaluate_predictions(task, rows, p, events=events)
     hypothesis = []
     for s in sorted(positive_starts):  # runs of detected windows
         if hypothesis and math.isclose(hypothesis[-1][0] + hypothesis[-1][1], s):
@@ -111,7 +112,7 @@ def test_evaluation_equals_timescoring(make_rows, name):
 def test_totals_over_recordings_sum_counts_and_rates_over_the_evaluated_time(make_rows):
     rows_a, p_a = _rows_and_probabilities(make_rows, "a.edf", _window_starts(HOUR_S), (), {1000.0, 3000.0})
     rows_b, p_b = _rows_and_probabilities(make_rows, "b.edf", _window_starts(HOUR_S / 2), (), {100.0})
-    events = {"a.edf": [(1001.0, 10.0)], "b.edf": [(1000.0, 20.0)]}
+    events = {"a.edf": [(1001.0, 10.0, "seizure")], "b.edf": [(1000.0, 20.0, "seizure")]}
     cfg = load_task_config(
         "onset_detection", overrides=["task.metrics=[balanced_accuracy,false_alarms_per_hour]"]
     )
@@ -163,6 +164,22 @@ def test_read_annotated_events(tmp_path):
 def test_recording_level_seizure_and_stem_match(make_rows):
     rows, p = _rows_and_probabilities(make_rows, "r1.edf", _window_starts(40.0), (), {8.0})
     # events.csv written by hand may name the recording without its extension
-    results = evaluate_predictions(get_task("onset_detection"), rows, p, events={"r1": [(None, 0.0)]})
+    events = {"r1": [(None, 0.0, "seizure")]}
+    results = evaluate_predictions(get_task("onset_detection"), rows, p, events=events)
     event = results["event_scoring"]["event"]
     assert (event["n_reference"], event["true_positives"], event["false_positives"]) == (1, 1, 0)
+
+
+def test_event_units_are_the_annotated_events(make_rows):
+    # seizure_type: r1's focal seizure (annotated 8-28 s) lost its window 16-20 s (rejected): the window
+    # labels make two runs, i.e. two seizures to classify; the annotated event keeps it one unit.
+    task = get_task("seizure_type")
+    rows = make_rows([("r1.edf", s, "FNSZ") for s in (8.0, 12.0, 20.0, 24.0)] + [("r2.edf", 0.0, "ABSZ")])
+    # r1: two windows confidently FNSZ, two weakly ABSZ: the event's mean is FNSZ (0.5 vs 0.3)
+    p = np.array([[0.0, 0.9, 0.05, 0.05]] * 2 + [[0.6, 0.1, 0.15, 0.15]] * 2 + [[0.7, 0.1, 0.1, 0.1]])
+    old = evaluate_predictions(task, rows, p)
+    assert old["n_units"] == 3 and old["confusion_matrix"][1] == [1, 1, 0, 0]  # half of it "misclassified"
+    events = {"r1.edf": [(8.0, 20.0, "FNSZ")], "r2.edf": [(0.0, 4.0, "ABSZ")]}
+    new = evaluate_predictions(task, rows, p, events=events)
+    assert new["n_units"] == 2 and new["confusion_matrix"][1] == [0, 1, 0, 0]
+    assert new["balanced_accuracy"] == 1.0
