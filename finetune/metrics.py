@@ -233,9 +233,9 @@ def event_metrics(
        (:func:`smooth_k_of_n`, ``task.events.smoothing_k`` / ``smoothing_n``; 1 of 1 by default).
     3. Hypothesis events are runs of positive windows (:func:`find_events`), each spanning ``[first
        start, last start + window length)``.
-    4. Reference events are the recording's annotated seizures (``events``, read from the data folder's
-       ``events.csv`` by :func:`finetune.event_evaluation.read_annotated_events`); without them, runs of
-       windows labelled with the positive class (a fallback, with a warning).
+    4. Reference events are the recording's annotated events of the positive class (``events``, read
+       from the data folder's ``events.csv`` by :func:`finetune.event_evaluation.read_events_table`);
+       without them, runs of windows labelled with the positive class (a fallback, with a warning).
     5. :func:`finetune.event_scoring.score_events` (``timescoring`` defaults: SzCORE event and sample
        scoring) per recording; totals sum the counts, rates are per total evaluated time.
 
