@@ -12,8 +12,9 @@ name to value out, with the confusion matrix at the task's unit. Metric names (:
 - ``cohen_kappa``: Cohen's kappa (:func:`sklearn.metrics.cohen_kappa_score`, unweighted);
 - ``weighted_f1``: F1 per class averaged with weights = true support (:func:`sklearn.metrics.f1_score`
   ``average="weighted"``; a class never predicted has F1 0);
-- ``event_sensitivity`` and ``false_alarms_per_hour``: event-level seizure detection
-  (:func:`event_metrics`);
+- ``event_sensitivity``, ``event_precision``, ``event_f1``, ``false_alarms_per_24h`` (and
+  ``false_alarms_per_hour``): seizure events detected over time, scored against the annotated events by
+  SzCORE event scoring (``timescoring``; :func:`event_metrics`, :mod:`finetune.event_evaluation`);
 - ``swi_mae`` and ``swi_pearson_r``: spike-wave index per recording (:func:`swi_metrics`).
 
 All of them are computed on the task's units (window probabilities averaged per unit; see
@@ -24,7 +25,7 @@ under the key ``"undefined"`` (and logged as a warning):
 
 - AUROC and AUPRC when the true units hold only one class (no positive or no negative unit);
 - Cohen's kappa when true and predicted labels hold a single, identical class (0 / 0);
-- event sensitivity when there is no true event;
+- event sensitivity when there is no annotated event, precision when nothing was detected;
 - SWI Pearson r with fewer than two recordings or when the true or the predicted SWI is the same for
   every recording (the correlation divides by a zero standard deviation).
 """
@@ -32,6 +33,7 @@ under the key ``"undefined"`` (and logged as a warning):
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -39,6 +41,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
+from finetune.event_evaluation import RecordingEvents, events_of_class, score_recordings
 from tasks import (
     METRIC_NAMES,
     Task,
@@ -64,7 +67,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_EVENT_METRICS = ("event_sensitivity", "false_alarms_per_hour")
+_EVENT_METRICS = ("event_sensitivity", "event_precision", "event_f1", "false_alarms_per_24h",
+                  "false_alarms_per_hour")
 _SWI_METRICS = ("swi_mae", "swi_pearson_r")
 
 
@@ -212,37 +216,28 @@ def find_events(positive: np.ndarray, segment: np.ndarray, starts_s: np.ndarray,
     return np.stack([starts_s[first], starts_s[last] + durations_s[last]], axis=1)
 
 
-def _covered_s(starts_s: np.ndarray, durations_s: np.ndarray) -> float:
-    """Length in s of the union of windows ``[start, start + duration)`` (starts sorted)."""
-    ends = starts_s + durations_s
-    total, cur_start, cur_end = 0.0, starts_s[0], ends[0]
-    for s, e in zip(starts_s[1:], ends[1:], strict=True):
-        if s > cur_end:
-            total += cur_end - cur_start
-            cur_start, cur_end = s, e
-        else:
-            cur_end = max(cur_end, e)
-    return float(total + cur_end - cur_start)
-
-
 def event_metrics(
-    task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, labels: np.ndarray | None = None
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Event-level detection of the positive class (seizures) over time, per recording.
+    task: Task,
+    rows: Sequence[Mapping],
+    probabilities: np.ndarray,
+    labels: np.ndarray | None = None,
+    events: Mapping | None = None,
+) -> tuple[dict, dict[str, str]]:
+    """Seizure events detected per recording, scored against the annotated events the SzCORE way.
 
-    The rule (the any-overlap scoring of seizure detectors, as in Shah et al. 2020):
+    The rule (:mod:`finetune.event_evaluation`):
 
     1. Each recording's windows are put in time order and split into contiguous runs
-       (:func:`tasks.recording_timelines`).
+       (:func:`tasks.recording_timelines`); the time evaluated is the union of its windows.
     2. A window is positive when ``P(positive_class) >= task.threshold``, then k-of-n smoothed
        (:func:`smooth_k_of_n`, ``task.events.smoothing_k`` / ``smoothing_n``; 1 of 1 by default).
-    3. True events are runs of consecutive windows labelled with the positive class; predicted events
-       are runs of consecutive positive windows (:func:`find_events`), each spanning ``[first start,
-       last start + window length)``.
-    4. A true event is detected when a predicted event of the same recording overlaps it (intervals
-       share time); ``event_sensitivity`` = detected true events / true events.
-    5. A false alarm is a predicted event that overlaps no true event; ``false_alarms_per_hour`` = false
-       alarms / hours of recording covered by the evaluated windows (union of the windows' spans).
+    3. Hypothesis events are runs of positive windows (:func:`find_events`), each spanning ``[first
+       start, last start + window length)``.
+    4. Reference events are the recording's annotated events of the positive class (``events``, read
+       from the data folder's ``events.csv`` by :func:`finetune.event_evaluation.read_events_table`);
+       without them, runs of windows labelled with the positive class (a fallback, with a warning).
+    5. :func:`finetune.event_scoring.score_events` (``timescoring`` defaults: SzCORE event and sample
+       scoring) per recording; totals sum the counts, rates are per total evaluated time.
 
     Parameters
     ----------
@@ -254,19 +249,26 @@ def event_metrics(
         Window class probabilities.
     labels : ndarray of int, shape (n_rows,) | None
         True class indices (None: :func:`tasks.encode_labels`).
+    events : mapping | None
+        Annotated events per recording, ``(onset_s, duration_s, label)``
+        (:func:`finetune.event_evaluation.read_events_table`); those of the positive class are the
+        reference. None: rebuilt from the window labels.
 
     Returns
     -------
     values : dict
-        ``event_sensitivity`` (fraction, NaN without true events), ``false_alarms_per_hour`` (1/h), and
-        the counts ``n_true_events``, ``n_detected_events``, ``n_false_alarms``, ``hours``.
+        ``event_sensitivity``, ``event_precision``, ``event_f1`` (fractions, NaN when undefined),
+        ``false_alarms_per_24h`` and ``false_alarms_per_hour`` (SzCORE event scoring totals), and
+        ``event_scoring``: the full result of :func:`finetune.event_evaluation.score_recordings` (event
+        and sample scores, per-recording rows, warnings).
     undefined : dict
         Metric name -> why it is NaN.
 
     References
     ----------
-    Shah V. et al., "Validation of temporal scoring metrics for automatic seizure detection", IEEE SPMB
-    2020 (any-overlap scoring).
+    Dan et al., "SzCORE", Epilepsia 2024, doi:10.1111/epi.18113 (event scoring with tolerances, merging and
+    splitting; ``timescoring``). ``task.events.strict_any_overlap`` adds plain any-overlap scoring (Shah
+    et al., IEEE SPMB 2020) to ``event_scoring``.
     """
     if not task.is_binary:
         raise ValueError(f"Event metrics need a binary task; '{task.name}' has classes {list(task.classes)}.")
@@ -275,32 +277,37 @@ def event_metrics(
     timelines = recording_timelines(rows, task)
     durations = window_durations(rows, task)
     starts = np.array([float(row["start_s"]) for row in rows])
-    n_true = n_detected = n_false = 0
-    covered_s = 0.0
-    for order, segment in timelines.values():
+    recordings = []
+    for recording, (order, segment) in timelines.items():
         s, d = starts[order], durations[order]
         raw = p_pos[order] >= task.threshold
         smoothed = smooth_k_of_n(raw, segment, task.smoothing_k, task.smoothing_n)
-        predicted = find_events(smoothed, segment, s, d)
-        true = find_events(labels[order] == task.positive_index, segment, s, d)
-        # overlap[i, j]: predicted event i and true event j share time (half-open intervals).
-        overlap = (predicted[:, None, 0] < true[None, :, 1]) & (true[None, :, 0] < predicted[:, None, 1])
-        n_true += len(true)
-        n_detected += int(overlap.any(axis=0).sum())
-        n_false += int((~overlap.any(axis=1)).sum())
-        covered_s += _covered_s(s, d)
-    hours = covered_s / 3600.0
+        recordings.append(
+            RecordingEvents(
+                recording=recording,
+                windows=np.stack([s, s + d], axis=1),
+                hypothesis=find_events(smoothed, segment, s, d),
+                from_labels=find_events(labels[order] == task.positive_index, segment, s, d),
+            )
+        )
+    annotated = events_of_class(events, task.positive_class)
+    scoring = score_recordings(recordings, annotated, task.strict_any_overlap)
+    event = scoring["event"]
     values = {
-        "event_sensitivity": n_detected / n_true if n_true else float("nan"),
-        "false_alarms_per_hour": n_false / hours,
-        "n_true_events": float(n_true),
-        "n_detected_events": float(n_detected),
-        "n_false_alarms": float(n_false),
-        "hours": hours,
+        "event_sensitivity": event["sensitivity"],
+        "event_precision": event["precision"],
+        "event_f1": event["f1"],
+        "false_alarms_per_24h": event["false_alarms_per_24h"],
+        "false_alarms_per_hour": event["false_alarms_per_24h"] / 24.0,
+        "event_scoring": scoring,
     }
     undefined = {}
-    if not n_true:
-        undefined["event_sensitivity"] = f"no true {task.positive_class} event in the evaluated windows"
+    if not event["n_reference"]:
+        undefined["event_sensitivity"] = f"no {task.positive_class} event in the evaluated time"
+    if not event["true_positives"] + event["false_positives"]:
+        undefined["event_precision"] = f"no detected {task.positive_class} event"
+    if math.isnan(event["f1"]):
+        undefined["event_f1"] = f"no {task.positive_class} event and no false alarm"
     return values, undefined
 
 
@@ -380,7 +387,9 @@ def swi_metrics(swi_true: np.ndarray, swi_predicted: np.ndarray) -> tuple[dict[s
     return values, undefined
 
 
-def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) -> dict:
+def evaluate_predictions(
+    task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, events: Mapping | None = None
+) -> dict:
     """Every metric of ``task.metrics`` for window predictions, at the task's unit.
 
     Parameters
@@ -392,6 +401,10 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
     probabilities : ndarray, shape (n_rows, n_classes)
         Window class probabilities (softmax of the logits), columns in ``task.classes`` order, rows in
         the order of ``rows``.
+    events : mapping | None
+        The annotated events of the data folder (:func:`finetune.event_evaluation.read_events_table`):
+        the reference of the event metrics and the ``event`` units (:func:`tasks.aggregate`); None:
+        rebuilt from the window labels (see :func:`event_metrics`).
 
     Returns
     -------
@@ -401,7 +414,9 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
         - ``"confusion_matrix"``: list of lists of int, shape (n_classes, n_classes), at the task's unit:
           rows are true classes, columns predicted classes, both in ``task.classes`` order;
         - ``"n_units"``: number of units evaluated (int);
-        - ``"undefined"``: metric name -> why it is NaN (empty when all are defined).
+        - ``"undefined"``: metric name -> why it is NaN (empty when all are defined);
+        - ``"event_scoring"`` (tasks with event metrics): SzCORE event and sample scores, per recording and
+          in total (:func:`event_metrics`).
 
     Raises
     ------
@@ -423,13 +438,14 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
     (1.0, 2)
     """
     probabilities = check_probabilities(probabilities, len(rows), task)
-    units = aggregate(task, rows, probabilities)
+    units = aggregate(task, rows, probabilities, events)
     values, undefined = classification_metrics(task, units.labels, units.probabilities)
     if any(m in task.metrics for m in _EVENT_METRICS):
         labels = encode_labels(rows, task)
-        ev_values, ev_undefined = event_metrics(task, rows, probabilities, labels)
+        ev_values, ev_undefined = event_metrics(task, rows, probabilities, labels, events)
         values.update({m: ev_values[m] for m in _EVENT_METRICS if m in task.metrics})
         undefined.update({m: r for m, r in ev_undefined.items() if m in task.metrics})
+        event_scoring = ev_values["event_scoring"]
     if any(m in task.metrics for m in _SWI_METRICS):
         _, swi_pred, swi_true = swi_per_recording(task, rows, probabilities)
         swi_values, swi_undefined = swi_metrics(swi_true, swi_pred)
@@ -443,4 +459,6 @@ def evaluate_predictions(task: Task, rows: Sequence[Mapping], probabilities: np.
     results["confusion_matrix"] = confusion.astype(int).tolist()
     results["n_units"] = len(units.keys)
     results["undefined"] = undefined
+    if any(m in task.metrics for m in _EVENT_METRICS):
+        results["event_scoring"] = event_scoring
     return results

@@ -7,6 +7,9 @@ Layout of one run folder, ``OUTPUT/<task>/seed<S>/`` (read by :mod:`finetune.rep
                          "confusion_matrix": {"classes", "unit", "test": [[...]], "val": [[...]]},
                          "undefined": {"test": {metric: reason}, "val": {...}},
                          "n_units": {"test": n, "val": n},
+                         "event_scoring": {"test": {...}, "val": {...}},   (tasks with event metrics:
+                             SzCORE event and sample scores against DATA/events.csv, per recording and
+                             in total; finetune.event_evaluation.score_recordings)
                          "split": Split.describe(), "checkpoint": {...}, "training": {...},
                          "config": resolved config}
     predictions.csv     one row per val and test window: split, path, subject, recording, start_s,

@@ -32,6 +32,7 @@ from finetune.checkpoints import (
 )
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
+from finetune.event_evaluation import read_events_table
 from finetune.metrics import evaluate_predictions
 from finetune.outputs import (
     PREDICTIONS_FILE,
@@ -577,10 +578,12 @@ def _write_outputs(
     """Metrics at the task's unit, results.json, predictions.csv and figures (rank 0)."""
     task, cfg = run.task, run.cfg
     evaluated, parts = {}, []
+    # Seizure events and event units come from the annotated events the preprocessing kept (DATA/events.csv).
+    events = read_events_table(cfg["data"]["root"])
     for name in ("val", "test"):
         loss, probabilities = results[name]
         rows = run.datasets[name].rows
-        evaluated[name] = evaluate_predictions(task, rows, probabilities)
+        evaluated[name] = evaluate_predictions(task, rows, probabilities, events=events)
         evaluated[name]["loss"] = loss
         parts.append((name, rows, probabilities))
     write_predictions(run.run_dir / PREDICTIONS_FILE, task, parts)
@@ -605,6 +608,11 @@ def _write_outputs(
         },
         "undefined": {name: evaluated[name]["undefined"] for name in ("val", "test")},
         "n_units": {name: evaluated[name]["n_units"] for name in ("val", "test")},
+        **(
+            {"event_scoring": {name: evaluated[name]["event_scoring"] for name in ("val", "test")}}
+            if "event_scoring" in evaluated["test"]
+            else {}
+        ),
         "split": run.split.describe(run.rows),
         "checkpoint": {
             "path": str(run.run_dir / BEST_CHECKPOINT),
@@ -627,6 +635,8 @@ def _write_outputs(
         for name, value in summary["test"].items():
             if value is not None and math.isfinite(value):
                 log_writer.add_scalar(f"test/{name}", value, step)
+    for warning in summary.get("event_scoring", {}).get("test", {}).get("warnings", []):
+        logger.warning("Test event scoring: %s", warning)
     text = ", ".join(f"{m} {v:.4f}" for m, v in summary["test"].items())
     logger.info(
         "Test (%d %s units, best epoch %d): %s. Results: %s",

@@ -11,6 +11,7 @@ a run was killed; the next run resumes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import csv
 import json
 import logging
 import multiprocessing
@@ -24,11 +25,19 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from preprocess.events import Event, EventsError, events_for, read_events_csv, unmatched_recordings
-from preprocess.locks import run_lock
+from preprocess.events import (
+    EVENTS_COLUMNS,
+    Event,
+    EventsError,
+    events_for,
+    read_events_csv,
+    unmatched_recordings,
+)
+from preprocess.locks import manifest_lock, run_lock
 from preprocess.pipeline import (
     Preprocessor,
     RecordingResult,
+    events_part_path,
     find_recordings,
     merge_manifest,
     part_path,
@@ -38,7 +47,17 @@ from preprocess.reading import recording_id_clashes
 from runtime.config import save_config
 from runtime.files import atomic_write
 
-__all__ = ["BatchSummary", "check_output_config", "parse_shard", "run_preprocessing"]
+__all__ = [
+    "EVENTS_FILE",
+    "BatchSummary",
+    "check_output_config",
+    "merge_events",
+    "parse_shard",
+    "run_preprocessing",
+]
+
+#: The events every labelled output keeps: those that labelled its windows, one CSV for all recordings.
+EVENTS_FILE = "events.csv"
 
 logger = logging.getLogger("m4cea.preprocess")
 
@@ -176,6 +195,40 @@ def _report_unmatched_events(events, table: dict, recordings: list[Path], partia
     logger.warning("%s; their rows are ignored (--events-partial).", text)
 
 
+def _is_events_file(events, output: Path) -> bool:
+    """Whether ``events`` is ``output/events.csv`` itself (a dataset adapter's, kept as it is)."""
+    path = Path(str(events))
+    return path.is_file() and path.resolve() == (output / EVENTS_FILE).resolve()
+
+
+def merge_events(output: str | os.PathLike) -> int:
+    """Rebuild ``output/events.csv`` from the events parts of every complete recording.
+
+    Each recording's part (:func:`preprocess.pipeline.events_part_path`) holds the events that labelled its
+    windows; the merged file (the format of :func:`preprocess.events.read_events_csv`, recordings by file
+    name as in the manifest) lets fine-tuning score events against them. Written atomically under the
+    manifest lock, so shards sharing a folder each merge everything complete.
+
+    Returns
+    -------
+    n_rows : int
+        Event rows written.
+    """
+    output = Path(output)
+    with manifest_lock(output):
+        rows = []
+        for part in sorted((output / "parts").glob("*.csv")):
+            events_part = events_part_path(output, part.stem)
+            if events_part.is_file():
+                with open(events_part, newline="", encoding="utf-8") as f:
+                    rows += [[row[c] for c in EVENTS_COLUMNS] for row in csv.DictReader(f)]
+        with atomic_write(output / EVENTS_FILE, "w") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(EVENTS_COLUMNS)
+            writer.writerows(rows)
+    return len(rows)
+
+
 def run_preprocessing(
     inputs: list[str | os.PathLike],
     output: str | os.PathLike,
@@ -186,7 +239,11 @@ def run_preprocessing(
     progress: bool = True,
     events_partial: bool = False,
 ) -> BatchSummary:
-    """Preprocess recordings into ``output`` (pickles, ``manifest.csv``, ``config.yaml``).
+    """Preprocess recordings into ``output`` (pickles, ``manifest.csv``, ``config.yaml``, ``events.csv``).
+
+    A labelled run (``events`` given) keeps the events that labelled each recording's windows in
+    ``output/events.csv`` (:func:`merge_events`; an events file that is ``output/events.csv`` itself, as
+    the dataset adapters write it, is kept as it is): fine-tuning scores seizure events against them.
 
     Parameters
     ----------
@@ -303,6 +360,8 @@ def _run_locked(
         if parallel:
             pool.shutdown(cancel_futures=True)
     summary.n_manifest_rows = merge_manifest(output)
+    if events is not None and not _is_events_file(events, output):
+        merge_events(output)
     with atomic_write(output / "last_run.json", "w") as f:
         json.dump(
             {

@@ -23,17 +23,23 @@ from pathlib import Path
 import numpy as np
 
 from runtime.checks import check_choice
+from runtime.files import atomic_write
 
 __all__ = [
     "Event",
     "EventsError",
+    "EVENTS_COLUMNS",
     "read_events_csv",
+    "write_events_csv",
     "events_for",
     "unmatched_recordings",
     "events_from_annotations",
     "check_events",
     "label_windows",
 ]
+
+#: Columns of an events CSV (:func:`read_events_csv`, :func:`write_events_csv`), in order.
+EVENTS_COLUMNS = ("recording", "subject", "onset_s", "duration_s", "label")
 
 #: Tolerance in s when checking that an event lies inside its recording (one sample at 256 Hz).
 BOUNDARY_TOLERANCE_S = 1e-3
@@ -132,6 +138,25 @@ def read_events_csv(
                         f"Recording {recording!r} has two subjects in {path}: {subjects[key]!r}, {subject!r}."
                     )
     return events, subjects
+
+
+def write_events_csv(path: str | os.PathLike, rows) -> None:
+    """Write events in the CSV format :func:`read_events_csv` reads, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The CSV file (its folder is created).
+    rows : iterable of (recording, subject, Event)
+        One row per event; ``onset_s=None`` (a recording-level label) is written as an empty ``onset_s``.
+        Times are written with ``repr`` (no rounding).
+    """
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(EVENTS_COLUMNS)
+        for recording, subject, event in rows:
+            onset = "" if event.onset_s is None else repr(float(event.onset_s))
+            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label])
 
 
 def _matching_key(events: dict[str, list[Event]], path: str | os.PathLike) -> str | None:

@@ -48,7 +48,7 @@ import mne
 import numpy as np
 
 from preprocess.channels import MissingChannelsError, Montage, load_montage, montage_matrix
-from preprocess.events import Event, check_events, events_from_annotations, label_windows
+from preprocess.events import Event, check_events, events_from_annotations, label_windows, write_events_csv
 from preprocess.labels import resolve_label_classes
 from preprocess.locks import manifest_lock, recording_lock
 from preprocess.mfde import knowledge_weights
@@ -67,6 +67,7 @@ __all__ = [
     "PreprocessError",
     "RecordingResult",
     "Preprocessor",
+    "events_part_path",
     "read_recording",
     "find_recordings",
     "recording_id",
@@ -290,14 +291,20 @@ class Preprocessor:
                     shutil.rmtree(stale, ignore_errors=True)
             tmp_dir = tmp_root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
             try:
-                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result)
+                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result, events)
             finally:
                 with contextlib.suppress(OSError):  # kept only if a stale temporary could not be removed
                     tmp_root.rmdir()
         return result
 
-    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result) -> None:
-        """Windows, MFDE and pickles of one recording, then its manifest part (see :meth:`process`)."""
+    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result, events=None) -> None:
+        """Windows, MFDE and pickles of one recording, its events part, then its manifest part.
+
+        The events that labelled the windows (None: an unlabelled run) go to ``events/<recording>.csv``
+        (:func:`events_part_path`) before the manifest part marks the recording complete; a recording
+        without events gets one recording-level row of ``labels.default`` (when there is one), as the
+        dataset adapters write it.
+        """
         path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
         rows = []
@@ -351,6 +358,11 @@ class Preprocessor:
                 shutil.rmtree(final_dir)
             final_dir.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_dir, final_dir)
+            if events is not None:
+                default = self.config["labels"]["default"]
+                kept = list(events) or ([Event(None, 0.0, default)] if default is not None else [])
+                subject_id = subject or rec_id
+                write_events_csv(events_part_path(output, rec_id), [(path.name, subject_id, e) for e in kept])
             write_manifest(rows, part_path(output, rec_id))
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -616,6 +628,11 @@ def _below_nyquist(sfreq: float) -> float:
 def part_path(output: str | os.PathLike, rec_id: str) -> Path:
     """Path of a recording's manifest part; its presence marks the recording as complete."""
     return Path(output) / "parts" / f"{rec_id}.csv"
+
+
+def events_part_path(output: str | os.PathLike, rec_id: str) -> Path:
+    """Path of the events a recording was labelled with (merged into ``output/events.csv`` by the batch)."""
+    return Path(output) / "events" / f"{rec_id}.csv"
 
 
 def _mfde_kwargs(mfde_config: dict) -> dict:

@@ -8,8 +8,10 @@ unit       a manifest row (window) belongs to                       true label o
 window     itself, key ``(recording, start_s)``                     the window's label
 epoch      ``(recording, floor(start_s / epoch_s))`` (30-s epochs)  majority of its windows' labels (ties: the
                                                                     class listed first in ``task.classes``)
-event      ``(recording, k)``: the k-th run (in time) of contiguous the run's label
-           windows with the same label in one recording
+event      ``(recording, k)``: the annotated event of its label   the event's label
+           it overlaps most (``events``); without one, the k-th
+           run (in time) of contiguous windows with the same
+           label in one recording
 recording  ``(row["recording"],)``                                  the label of its windows, which must agree
 subject    ``(row["subject"],)``                                    the label of its windows, which must agree
 ========== ======================================================== =========================================
@@ -21,6 +23,11 @@ mean probability is at least ``task.threshold`` (binary tasks). Windows of one r
 by default the window length ``n_times / sfreq`` of the earlier window); a larger gap (a rejected or
 unlabelled window) ends a run.
 
+Event units come from the annotated events when they are given (``events``: the data folder's
+``events.csv``, :func:`finetune.event_evaluation.read_events_table`): a seizure whose edge windows were
+dropped or with a rejected window inside is still one unit. Windows of no annotated event (or all windows,
+without ``events``) fall back to runs of contiguous windows with the same label.
+
 Manifest rows are dicts as returned by :func:`preprocess.segments.read_manifest` (:mod:`tasks.vocabulary`).
 """
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 
@@ -154,8 +162,30 @@ def _windows_by_recording(rows: Sequence[Mapping]) -> dict[str, np.ndarray]:
     return out
 
 
+def _annotated_event_units(
+    recording: str, events: Mapping, task: Task, starts_s, stops_s, labels
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Annotated event (index) of each window of one recording, whether it has one, and the number of
+    events; None: the recording has no event of the task's classes."""
+    annotated = None
+    for key in (PurePath(recording).name.lower(), PurePath(recording).stem.lower()):
+        if key in events:
+            annotated = events[key]
+            break
+    index = {name: c for c, name in enumerate(task.classes)}
+    annotated = [(on, d, index[lab]) for on, d, lab in annotated or () if lab in index]
+    if not annotated:
+        return None
+    onset = np.array([0.0 if on is None else on for on, _, _ in annotated])
+    offset = np.array([np.inf if on is None else on + d for on, d, _ in annotated])
+    cls = np.array([c for _, _, c in annotated])
+    overlap = np.clip(np.minimum(stops_s[:, None], offset) - np.maximum(starts_s[:, None], onset), 0.0, None)
+    overlap *= labels[:, None] == cls[None, :]  # only an event of the window's own label
+    return overlap.argmax(axis=1), overlap.max(axis=1, initial=0.0) > TIME_TOL_S, len(annotated)
+
+
 def unit_index(
-    rows: Sequence[Mapping], task: Task, labels: np.ndarray | None = None
+    rows: Sequence[Mapping], task: Task, labels: np.ndarray | None = None, events: Mapping | None = None
 ) -> tuple[np.ndarray, list]:
     """Which unit of evaluation each row (window) belongs to.
 
@@ -166,6 +196,10 @@ def unit_index(
     task : Task
     labels : ndarray of int, shape (n_rows,) | None
         Class indices of the rows (needed by the ``event`` unit); None: :func:`encode_labels`.
+    events : mapping | None
+        ``event`` unit: annotated events per recording (file name, lower case -> list of ``(onset_s |
+        None, duration_s, label)``); a window belongs to the event of its label it overlaps most. None
+        (or a window of no such event): runs of contiguous windows with the same label.
 
     Returns
     -------
@@ -173,7 +207,8 @@ def unit_index(
         Unit index of each row, into ``keys``.
     keys : list of tuple, length n_units
         Sorted unit keys: ``(recording, start_s)`` for windows, ``(recording, epoch)`` for epochs,
-        ``(recording, k)`` for the k-th event of a recording, ``(recording,)``, ``(subject,)``.
+        ``(recording, k)`` for the k-th event of a recording (annotated events first, then the runs of
+        windows outside them), ``(recording,)``, ``(subject,)``.
 
     Raises
     ------
@@ -193,10 +228,20 @@ def unit_index(
     elif task.unit == "event":
         labels = encode_labels(rows, task) if labels is None else np.asarray(labels)
         row_keys = [None] * n
+        starts = np.array([float(row_value(rows, i, "start_s")) for i in range(n)])
+        durations = window_durations(rows, task)
         for recording, (order, segment) in recording_timelines(rows, task).items():
             lab = labels[order]
             new_run = np.concatenate([[True], (np.diff(segment) != 0) | (np.diff(lab) != 0)])
-            for i, k in zip(order, np.cumsum(new_run) - 1, strict=True):
+            unit = np.cumsum(new_run) - 1
+            found = None
+            if events is not None:
+                s = starts[order]
+                found = _annotated_event_units(recording, events, task, s, s + durations[order], lab)
+            if found is not None:
+                event, inside, n_events = found
+                unit = np.where(inside, event, n_events + unit)  # runs outside the events after them
+            for i, k in zip(order, unit, strict=True):
                 row_keys[i] = (recording, int(k))
     elif task.unit == "recording":
         row_keys = [(str(row_value(rows, i, "recording")),) for i in range(n)]
@@ -280,7 +325,9 @@ def check_probabilities(probabilities, n_rows: int, task: Task) -> np.ndarray:
     return p
 
 
-def aggregate(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) -> Units:
+def aggregate(
+    task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, events: Mapping | None = None
+) -> Units:
     """Average window class probabilities over the task's units and find each unit's true label.
 
     Parameters
@@ -290,6 +337,8 @@ def aggregate(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) ->
         Manifest rows (labelled), one per window, in the order of ``probabilities``.
     probabilities : ndarray, shape (n_rows, n_classes)
         Window class probabilities (softmax of the head's logits), columns in ``task.classes`` order.
+    events : mapping | None
+        Annotated events of the ``event`` unit (:func:`unit_index`); ignored by the other units.
 
     Returns
     -------
@@ -305,7 +354,7 @@ def aggregate(task: Task, rows: Sequence[Mapping], probabilities: np.ndarray) ->
         raise UsageError(f"Invalid value for the 'rows' parameter: no windows to evaluate for '{task.name}'.")
     p = check_probabilities(probabilities, len(rows), task)
     labels = encode_labels(rows, task)
-    index, keys = unit_index(rows, task, labels)
+    index, keys = unit_index(rows, task, labels, events)
     n_windows = np.bincount(index, minlength=len(keys)).astype(np.int64)
     sums = np.zeros((len(keys), task.n_classes))
     np.add.at(sums, index, p)

@@ -61,13 +61,17 @@ METRIC_NAMES = (
     "cohen_kappa",
     "weighted_f1",
     "event_sensitivity",
+    "event_precision",
+    "event_f1",
+    "false_alarms_per_24h",
     "false_alarms_per_hour",
     "swi_mae",
     "swi_pearson_r",
 )
 
 #: Metrics that need a binary task (two classes and a positive class).
-BINARY_METRICS = ("auroc", "auprc", "event_sensitivity", "false_alarms_per_hour", "swi_mae", "swi_pearson_r")
+BINARY_METRICS = ("auroc", "auprc", "event_sensitivity", "event_precision", "event_f1",
+                  "false_alarms_per_24h", "false_alarms_per_hour", "swi_mae", "swi_pearson_r")
 
 #: ``configs/finetune``: ``_base.yaml`` (defaults and schema) and one ``<task>.yaml`` per task.
 FINETUNE_CONFIG_DIR = CONFIG_DIR / "finetune"
@@ -108,6 +112,9 @@ class Task:
     smoothing_k, smoothing_n : int
         Event metrics: a window is positive when at least ``smoothing_k`` of the last ``smoothing_n``
         contiguous windows (itself included) are above the threshold; 1 of 1 means no smoothing.
+    strict_any_overlap : bool
+        Event metrics: also report plain any-overlap event scoring (no tolerance, merging or splitting)
+        beside SzCORE's (``results.json``, ``event_scoring``); the metrics stay SzCORE's.
     extra_labels : tuple of str
         Further labels preprocessing accepts for the task (:func:`label_vocabulary`), e.g. the artefact
         types a cohort may train on by listing them in ``classes``; not outputs of the head.
@@ -130,6 +137,7 @@ class Task:
     stride_s: float | None = None
     smoothing_k: int = 1
     smoothing_n: int = 1
+    strict_any_overlap: bool = False
     extra_labels: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -191,6 +199,9 @@ class Task:
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
             raise UsageError(f"Invalid value for 'task.events' {where}: expected integers "
                              f"1 <= smoothing_k <= smoothing_n, but got k={k!r}, n={n!r} instead.")
+        if not isinstance(self.strict_any_overlap, bool):
+            raise UsageError(f"Invalid value for 'task.events.strict_any_overlap' {where}: expected true or "
+                             f"false, but got {self.strict_any_overlap!r} instead.")
 
     @property
     def n_classes(self) -> int:
@@ -231,7 +242,7 @@ class Task:
         events = section.pop("events", None) or {}
         if not isinstance(events, Mapping):
             raise UsageError(f"Invalid value for 'task.events': expected a mapping, but got {events!r}.")
-        event_keys = ("smoothing_k", "smoothing_n")
+        event_keys = ("smoothing_k", "smoothing_n", "strict_any_overlap")
         allowed = {f.name for f in dataclasses.fields(cls)} - set(event_keys)
         unknown = sorted(set(section) - allowed)
         unknown += sorted(f"events.{k}" for k in events if k not in event_keys)

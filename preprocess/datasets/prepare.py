@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -33,7 +32,7 @@ from preprocess.batch import BatchSummary, check_output_config, run_preprocessin
 from preprocess.channels import load_montage
 from preprocess.datasets import get_adapter
 from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, recording_duration_s
-from preprocess.events import Event, EventsError
+from preprocess.events import Event, EventsError, write_events_csv
 from preprocess.labels import resolve_label_classes
 from preprocess.pipeline import Preprocessor
 from preprocess.segments import read_manifest
@@ -155,15 +154,6 @@ def dataset_config(
     return resolve_label_classes(resolved)
 
 
-def _write_events(path: Path, rows: list[tuple[str, str, Event]]) -> None:
-    with atomic_write(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["recording", "subject", "onset_s", "duration_s", "label"])
-        for recording, subject, event in rows:
-            onset = "" if event.onset_s is None else repr(float(event.onset_s))
-            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label])
-
-
 def prepare_dataset(
     name: str,
     root: str | os.PathLike,
@@ -261,7 +251,7 @@ def prepare_dataset(
     check_output_config(output, config, hint="the same dataset, task, options and config")
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.csv"
-    _write_events(events_path, rows)
+    write_events_csv(events_path, rows)
     if split is not None:
         with atomic_write(output / "split.csv", "w") as f:
             f.write("recording,split\n")

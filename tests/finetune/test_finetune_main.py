@@ -138,18 +138,26 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
         "confusion_matrix",
         "undefined",
         "n_units",
+        "event_scoring",
         "split",
         "checkpoint",
         "training",
         "config",
     }
     assert results["task"] == "onset_detection" and results["seed"] == 42
-    metrics = ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "false_alarms_per_hour", "loss"]
+    metrics = ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision", "event_f1"]
+    metrics += ["false_alarms_per_24h", "loss"]
     assert list(results["test"]) == list(results["val"]) == metrics
     assert results["n_units"] == {"val": 4, "test": 4}
     for name in ("val", "test"):
         assert 0 <= results[name]["balanced_accuracy"] <= 1 and 0 <= results[name]["auroc"] <= 1
         assert results[name]["event_sensitivity"] in (0.0, 1.0)  # one seizure event per split
+        # scored against the seizure annotated in the data folder's events.csv (1-41 s of the crop)
+        scoring = results["event_scoring"][name]
+        assert scoring["reference"] == "annotated" and scoring["warnings"][-1].startswith("false_alarms")
+        assert scoring["event"]["n_reference"] == 1
+        assert scoring["event"]["sensitivity"] == results[name]["event_sensitivity"]
+        assert scoring["evaluated_s"] == pytest.approx(16.0)  # four 4-s windows
         assert results[name]["loss"] > 0
         matrix = np.array(results["confusion_matrix"][name])
         assert matrix.shape == (2, 2) and matrix.sum(axis=1).tolist() == [2, 2]  # 2 background, 2 seizure

@@ -172,51 +172,70 @@ def _onset_timeline(make_rows):
     return make_rows(rows), np.stack([1 - score, score], axis=1)
 
 
+def _strict_task(*overrides):
+    """onset_detection with the plain any-overlap figures (task.events.strict_any_overlap) and events/hour."""
+    cfg = load_task_config("onset_detection", overrides=[
+        "task.events.strict_any_overlap=true",
+        "task.metrics=[balanced_accuracy,auroc,auprc,event_sensitivity,event_precision,event_f1,"
+        "false_alarms_per_24h,false_alarms_per_hour]", *overrides])
+    return get_task("onset_detection", cfg)
+
+
 def test_onset_event_sensitivity_and_false_alarms_per_hour(make_rows):
-    task = get_task("onset_detection")
+    task = _strict_task()
     rows, p = _onset_timeline(make_rows)
-    values, undefined = event_metrics(task, rows, p)
+    values, undefined = event_metrics(task, rows, p)  # no annotated events: the label runs are the reference
+    strict = values["event_scoring"]["strict_any_overlap"]["event"]
     # True events: r1 2, r2 2 (the gap splits them); detected: r1 1 (event 1), r2 2 -> 3/4.
-    assert values["n_true_events"] == 4 and values["n_detected_events"] == 3
-    assert values["event_sensitivity"] == pytest.approx(0.75)
+    assert strict["n_reference"] == 4 and strict["true_positives"] == 3
+    assert strict["sensitivity"] == pytest.approx(0.75)
     # False alarms: r1 windows 10-11 (one event) and window 18 = 2 over 80 s + 40 s = 1/30 h -> 60 per hour.
-    assert values["n_false_alarms"] == 2
-    assert values["hours"] == pytest.approx(120 / 3600)
-    assert values["false_alarms_per_hour"] == pytest.approx(60.0)
+    assert strict["false_positives"] == 2
+    assert strict["duration_h"] == pytest.approx(120 / 3600)
+    assert strict["false_alarms_per_24h"] == pytest.approx(60.0 * 24)
+    # SzCORE (the metrics): r1's detections are merged into one event that overlaps both (merged) seizures
+    # of r1, r2's two seizures 24 s apart are merged and detected -> 2 of 2, no false alarm.
+    event = values["event_scoring"]["event"]
+    assert (event["n_reference"], event["true_positives"], event["false_positives"]) == (2, 2, 0)
+    assert values["event_sensitivity"] == 1.0 and values["false_alarms_per_hour"] == 0.0
     assert undefined == {}
     results = evaluate_predictions(task, rows, p)
-    assert results["event_sensitivity"] == pytest.approx(0.75)
-    assert results["false_alarms_per_hour"] == pytest.approx(60.0)
-    assert list(results)[:5] == ["balanced_accuracy", "auroc", "auprc", "event_sensitivity",
-                                 "false_alarms_per_hour"]
+    assert results["event_sensitivity"] == 1.0
+    assert results["false_alarms_per_hour"] == 0.0
+    assert list(results)[:8] == ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision",
+                                 "event_f1", "false_alarms_per_24h", "false_alarms_per_hour"]
+    assert results["event_scoring"]["reference"] == "window_labels"
 
 
 def test_onset_events_with_2_of_3_smoothing(make_rows):
     rows, p = _onset_timeline(make_rows)
-    cfg = load_task_config("onset_detection",
-                           overrides=["task.events.smoothing_k=2", "task.events.smoothing_n=3"])
-    values, _ = event_metrics(get_task("onset_detection", cfg), rows, p)
+    task = _strict_task("task.events.smoothing_k=2", "task.events.smoothing_n=3")
+    values, _ = event_metrics(task, rows, p)
     # r1 raw positives 6, 10, 11, 18 -> smoothed positives 11 and 12 (2 of 10, 11, 12): one event at 44-52 s,
     # overlapping no seizure -> 1 false alarm; window 6 alone is dropped; r2's isolated windows are dropped.
-    assert values["event_sensitivity"] == 0.0
-    assert values["n_false_alarms"] == 1
-    assert values["false_alarms_per_hour"] == pytest.approx(30.0)
+    strict = values["event_scoring"]["strict_any_overlap"]["event"]
+    assert strict["sensitivity"] == 0.0
+    assert strict["false_positives"] == 1
+    assert strict["false_alarms_per_24h"] / 24 == pytest.approx(30.0)
 
 
 def test_adjacent_events_do_not_overlap(make_rows):
     rows = make_rows([("r1", 0, "background"), ("r1", 4, "seizure"), ("r1", 8, "background")])
     p = np.array([[0.1, 0.9], [0.9, 0.1], [0.9, 0.1]])
-    values, _ = event_metrics(get_task("onset_detection"), rows, p)
+    values, _ = event_metrics(_strict_task(), rows, p)
     # Predicted [0, 4) s and true [4, 8) s touch but share no time: missed, and a false alarm in 12 s.
-    assert values["event_sensitivity"] == 0.0
-    assert values["false_alarms_per_hour"] == pytest.approx(1 / (12 / 3600))
+    strict = values["event_scoring"]["strict_any_overlap"]["event"]
+    assert strict["sensitivity"] == 0.0
+    assert strict["false_alarms_per_24h"] / 24 == pytest.approx(1 / (12 / 3600))
+    # SzCORE widens the seizure by 30 s before it: detected, no false alarm.
+    assert values["event_sensitivity"] == 1.0 and values["false_alarms_per_24h"] == 0.0
 
 
 def test_no_true_event_gives_nan_sensitivity(make_rows):
     rows = make_rows([("r1", 0, "background"), ("r1", 4, "background")])
     values, undefined = event_metrics(get_task("onset_detection"), rows, np.array([[0.9, 0.1], [0.9, 0.1]]))
-    assert math.isnan(values["event_sensitivity"])
-    assert "no true seizure event" in undefined["event_sensitivity"]
+    assert math.isnan(values["event_sensitivity"]) and math.isnan(values["event_precision"])
+    assert "no seizure event" in undefined["event_sensitivity"]
     assert values["false_alarms_per_hour"] == 0.0
 
 

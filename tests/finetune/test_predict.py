@@ -261,6 +261,28 @@ def test_events_tsv_reads_with_mne_bids(run_dir, edf_dir, tmp_path):
     np.testing.assert_allclose(annotations.duration, [e["duration_s"] for e in events], atol=1e-6)
 
 
+def test_score_events_scores_the_events_tsv_against_a_bids_events_file(run_dir, edf_dir, tmp_path):
+    """predict.py's *_events.tsv is a BIDS events file that finetune/score_events.py scores directly."""
+    from finetune.score_events import cli
+    from tests.finetune.test_event_scoring import _assert_equal, _timescoring
+
+    # threshold 0: one event over every window, [0, 40) s
+    out = tmp_path / "out"
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out, "threshold=0.0", "figure.enabled=false") == 0
+    hypothesis = out / SEIZURE / f"{SEIZURE}_events.tsv"
+    header = hypothesis.read_text().splitlines()[0].split("\t")
+    assert header[:3] == ["onset", "duration", "trial_type"]  # BIDS: onset and duration first, in s
+    reference = tmp_path / f"{SEIZURE}_events.tsv"  # the annotated seizure (CHB-MIT: 1-41 s of the crop)
+    reference.write_text("onset\tduration\ttrial_type\n0.0\t1.0\tbckg\n1.0\t40.0\tseizure\n")
+    written = tmp_path / "scores.json"
+    assert cli([str(reference), str(hypothesis), "--duration-s", "41", "--json", str(written)]) == 0
+    scores = json.loads(written.read_text())
+    event, sample = _timescoring([(1.0, 40.0)], [(0.0, 40.0)], 41.0)
+    _assert_equal(scores["event"], event)
+    _assert_equal(scores["sample"], sample)
+    assert (scores["event"]["true_positives"], scores["event"]["false_positives"]) == (1, 0)
+
+
 def test_figure_is_written(predicted):
     png = (predicted / f"{SEIZURE}_prediction.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import mne
 import numpy as np
 import pytest
 
@@ -468,3 +469,39 @@ def test_zero_filled_pairs_are_bounded_and_reported(tmp_path, preprocess_config,
     assert summary.n_windows == 3 and list(summary.filled_channels.values()) == [
         ["P7-O1", "P8-O2", "C3-P3", "P3-O1", "P4-O2"]
     ]
+
+
+def test_labelled_runs_keep_the_events_that_labelled_their_windows(tmp_path, preprocess_config):
+    """``--events FILE`` and ``--events annotations`` runs write DIR/events.csv (fine-tuning scores events
+    against it): the events of every recording by its manifest name, a recording-level row of
+    ``labels.default`` for a recording without events."""
+    from finetune.event_evaluation import read_annotated_events
+
+    folder = tmp_path / "in"
+    raw = synthetic_raw(duration_s=20.0, seed=0)
+    raw.set_annotations(mne.Annotations([5.5], [9.0], ["seizure"]))
+    write_edf(raw, folder / "rec0.edf")
+    write_edf(synthetic_raw(duration_s=20.0, seed=1), folder / "rec1.edf")
+    events = tmp_path / "events.csv"
+    events.write_text("recording,onset_s,duration_s,label\nrec0,5.5,9.0,seizure\n")  # name without extension
+    config = preprocess_config("labels.default=background")
+    expected = (
+        "recording,subject,onset_s,duration_s,label\n"
+        "rec0.edf,rec0,5.5,9.0,seizure\n"
+        "rec1.edf,rec1,,0.0,background\n"
+    )
+    for source in (events, "annotations"):
+        out = tmp_path / f"out_{'file' if source == events else 'annotations'}"
+        run_preprocessing([folder], out, config, events=source, progress=False)
+        assert (out / "events.csv").read_text() == expected
+        assert read_annotated_events(out, "seizure") == {"rec0.edf": [(5.5, 9.0)], "rec1.edf": []}
+        # the seizure's edge windows straddle it and were dropped; the events keep its annotated extent
+        rows = read_manifest(out)
+        labels = {row["start_s"]: row["label"] for row in rows if row["recording"] == "rec0.edf"}
+        assert 4.0 not in labels and labels[8.0] == "seizure" and 12.0 not in labels
+    # a resumed run (everything skipped) rebuilds the same file
+    run_preprocessing([folder], out, config, events="annotations", progress=False)
+    assert (out / "events.csv").read_text() == expected
+    # an unlabelled run keeps no events
+    run_preprocessing([folder], tmp_path / "unlabelled", config, progress=False)
+    assert not (tmp_path / "unlabelled" / "events.csv").exists()

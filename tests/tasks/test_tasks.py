@@ -30,8 +30,8 @@ EXPECTED = {
     "artifact_detection": (("clean", "artefact"), "window", "artefact",
                            ("balanced_accuracy", "auroc", "auprc")),
     "onset_detection": (("background", "seizure"), "window", "seizure",
-                        ("balanced_accuracy", "auroc", "auprc", "event_sensitivity",
-                         "false_alarms_per_hour")),
+                        ("balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision",
+                         "event_f1", "false_alarms_per_24h")),
     "seizure_type": (("ABSZ", "FNSZ", "Spasm", "TCSZ"), "event", None,
                      ("balanced_accuracy", "cohen_kappa", "weighted_f1")),
     "syndrome_classification": (("CAE", "SeLECTS", "IESS", "LGS"), "subject", None,
@@ -174,7 +174,8 @@ def test_from_config_refuses_unknown_keys():
 
 def test_metric_names_are_the_documented_ones():
     assert METRIC_NAMES == ("balanced_accuracy", "auroc", "auprc", "cohen_kappa", "weighted_f1",
-                            "event_sensitivity", "false_alarms_per_hour", "swi_mae", "swi_pearson_r")
+                            "event_sensitivity", "event_precision", "event_f1", "false_alarms_per_24h",
+                            "false_alarms_per_hour", "swi_mae", "swi_pearson_r")
 
 
 def test_encode_labels(make_rows):
