@@ -105,7 +105,6 @@ _VALUE_CHECKS = {
         "[beta1, beta2] in [0, 1)",
     ),
     "optim.clip_grad": (lambda v: v is None or v >= 0, "null or >= 0"),
-    "masking.mask_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.prefetch_factor": (lambda v: v >= 1, ">= 1"),
     "checkpoint.every_epochs": (lambda v: v >= 1, ">= 1"),
@@ -423,7 +422,9 @@ def _m4cea_parts(cfg: dict, args: argparse.Namespace, rank: int, accum: int, amp
     seed_everything(seed)  # identical initial weights on every rank
     model = build_model(cfg)
     seed_everything(seed + rank)  # dropout / drop-path differ between ranks
-    dataset = PretrainDataset(args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens)
+    dataset = PretrainDataset(
+        args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens
+    )
     settings = EngineSettings(
         micro_batch_size=cfg["optim"]["micro_batch_size"],
         accum_steps=accum,

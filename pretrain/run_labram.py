@@ -99,8 +99,8 @@ def load_tokenizer(cfg: dict, ch_names, device: torch.device) -> torch.nn.Module
     path = cfg["model"]["tokenizer"]
     if not path:
         raise UsageError(
-            "LaBraM's masked EEG modelling needs a trained tokenizer: --set model.tokenizer=CKPT (a checkpoint "
-            "of a configs/pretrain/vqnsp_*.yaml run, or the official vqnsp.pth)."
+            "LaBraM's masked EEG modelling needs a trained tokenizer: --set model.tokenizer=CKPT (a "
+            "checkpoint of a configs/pretrain/vqnsp_*.yaml run, or the official vqnsp.pth)."
         )
     path = Path(path)
     if not path.is_file():
@@ -119,8 +119,8 @@ def load_tokenizer(cfg: dict, ch_names, device: torch.device) -> torch.nn.Module
         model_cfg = {"name": cfg["model"]["tokenizer_model"]}
     if model_family(model_cfg.get("name")) != "vqnsp":
         raise UsageError(
-            f"model.tokenizer={path} holds a {model_cfg.get('name')!r} model, not a VQ-NSP tokenizer: give the "
-            "checkpoint of a configs/pretrain/vqnsp_*.yaml run."
+            f"model.tokenizer={path} holds a {model_cfg.get('name')!r} model, not a VQ-NSP tokenizer: give "
+            "the checkpoint of a configs/pretrain/vqnsp_*.yaml run."
         )
     model_cfg["ch_names"] = list(ch_names)
     tokenizer = create_model_from_config(model_cfg)
@@ -171,8 +171,8 @@ def build_labram_parts(
     ch_names = cfg["model"]["ch_names"] or segment.get("ch_names")
     if not ch_names or len(ch_names) != n_chans:
         raise UsageError(
-            f"LaBraM places channels by name, but the windows of {data} have {n_chans} channels and the names "
-            f"{ch_names!r}: preprocess with a named montage, or set model.ch_names to {n_chans} names."
+            f"LaBraM places channels by name, but the windows of {data} have {n_chans} channels and the "
+            f"names {ch_names!r}: preprocess with a named montage, or set model.ch_names to {n_chans} names."
         )
     sfreq = float(row.get("sfreq") or segment.get("sfreq"))
     adapter = WindowAdapter(get_input_contract(name), sfreq_in=sfreq, n_times_in=n_times_in)
