@@ -1,8 +1,10 @@
 """One pretraining run: config, set-up (resume included), the epoch loop and its checkpoints.
 
 :func:`setup_run` and :func:`train` are the two phases ``pretrain/pretrain_main.py`` hands to
-:func:`runtime.entry.run_entry`; the epoch itself is in :mod:`pretrain.engine`. See
-``pretrain/pretrain_main.py`` for what a run writes.
+:func:`runtime.entry.run_entry`; the epoch itself is in :mod:`pretrain.engine` (M4CEA) or
+:mod:`pretrain.engine_labram` (LaBraM's tokenizer and masked code prediction, set up by
+:mod:`pretrain.run_labram`), chosen by the family of ``model.name``. See ``pretrain/pretrain_main.py``
+for what a run writes.
 """
 
 from __future__ import annotations
