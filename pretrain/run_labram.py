@@ -174,7 +174,13 @@ def build_labram_parts(
             f"LaBraM places channels by name, but the windows of {data} have {n_chans} channels and the "
             f"names {ch_names!r}: preprocess with a named montage, or set model.ch_names to {n_chans} names."
         )
-    sfreq = float(row.get("sfreq") or segment.get("sfreq"))
+    sfreq = row.get("sfreq") or segment.get("sfreq")
+    if not sfreq:
+        raise UsageError(
+            f"The windows of {data} record no sampling rate (manifest column or segment 'sfreq'): LaBraM's "
+            "input is resampled from it; preprocess again with preprocess/preprocess_main.py."
+        )
+    sfreq = float(sfreq)
     adapter = WindowAdapter(get_input_contract(name), sfreq_in=sfreq, n_times_in=n_times_in)
     n_weights = int(torch.as_tensor(segment["mfde"]).numel())
 

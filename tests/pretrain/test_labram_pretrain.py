@@ -216,3 +216,9 @@ def test_mem_torchrun_two_processes_equal_one_process(labram_data, tokenizer_run
     b = load_checkpoint(tmp_path / "two" / "checkpoint-0001.pth")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_windows_without_10_20_names_are_refused(pretrain_data, tmp_path):
+    """LaBraM places channels by name: windows named C0, C1... are bad input (exit status 2), not a crash."""
+    with pytest.raises(UsageError, match=r"C0.*\(model section of the config\)"):
+        main(_args("vqnsp_tiny.yaml", pretrain_data, tmp_path / "out"))
