@@ -222,3 +222,24 @@ def test_windows_without_10_20_names_are_refused(pretrain_data, tmp_path):
     """LaBraM places channels by name: windows named C0, C1... are bad input (exit status 2), not a crash."""
     with pytest.raises(UsageError, match=r"C0.*\(model section of the config\)"):
         main(_args("vqnsp_tiny.yaml", pretrain_data, tmp_path / "out"))
+
+
+def test_tokenizer_resume_equals_uninterrupted_run(labram_data, tokenizer_run, tmp_path):
+    """The codebook (k-means initialised, EMA-updated buffers) resumes exactly too."""
+    output, full = tokenizer_run
+    resumed = main(
+        _args(
+            "vqnsp_tiny.yaml",
+            labram_data,
+            tmp_path / "resumed",
+            epochs=3,
+            resume=output / "checkpoint-0002.pth",
+        )
+    )
+    for key in ("loss", "loss_rec", "loss_quant", "codebook_perplexity", "n_unused_codes", "step"):
+        assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-6), key
+    a = load_checkpoint(output / "checkpoint-0003.pth")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint-0003.pth")["model"]
+    assert "quantize.embedding.weight" in a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
