@@ -35,6 +35,9 @@ class PretrainDataset(Dataset):
         Samples per window the model expects (4000 = 4 s at 1000 Hz).
     n_tokens : int
         MFDE weights per window, ``n_chans * n_patches`` (320).
+    adapter : preprocess.adapt.WindowAdapter | None
+        Applied to each stored window instead of the M4CEA scaling (LaBraM: 1000 -> 200 Hz, uV / 100);
+        ``n_chans``/``n_times`` are then those of the stored windows.
 
     Raises
     ------
@@ -53,7 +56,10 @@ class PretrainDataset(Dataset):
     inconsistent file raises a ``ValueError`` that names it.
     """
 
-    def __init__(self, root: str | os.PathLike, n_chans: int, n_times: int, n_tokens: int) -> None:
+    def __init__(
+        self, root: str | os.PathLike, n_chans: int, n_times: int, n_tokens: int, adapter=None
+    ) -> None:
+        self.adapter = adapter  # H5: a preprocess.adapt.WindowAdapter (LaBraM) until H4's loader wiring lands
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(
@@ -97,7 +103,7 @@ class PretrainDataset(Dataset):
                 f"The MFDE weights of {path} must be {self.n_tokens} finite non-negative values "
                 f"(n_chans * n_patches), but got shape {weights.shape}."
             )
-        x = scale_window(data)
+        x = scale_window(data) if self.adapter is None else self.adapter(data)  # H5: see __init__
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(weights)
 
 

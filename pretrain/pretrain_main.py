@@ -7,6 +7,10 @@ Usage::
     torchrun --nproc_per_node=8 pretrain/pretrain_main.py --config configs/pretrain/m4cea_base.yaml ...
 
 ``DIR`` (``--data``) is a preprocessing output folder (``manifest.csv`` + one pickle per window).
+LaBraM's two stages run through the same entry point: ``--config configs/pretrain/vqnsp_base.yaml``
+(tokenizer training) and ``--config configs/pretrain/labram_base.yaml --set model.tokenizer=CKPT``
+(masked code prediction); the family of ``model.name`` chooses the schema and the engine
+(:mod:`pretrain.run_labram`, :mod:`pretrain.engine_labram`).
 The output folder receives ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
 epoch, averaged over ranks), ``log.txt``, ``tensorboard/`` and the checkpoints
 ``checkpoint-NNNN.pth`` (NNNN = epochs done) and ``checkpoint-last.pth``.
@@ -42,8 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of the pretraining entry point."""
     parser = argparse.ArgumentParser(
         "pretrain_main.py",
-        description="Pretrain M4CEA (knowledge-guided masked spectrum reconstruction) "
-        "on a preprocessing output folder.",
+        description="Pretrain M4CEA (knowledge-guided masked spectrum reconstruction) or LaBraM "
+        "(VQ-NSP tokenizer, masked code prediction) on a preprocessing output folder.",
     )
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
     parser.add_argument("--data", required=True, help="preprocessing output folder (manifest.csv + pickles)")

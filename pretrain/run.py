@@ -1,8 +1,10 @@
 """One pretraining run: config, set-up (resume included), the epoch loop and its checkpoints.
 
 :func:`setup_run` and :func:`train` are the two phases ``pretrain/pretrain_main.py`` hands to
-:func:`runtime.entry.run_entry`; the epoch itself is in :mod:`pretrain.engine`. See
-``pretrain/pretrain_main.py`` for what a run writes.
+:func:`runtime.entry.run_entry`; the epoch itself is in :mod:`pretrain.engine` (M4CEA) or
+:mod:`pretrain.engine_labram` (LaBraM's tokenizer and masked code prediction, set up by
+:mod:`pretrain.run_labram`), chosen by the family of ``model.name``. See ``pretrain/pretrain_main.py``
+for what a run writes.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from timm.optim import param_groups_weight_decay
 
 from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict
@@ -22,6 +26,7 @@ from models.attention import configure_attention, use_fused_attention
 from pretrain.data import PretrainDataset, build_pretrain_loader
 from pretrain.engine import EngineSettings, magnitude_statistics, train_one_epoch
 from pretrain.masking import num_masked_tokens
+from pretrain.run_labram import FAMILY_DEFAULTS, build_labram_parts, model_family
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, check_values, load_config, save_config
@@ -49,8 +54,28 @@ DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "m4cea_base.yaml"
 
 
 
+def _model_name(args: argparse.Namespace):
+    """``model.name`` as ``--set`` or ``--config`` give it (None when neither does)."""
+    for text in reversed(list(args.overrides)):
+        key, sep, value = text.partition("=")
+        if sep and key.strip() == "model.name":
+            return value.strip()
+    if args.config is not None and Path(args.config).is_file():
+        try:
+            data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            return None  # load_config reports it
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            return data["model"].get("name")
+    return None
+
+
 def resolve_config(args: argparse.Namespace) -> dict:
-    """Resolve the config: defaults (m4cea_base.yaml), ``--config``, ``--set``, then ``--epochs``.
+    """Resolve the config: the family's defaults, ``--config``, ``--set``, then ``--epochs``.
+
+    The family of ``model.name`` (from ``--set`` or ``--config``) chooses the defaults and schema:
+    ``m4cea_base.yaml`` (also when no name is given), ``vqnsp_base.yaml`` (LaBraM's tokenizer) or
+    ``labram_base.yaml`` (LaBraM's masked EEG modelling).
 
     Raises
     ------
@@ -62,7 +87,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"optim.epochs={args.epochs}")
-    return load_config(DEFAULT_CONFIG, args.config, overrides)
+    return load_config(FAMILY_DEFAULTS[model_family(_model_name(args))], args.config, overrides)
 
 
 #: Config keys that may be null (the model overrides: null keeps the registry's value).
@@ -111,10 +136,13 @@ def check_config(cfg: dict) -> None:
         Naming the key, the allowed values and the value given.
     """
     flat = _flatten(cfg)
+    nullable = _NULLABLE_KEYS
+    if model_family(cfg["model"]["name"]) != "m4cea":  # LaBraM family: null keeps the registry's value
+        nullable = nullable | {f"model.{k}" for k in cfg["model"] if k != "name"}
     for key, value in flat.items():
-        if value is None and key not in _NULLABLE_KEYS:
+        if value is None and key not in nullable:
             raise ConfigError(f"Invalid value for the config key '{key}': a value is needed, but got null.")
-    check_values(cfg, _VALUE_CHECKS)
+    check_values(cfg, {k: v for k, v in _VALUE_CHECKS.items() if k in flat})  # per family's schema
 
 
 def build_model(cfg: dict) -> torch.nn.Module:
@@ -156,7 +184,8 @@ class PretrainRun:
     scaler: torch.amp.GradScaler
     loader: Any
     sampler: Any
-    settings: EngineSettings
+    settings: Any  # EngineSettings (M4CEA) or pretrain.engine_labram.LabramSettings
+    train_epoch: Any  # the family's train_one_epoch with its settings bound
     start_epoch: int
     step: int
     output: Path
@@ -198,14 +227,18 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
         cfg["optim"]["batch_size"], cfg["optim"]["micro_batch_size"], ctx.world_size
     )
 
-    seed = cfg["runtime"]["seed"]
-    seed_everything(seed)  # identical initial weights on every rank
-    model = build_model(cfg)
-    seed_everything(seed + ctx.rank)  # dropout / drop-path differ between ranks
-
-    dataset = PretrainDataset(
-        args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens
+    amp = (
+        cfg["runtime"]["amp"] if device.type == "cuda" else ("bf16" if cfg["runtime"]["amp_cpu"] else "fp32")
     )
+    seed = cfg["runtime"]["seed"]
+    if model_family(cfg["model"]["name"]) != "m4cea":  # LaBraM's tokenizer or masked EEG modelling
+        parts = build_labram_parts(
+            cfg, args.data, rank=ctx.rank, accum=accum, amp_dtype=AMP_DTYPES[amp], device=device
+        )
+        model, dataset, settings, train_epoch = parts.model, parts.dataset, parts.settings, parts.train_epoch
+    else:
+        model, dataset, settings = _m4cea_parts(cfg, args, ctx.rank, accum, AMP_DTYPES[amp])
+        train_epoch = partial(train_one_epoch, settings=settings)
     loader, sampler = build_pretrain_loader(
         dataset,
         micro_batch_size=cfg["optim"]["micro_batch_size"],
@@ -223,24 +256,6 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
             f"optim.batch_size={cfg['optim']['batch_size']} windows: use more data or a smaller batch size."
         )
 
-    amp = (
-        cfg["runtime"]["amp"] if device.type == "cuda" else ("bf16" if cfg["runtime"]["amp_cpu"] else "fp32")
-    )
-    settings = EngineSettings(
-        micro_batch_size=cfg["optim"]["micro_batch_size"],
-        accum_steps=accum,
-        n_tokens=model.n_tokens,
-        patch_samples=model.patch_samples,
-        n_masked=num_masked_tokens(model.n_tokens, cfg["masking"]["mask_ratio"]),
-        strategy=cfg["masking"]["strategy"],
-        loss_tokens=cfg["loss"]["tokens"],
-        target_norm=cfg["loss"]["target_norm"],
-        **_magnitude_statistics(cfg, dataset, model.patch_samples),
-        clip_grad=cfg["optim"]["clip_grad"],
-        amp_dtype=AMP_DTYPES[amp],
-        seed=seed,
-        log_every=cfg["logging"]["log_every"],
-    )
 
     model.to(device)
     configure_attention(model, use_fused_attention(device, cfg["runtime"]["fused_attn"]))
@@ -314,6 +329,7 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
         loader=loader,
         sampler=sampler,
         settings=settings,
+        train_epoch=train_epoch,
         start_epoch=start_epoch,
         step=step,
         output=output,
@@ -351,13 +367,12 @@ def train(run: PretrainRun) -> list[dict]:
         for epoch in range(run.start_epoch, epochs):
             run.sampler.set_epoch(epoch)
             start = time.perf_counter()
-            metrics = train_one_epoch(
+            metrics = run.train_epoch(
                 run.model,
                 run.loader,
                 run.optimizer,
                 ctx.device,
                 epoch,
-                settings=run.settings,
                 step=step,
                 lr_scheduler=run.scheduler,
                 scaler=run.scaler,
@@ -369,14 +384,12 @@ def train(run: PretrainRun) -> list[dict]:
             metrics_log.write(record)
             history.append(record)
             logger.info(
-                "epoch %d/%d: loss %.5f (magnitude %.5f, phase %.5f), lr %.3g, %.1f samples/s",
+                "epoch %d/%d: %s",
                 epoch + 1,
                 epochs,
-                metrics["loss"],
-                metrics["loss_magnitude"],
-                metrics["loss_phase"],
-                metrics["lr"],
-                metrics["samples_per_s"],
+                ", ".join(
+                    f"{k} {v:.5g}" for k, v in metrics.items() if k not in ("n_steps", "step", "grad_norm")
+                ),
             )
             done = epoch + 1
             numbered = done % cfg["checkpoint"]["every_epochs"] == 0 or done == epochs
@@ -403,6 +416,33 @@ def train(run: PretrainRun) -> list[dict]:
         if log_writer is not None:
             log_writer.close()
     return history
+
+
+def _m4cea_parts(cfg: dict, args: argparse.Namespace, rank: int, accum: int, amp_dtype) -> tuple:
+    """Model, dataset and engine settings of an M4CEA run."""
+    seed = cfg["runtime"]["seed"]
+    seed_everything(seed)  # identical initial weights on every rank
+    model = build_model(cfg)
+    seed_everything(seed + rank)  # dropout / drop-path differ between ranks
+    dataset = PretrainDataset(
+        args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens
+    )
+    settings = EngineSettings(
+        micro_batch_size=cfg["optim"]["micro_batch_size"],
+        accum_steps=accum,
+        n_tokens=model.n_tokens,
+        patch_samples=model.patch_samples,
+        n_masked=num_masked_tokens(model.n_tokens, cfg["masking"]["mask_ratio"]),
+        strategy=cfg["masking"]["strategy"],
+        loss_tokens=cfg["loss"]["tokens"],
+        target_norm=cfg["loss"]["target_norm"],
+        **_magnitude_statistics(cfg, dataset, model.patch_samples),
+        clip_grad=cfg["optim"]["clip_grad"],
+        amp_dtype=amp_dtype,
+        seed=seed,
+        log_every=cfg["logging"]["log_every"],
+    )
+    return model, dataset, settings
 
 
 #: Windows (evenly spaced over the data folder) whose targets give the loss.target_norm statistics.

@@ -22,11 +22,14 @@ def make_pretrain_data(
     sfreq: float = 1000.0,
     seed: int = 0,
     zero_weights: int = 0,
+    ch_names: list | None = None,
 ) -> Path:
     """Write a synthetic preprocessing output: EEG-like windows in uV, Dirichlet MFDE weights, a manifest.
 
     ``zero_weights`` tokens of every window get weight 0 (to test the masking of zero weights).
+    ``ch_names``: the stored channel names (default ``C0``, ``C1``...; LaBraM needs 10-20 names).
     """
+    ch_names = list(ch_names) if ch_names is not None else [f"C{c}" for c in range(n_chans)]
     rng = np.random.default_rng(seed)
     n_times = n_patches * patch_samples
     t = np.arange(n_times) / sfreq
@@ -46,7 +49,7 @@ def make_pretrain_data(
             {
                 "data": data,
                 "mfde": weights,
-                "ch_names": [f"C{c}" for c in range(n_chans)],
+                "ch_names": ch_names,
                 "sfreq": sfreq,
                 "recording": f"rec{i // 8:02d}",
                 "subject": f"sub{i // 16:02d}",
