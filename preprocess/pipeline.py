@@ -48,7 +48,7 @@ import mne
 import numpy as np
 
 from preprocess.channels import MissingChannelsError, Montage, load_montage, montage_matrix
-from preprocess.events import Event, check_events, events_from_annotations, label_windows
+from preprocess.events import Event, check_events, events_from_annotations, label_windows, window_label_probs
 from preprocess.labels import resolve_label_classes
 from preprocess.locks import manifest_lock, recording_lock
 from preprocess.mfde import knowledge_weights
@@ -277,8 +277,12 @@ class Preprocessor:
                 labels_cfg["straddle"],
                 duration_s,
             )
+            label_probs = window_label_probs(
+                starts, window_s, events, labels_cfg["classes"], labels, labels_cfg["default"], duration_s
+            )
         else:
             labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
+            label_probs = [None] * len(starts)
 
         with recording_lock(output, rec_id):
             if part_path(output, rec_id).exists():  # completed by another run while this one waited
@@ -290,14 +294,18 @@ class Preprocessor:
                     shutil.rmtree(stale, ignore_errors=True)
             tmp_dir = tmp_root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
             try:
-                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result)
+                self._write(rec, output, tmp_dir, starts, (labels, label_probs), straddles, subject, result)
             finally:
                 with contextlib.suppress(OSError):  # kept only if a stale temporary could not be removed
                     tmp_root.rmdir()
         return result
 
     def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result) -> None:
-        """Windows, MFDE and pickles of one recording, then its manifest part (see :meth:`process`)."""
+        """Windows, MFDE and pickles of one recording, then its manifest part (see :meth:`process`).
+
+        ``labels``: (hard labels, soft labels) per window; a soft label is stored as ``label_probs``.
+        """
+        labels, label_probs = labels
         path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
         rows = []
@@ -330,6 +338,8 @@ class Preprocessor:
                         "label": labels[index],
                         "filled_channels": list(filled),
                     }
+                    if label_probs[index] is not None:
+                        segment["label_probs"] = label_probs[index]
                     save_segment(segment, tmp_dir / name)
                     rows.append(
                         {
@@ -342,6 +352,7 @@ class Preprocessor:
                             "n_times": self.n_times,
                             "sfreq": self.sfreq,
                             "filled_channels": list(filled),
+                            "label_probs": label_probs[index],
                         }
                     )
             if not rows:

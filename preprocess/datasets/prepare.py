@@ -12,8 +12,8 @@
    error naming the recording;
 4. recordings that can get no label (no event and no ``labels.default``, e.g. an ungraded Cork file)
    are left out and listed in the summary;
-5. ``DIR/events.csv`` (the events, with every recording's subject; a recording without events gets one
-   recording-level row of ``labels.default``), ``DIR/split.csv`` (``recording,split`` when the dataset
+5. ``DIR/events.csv`` (the events, with every recording's subject and, for soft labels, ``p_<class>``
+   columns; a recording without events gets one recording-level row of ``labels.default``), ``DIR/split.csv`` (``recording,split`` when the dataset
    has an official or customary split), then :func:`preprocess.batch.run_preprocessing` with that
    events file;
 6. ``DIR/dataset_summary.json``: recordings, subjects, hours, events and windows per class, the split,
@@ -155,13 +155,18 @@ def dataset_config(
     return resolve_label_classes(resolved)
 
 
-def _write_events(path: Path, rows: list[tuple[str, str, Event]]) -> None:
+def _write_events(path: Path, rows: list[tuple[str, str, Event]], classes: list[str]) -> None:
+    """The events CSV; with ``p_<class>`` columns when an event carries a soft label (Event.probs)."""
+    soft = any(event.probs for _, _, event in rows)
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["recording", "subject", "onset_s", "duration_s", "label"])
+        writer.writerow(["recording", "subject", "onset_s", "duration_s", "label"]
+                        + ([f"p_{c}" for c in classes] if soft else []))
         for recording, subject, event in rows:
             onset = "" if event.onset_s is None else repr(float(event.onset_s))
-            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label])
+            probs = ([repr(float(event.probs.get(c, 0.0))) if event.probs else "" for c in classes]
+                     if soft else [])
+            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label, *probs])
 
 
 def prepare_dataset(
@@ -261,7 +266,7 @@ def prepare_dataset(
     check_output_config(output, config, hint="the same dataset, task, options and config")
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.csv"
-    _write_events(events_path, rows)
+    _write_events(events_path, rows, classes)
     if split is not None:
         with atomic_write(output / "split.csv", "w") as f:
             f.write("recording,split\n")
