@@ -18,7 +18,8 @@ name to value out, with the confusion matrix at the task's unit. Metric names (:
 - ``kl_divergence``: mean over windows of KL(true || predicted) (:func:`kl_divergence`), the HMS
   competition's score, with the soft labels (``label_probs``) as the true distributions.
 
-All of them but ``kl_divergence`` (always per window) are computed on the task's units (window probabilities averaged per unit; see
+All of them but ``kl_divergence`` (always per window) are computed on the task's units (window
+probabilities averaged per unit; see
 :mod:`tasks`), except the event and SWI metrics, which follow windows over time.
 
 **Undefined values are NaN, never a crash and never an invented number**, and the reason is returned

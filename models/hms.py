@@ -6,7 +6,8 @@ project's windows, so that it runs on the same preprocessed folders, splits, see
 (DESIGN.md section 9):
 
 1. Input: a window ``(batch, n_chans, n_times)`` as the fine-tuning loader gives it (the double banana
-   at ``sfreq``, each channel divided by its 95th percentile of ``|x|``; see :func:`models.get_input_contract`).
+   at ``sfreq``, each channel divided by its 95th percentile of ``|x|``;
+   see :func:`models.get_input_contract`).
 2. Spectrogram of each bipolar channel: short-time Fourier transform (:func:`torch.stft`) with a Hann window
    of ``win_s`` (1 s), hop ``hop_s`` (0.125 s), FFT length two windows (0.5 Hz bins), centred frames
    (the window zero-padded by one FFT length / 2 on each side);
@@ -96,11 +97,15 @@ class HMSMobileNetV3(nn.Module):
     ) -> None:
         super().__init__()
         if head != "classification" or not n_outputs:
-            raise UsageError(f"Invalid value for the 'head' parameter: hms_mobilenetv3 has only a classification "
-                             f"head with n_outputs classes, but got head={head!r}, n_outputs={n_outputs!r}.")
+            raise UsageError(
+                f"Invalid value for the 'head' parameter: hms_mobilenetv3 has only a classification "
+                f"head with n_outputs classes, but got head={head!r}, n_outputs={n_outputs!r}."
+            )
         if chains and n_chans != 16:
-            raise UsageError(f"Invalid value for the 'model.n_chans' parameter: chains=true needs the 16 channels "
-                             f"of the double banana, but got {n_chans}; set model.chains=false for other montages.")
+            raise UsageError(
+                f"Invalid value for the 'model.n_chans' parameter: chains=true needs the 16 channels "
+                f"of the double banana, but got {n_chans}; set model.chains=false for other montages."
+            )
         self.n_chans, self.n_patches, self.patch_samples = int(n_chans), int(n_patches), int(patch_samples)
         self.n_times = self.n_patches * self.patch_samples
         self.sfreq, self.chains, self.head_type = float(sfreq), bool(chains), head
@@ -108,19 +113,29 @@ class HMSMobileNetV3(nn.Module):
         self.hop_samples = max(1, round(hop_s * sfreq))
         self.n_fft = 2 * self.win_samples
         if not 1 < self.win_samples <= self.n_times:
-            raise UsageError(f"Invalid value for the 'win_s' parameter: {win_s} s is {self.win_samples} samples, "
-                             f"but a window holds {self.n_times}.")
+            raise UsageError(
+                f"Invalid value for the 'win_s' parameter: {win_s} s is {self.win_samples} samples, "
+                f"but a window holds {self.n_times}."
+            )
         freqs = torch.fft.rfftfreq(self.n_fft, d=1.0 / self.sfreq)
         bins = torch.nonzero((freqs >= fmin_hz) & (freqs <= fmax_hz)).flatten()
         if bins.numel() == 0:
-            raise UsageError(f"Invalid frequency range {fmin_hz}-{fmax_hz} Hz: no STFT bin of "
-                             f"{self.sfreq / self.n_fft:g} Hz lies in it.")
+            raise UsageError(
+                f"Invalid frequency range {fmin_hz}-{fmax_hz} Hz: no STFT bin of "
+                f"{self.sfreq / self.n_fft:g} Hz lies in it."
+            )
         self.register_buffer("stft_window", torch.hann_window(self.win_samples), persistent=False)
         self.bins = (int(bins[0]), int(bins[-1]) + 1)
         self.freqs_hz = freqs[self.bins[0] : self.bins[1]]
         in_chans = len(CHAINS) if self.chains else self.n_chans
-        self.backbone = timm.create_model(variant, pretrained=False, in_chans=in_chans, num_classes=n_outputs,
-                                          drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+        self.backbone = timm.create_model(
+            variant,
+            pretrained=False,
+            in_chans=in_chans,
+            num_classes=n_outputs,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+        )
 
     def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised log-power spectrogram images of windows.
@@ -136,9 +151,16 @@ class HMSMobileNetV3(nn.Module):
             hop_samples``; each image channel zero mean and unit variance.
         """
         batch, n_chans, n_times = x.shape
-        spec = torch.stft(x.float().reshape(batch * n_chans, n_times), n_fft=self.n_fft,
-                          hop_length=self.hop_samples, win_length=self.win_samples, window=self.stft_window,
-                          center=True, pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            x.float().reshape(batch * n_chans, n_times),
+            n_fft=self.n_fft,
+            hop_length=self.hop_samples,
+            win_length=self.win_samples,
+            window=self.stft_window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         power = spec[:, self.bins[0] : self.bins[1]].abs().square()
         power = power.reshape(batch, n_chans, *power.shape[1:])
         if self.chains:

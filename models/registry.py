@@ -125,7 +125,8 @@ def get_input_contract(name):
     -------
     contract : models.contract.InputContract
         M4CEA: 1000 Hz, 200-sample patches, exactly ``n_patches`` of them (20), each channel divided by its
-        95th percentile, channels by position; hms_mobilenetv3 the same windows. LaBraM and VQ-NSP: :data:`models.labram.LABRAM_INPUT`
+        95th percentile, channels by position; hms_mobilenetv3 the same windows. LaBraM and VQ-NSP:
+        :data:`models.labram.LABRAM_INPUT`
         (200 Hz, 200-sample patches, at most 16, uV / 100, channels by 10-20 name).
 
     Raises
@@ -136,11 +137,12 @@ def get_input_contract(name):
     _check_name(name)
     config = _MODEL_CONFIGS[name]
     if _family(name)[0] is HMSMobileNetV3:
-        return InputContract(family="hms", sfreq=config["sfreq"], patch_samples=config["patch_samples"],
-                             max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
-                             normalisation="each channel divided by (95th percentile of |x| over the window + "
-                                           "1e-8), in the loader; log spectrograms standardised in the model",
-                             channel_names=None)
+        return InputContract(
+            family="hms", sfreq=config["sfreq"], patch_samples=config["patch_samples"],
+            max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
+            normalisation="each channel divided by (95th percentile of |x| over the window + 1e-8), in the "
+                          "loader; log spectrograms standardised in the model",
+            channel_names=None)
     if _family(name)[0] is not M4CEA:
         return LABRAM_INPUT
     return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],

@@ -85,5 +85,7 @@ def read_parquet_eeg(
         data_uv = table[names].to_numpy(dtype=np.float64).T
     except (ValueError, TypeError) as err:
         raise ParquetLayoutError(f"The EEG table {path} holds non-numeric values: {err}") from None
-    info = mne.create_info(names, sfreq, ["eeg"] * len(eeg_columns) + ["ecg"] * (len(names) - len(eeg_columns)))
+    info = mne.create_info(
+        names, sfreq, ["eeg"] * len(eeg_columns) + ["ecg"] * (len(names) - len(eeg_columns))
+    )
     return mne.io.RawArray(data_uv * 1e-6, info, verbose="error")

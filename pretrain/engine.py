@@ -302,7 +302,9 @@ def patch_signal(x: torch.Tensor, patch_samples: int) -> torch.Tensor:
     return x.float().reshape(batch, n_chans * (n_times // patch_samples), patch_samples)
 
 
-def signal_prediction(pred_magnitude: torch.Tensor, pred_phase: torch.Tensor, patch_samples: int) -> torch.Tensor:
+def signal_prediction(
+    pred_magnitude: torch.Tensor, pred_phase: torch.Tensor, patch_samples: int
+) -> torch.Tensor:
     """The predicted patch samples of ``pretrain.target: signal`` from the model's two heads.
 
     The magnitude and phase heads give ``2 * (patch_samples // 2 + 1) >= patch_samples`` outputs per token;
@@ -316,7 +318,9 @@ def signal_prediction(pred_magnitude: torch.Tensor, pred_phase: torch.Tensor, pa
     return torch.cat([pred_magnitude, pred_phase], dim=-1)[..., :patch_samples]
 
 
-def signal_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def signal_loss(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared error of predicted patches (MAE's pixel loss, without per-patch normalisation).
 
     Parameters
@@ -484,9 +488,8 @@ def train_one_epoch(
                 with autocast:
                     pred_magnitude, pred_phase = model(x, mask)
                 if signal:
-                    loss_magnitude = signal_loss(
-                        signal_prediction(pred_magnitude, pred_phase, s.patch_samples), target_signal, loss_mask
-                    )
+                    prediction = signal_prediction(pred_magnitude, pred_phase, s.patch_samples)
+                    loss_magnitude = signal_loss(prediction, target_signal, loss_mask)
                     loss_phase = torch.zeros_like(loss_magnitude)
                 else:
                     loss_magnitude, loss_phase = reconstruction_loss(

@@ -43,8 +43,14 @@ from preprocess.events import Event
 __all__ = ["CONSENSUS_LABELS", "HMS_COLUMNS", "HmsAdapter", "read_hms_table"]
 
 #: ``expert_consensus`` values -> class names of the task harmful_brain_activity.
-CONSENSUS_LABELS = {"Seizure": "seizure", "LPD": "lpd", "GPD": "gpd", "LRDA": "lrda", "GRDA": "grda",
-                    "Other": "other"}
+CONSENSUS_LABELS = {
+    "Seizure": "seizure",
+    "LPD": "lpd",
+    "GPD": "gpd",
+    "LRDA": "lrda",
+    "GRDA": "grda",
+    "Other": "other",
+}
 
 #: Vote columns, in the task's class order.
 VOTE_COLUMNS = tuple(f"{label}_vote" for label in CONSENSUS_LABELS.values())
@@ -87,8 +93,9 @@ def read_hms_table(path: str | os.PathLike) -> dict[str, dict]:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in HMS_COLUMNS if c not in frame.columns]
     if missing:
-        raise AnnotationError(f"{path}, line 1: the HMS table lacks the columns {missing}; it has "
-                              f"{list(frame.columns)}.")
+        raise AnnotationError(
+            f"{path}, line 1: the HMS table lacks the columns {missing}; it has {list(frame.columns)}."
+        )
     table: dict[str, dict] = {}
     for number, row in enumerate(frame[list(HMS_COLUMNS)].itertuples(index=False, name=None), start=2):
         eeg_id, offset, patient, consensus, *votes = (str(v).strip() for v in row)
@@ -99,26 +106,33 @@ def read_hms_table(path: str | os.PathLike) -> dict[str, dict]:
             offset_s = float(offset)
             counts = np.array([float(v) for v in votes])
         except ValueError:
-            raise AnnotationError(f"{where}: eeg_label_offset_seconds {offset!r} and the votes {votes} must be "
-                                  "numbers.") from None
+            raise AnnotationError(
+                f"{where}: eeg_label_offset_seconds {offset!r} and the votes {votes} must be numbers."
+            ) from None
         if not np.isfinite(offset_s) or offset_s < 0:
             raise AnnotationError(f"{where}: invalid eeg_label_offset_seconds {offset!r}; must be >= 0.")
         if not np.all(np.isfinite(counts)) or counts.min() < 0 or counts.sum() <= 0:
-            raise AnnotationError(f"{where}: invalid votes {dict(zip(VOTE_COLUMNS, votes, strict=True))}; "
-                                  "expected counts >= 0 with at least one vote.")
+            raise AnnotationError(
+                f"{where}: invalid votes {dict(zip(VOTE_COLUMNS, votes, strict=True))}; "
+                "expected counts >= 0 with at least one vote."
+            )
         if consensus not in CONSENSUS_LABELS:
-            raise AnnotationError(f"{where}: invalid expert_consensus {consensus!r}; allowed values are "
-                                  f"{list(CONSENSUS_LABELS)}.")
+            raise AnnotationError(
+                f"{where}: invalid expert_consensus {consensus!r}; allowed values are "
+                f"{list(CONSENSUS_LABELS)}."
+            )
         if not patient:
             raise AnnotationError(f"{where}: empty patient_id for eeg_id {eeg_id}.")
         name = f"{eeg_id}.parquet"
         entry = table.setdefault(name, {"subject": patient, "events": []})
         if entry["subject"] != patient:
-            raise AnnotationError(f"{where}: eeg_id {eeg_id} has two patients, {entry['subject']!r} and "
-                                  f"{patient!r}.")
+            raise AnnotationError(
+                f"{where}: eeg_id {eeg_id} has two patients, {entry['subject']!r} and {patient!r}."
+            )
         probs = dict(zip(CONSENSUS_LABELS.values(), (counts / counts.sum()).tolist(), strict=True))
-        entry["events"].append(Event(offset_s + LABEL_START_S, LABEL_DURATION_S, CONSENSUS_LABELS[consensus],
-                                     probs))
+        entry["events"].append(
+            Event(offset_s + LABEL_START_S, LABEL_DURATION_S, CONSENSUS_LABELS[consensus], probs)
+        )
     return table
 
 
@@ -129,9 +143,11 @@ class HmsAdapter(DatasetAdapter):
     name = "hms"
     tasks = ("harmful_brain_activity",)
     montage = "double_banana"
-    layout = ("ROOT/train.csv (eeg_id, eeg_label_offset_seconds, patient_id, expert_consensus, seizure_vote, "
-              "lpd_vote, gpd_vote, lrda_vote, grda_vote, other_vote, ...) and ROOT/train_eegs/<eeg_id>.parquet "
-              "(19 electrodes Fp1 ... O2 + EKG, 200 Hz, uV), as the Kaggle competition distributes them.")
+    layout = (
+        "ROOT/train.csv (eeg_id, eeg_label_offset_seconds, patient_id, expert_consensus, seizure_vote, "
+        "lpd_vote, gpd_vote, lrda_vote, grda_vote, other_vote, ...) and ROOT/train_eegs/<eeg_id>.parquet "
+        "(19 electrodes Fp1 ... O2 + EKG, 200 Hz, uV), as the Kaggle competition distributes them."
+    )
     options = {
         "labels": Option("train.csv", "the label table, relative to ROOT or absolute"),
         "eegs": Option("train_eegs", "the folder of <eeg_id>.parquet tables, relative to ROOT or absolute"),
@@ -174,6 +190,3 @@ class HmsAdapter(DatasetAdapter):
 
     def config_overrides(self, task: str) -> dict:
         return {"notch_freq": 60.0}  # US recordings (Massachusetts General Hospital)
-
-
-

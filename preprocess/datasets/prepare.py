@@ -13,7 +13,8 @@
 4. recordings that can get no label (no event and no ``labels.default``, e.g. an ungraded Cork file)
    are left out and listed in the summary;
 5. ``DIR/events.csv`` (the events, with every recording's subject and, for soft labels, ``p_<class>``
-   columns; a recording without events gets one recording-level row of ``labels.default``), ``DIR/split.csv`` (``recording,split`` when the dataset
+   columns; a recording without events gets one recording-level row of ``labels.default``),
+   ``DIR/split.csv`` (``recording,split`` when the dataset
    has an official or customary split), then :func:`preprocess.batch.run_preprocessing` with that
    events file;
 6. ``DIR/dataset_summary.json``: recordings, subjects, hours, events and windows per class, the split,

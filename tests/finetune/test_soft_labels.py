@@ -33,7 +33,9 @@ def test_kl_loss_is_kldivloss_batchmean_and_rel_entr():
     losses = soft_window_losses(torch.tensor(logits), torch.tensor(p))
     reference = rel_entr(p, softmax(logits, axis=1)).sum(axis=1)
     np.testing.assert_allclose(losses.numpy(), reference, rtol=1e-5)
-    batchmean = torch.nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(torch.tensor(logits), 1), torch.tensor(p))
+    batchmean = torch.nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(torch.tensor(logits), 1), torch.tensor(p)
+    )
     assert losses.mean().item() == pytest.approx(batchmean.item(), rel=1e-5)
     # window_losses dispatches on the target dtype; class weights weigh the argmax class.
     weights = torch.tensor([2.0, 1, 1, 1, 1, 1])
@@ -55,9 +57,20 @@ def test_kl_divergence_metric_is_the_competition_score():
 def _rows(n):
     rng = np.random.default_rng(2)
     p = _distributions(rng, n)
-    rows = [dict(path=f"w{i}.pkl", subject=f"s{i}", recording=f"r{i}", start_s=0.0, n_chans=16, n_times=1000,
-                 sfreq=1000.0, label=HMS.classes[int(p[i].argmax())],
-                 label_probs=dict(zip(HMS.classes, p[i].tolist(), strict=True))) for i in range(n)]
+    rows = [
+        dict(
+            path=f"w{i}.pkl",
+            subject=f"s{i}",
+            recording=f"r{i}",
+            start_s=0.0,
+            n_chans=16,
+            n_times=1000,
+            sfreq=1000.0,
+            label=HMS.classes[int(p[i].argmax())],
+            label_probs=dict(zip(HMS.classes, p[i].tolist(), strict=True)),
+        )
+        for i in range(n)
+    ]
     return rows, p
 
 
@@ -104,11 +117,29 @@ def test_hms_mobilenetv3_fine_tunes_with_the_kl_loss(tmp_path):
     for row in rows:  # votes: 70 % for the label, the rest on "other"
         row["label_probs"] = {row["label"]: 0.7, "other": 0.3}
     write_manifest(rows, data / "manifest.csv")
-    argv = ["--task", "harmful_brain_activity", "--seed", "42", "--data", str(data), "--output",
-            str(tmp_path / "runs"), "--epochs", "2", "--set", "model.name=hms_mobilenetv3", "model.n_patches=5",
-            "data.num_workers=0", "optim.batch_size=4", "optim.micro_batch_size=2", "optim.warmup_epochs=0",
-            "logging.log_every=1", "logging.tensorboard=false", "split.val_fraction=0.34",
-            "split.test_fraction=0.34"]
+    argv = [
+        "--task",
+        "harmful_brain_activity",
+        "--seed",
+        "42",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "runs"),
+        "--epochs",
+        "2",
+        "--set",
+        "model.name=hms_mobilenetv3",
+        "model.n_patches=5",
+        "data.num_workers=0",
+        "optim.batch_size=4",
+        "optim.micro_batch_size=2",
+        "optim.warmup_epochs=0",
+        "logging.log_every=1",
+        "logging.tensorboard=false",
+        "split.val_fraction=0.34",
+        "split.test_fraction=0.34",
+    ]
     results = main(argv)
     assert list(results["test"]) == ["kl_divergence", "balanced_accuracy", "cohen_kappa", "loss"]
     # The evaluation loss is the mean KL divergence of the soft labels: the competition's score.

@@ -105,7 +105,7 @@ def test_events_from_annotations():
 
 def test_soft_labels_from_p_columns_and_their_windows(tmp_path):
     """p_<class> columns give Event.probs (normalised); windows get the overlap-weighted distribution."""
-    from preprocess.events import EventsError, Event, read_events_csv, window_label_probs
+    from preprocess.events import Event, EventsError, read_events_csv, window_label_probs
 
     classes = ["seizure", "lpd", "other"]
     path = tmp_path / "events.csv"

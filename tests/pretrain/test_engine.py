@@ -221,7 +221,8 @@ def test_signal_target_reads_the_patches_and_its_loss_decreases():
 
     # A short training on two windows of 10-Hz rhythms (a learnable signal; white noise is not).
     t = torch.arange(4000) / 1000.0
-    x = torch.sin(2 * torch.pi * 10.0 * t + torch.linspace(0, 3, 16)[:, None]).expand(2, 16, 4000).contiguous()
+    x = torch.sin(2 * torch.pi * 10.0 * t + torch.linspace(0, 3, 16)[:, None])
+    x = x.expand(2, 16, 4000).contiguous()
     model, optimizer = _model_and_optimizer(lr=3e-3)
     settings = _settings(2, 1, target="signal", target_norm="frequency")
     first = train_one_epoch(model, [(x, w[:2])], optimizer, DEVICE, 0, settings=settings, step=0)

@@ -1,4 +1,4 @@
-"""HMS harmful brain activity: train.csv + train_eegs/<eeg_id>.parquet, soft labels into pickles and manifest."""
+"""HMS harmful brain activity: train.csv + train_eegs/<eeg_id>.parquet, soft labels into pickles, manifest."""
 
 from __future__ import annotations
 
@@ -18,9 +18,23 @@ from preprocess.synthetic import synthetic_eeg
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
-HEADER = ["eeg_id", "eeg_sub_id", "eeg_label_offset_seconds", "spectrogram_id", "spectrogram_sub_id",
-          "spectrogram_label_offset_seconds", "label_id", "patient_id", "expert_consensus", "seizure_vote",
-          "lpd_vote", "gpd_vote", "lrda_vote", "grda_vote", "other_vote"]
+HEADER = [
+    "eeg_id",
+    "eeg_sub_id",
+    "eeg_label_offset_seconds",
+    "spectrogram_id",
+    "spectrogram_sub_id",
+    "spectrogram_label_offset_seconds",
+    "label_id",
+    "patient_id",
+    "expert_consensus",
+    "seizure_vote",
+    "lpd_vote",
+    "gpd_vote",
+    "lrda_vote",
+    "grda_vote",
+    "other_vote",
+]
 
 
 def _write_eeg(path, duration_s=60.0, seed=0, columns=(*HMS_EEG_COLUMNS, "EKG")):
@@ -75,14 +89,26 @@ def test_votes_become_the_distribution_of_the_central_10_s(tmp_path):
     assert first.probs == {"seizure": 0.75, "lpd": 0.25, "gpd": 0.0, "lrda": 0.0, "grda": 0.0, "other": 0.0}
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"expert_consensus": "Spike"}, r"line 3: invalid expert_consensus 'Spike'"),
-    ({"lpd_vote": "-1"}, r"line 3: invalid votes"),
-    ({"seizure_vote": "0", "lpd_vote": "0", "gpd_vote": "0", "lrda_vote": "0", "grda_vote": "0",
-      "other_vote": "0"}, r"line 3: invalid votes"),
-    ({"eeg_label_offset_seconds": "abc"}, r"line 3: eeg_label_offset_seconds 'abc'"),
-    ({"patient_id": "p9"}, r"line 3: eeg_id 11 has two patients"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"expert_consensus": "Spike"}, r"line 3: invalid expert_consensus 'Spike'"),
+        ({"lpd_vote": "-1"}, r"line 3: invalid votes"),
+        (
+            {
+                "seizure_vote": "0",
+                "lpd_vote": "0",
+                "gpd_vote": "0",
+                "lrda_vote": "0",
+                "grda_vote": "0",
+                "other_vote": "0",
+            },
+            r"line 3: invalid votes",
+        ),
+        ({"eeg_label_offset_seconds": "abc"}, r"line 3: eeg_label_offset_seconds 'abc'"),
+        ({"patient_id": "p9"}, r"line 3: eeg_id 11 has two patients"),
+    ],
+)
 def test_bad_rows_are_named(tmp_path, change, message):
     _write_table(tmp_path / "train.csv", ROWS)
     frame = pd.read_csv(tmp_path / "train.csv", dtype=str)
@@ -113,16 +139,22 @@ def test_bad_layouts_are_named(tmp_path):
 def test_soft_labels_through_preprocessing_into_pickles_and_manifest(tmp_path, capsys, run_cli):
     root = _hms_root(tmp_path / "root", ROWS)
     out = tmp_path / "out"
-    status, text = run_cli(capsys, "--dataset", "hms", "--task", "harmful_brain_activity", "--input", root,
-                           "--output", out)
+    status, text = run_cli(
+        capsys, "--dataset", "hms", "--task", "harmful_brain_activity", "--input", root, "--output", out
+    )
     assert status == 0, text
     rows = read_manifest(out)
     labelled = Counter((r["recording"], r["subject"], r["start_s"], r["label"]) for r in rows if r["label"])
     # 4-s windows from 0 s: [20, 28) seizure; [28, 32) straddles seizure and nothing: dropped; [32, 40)
     # GRDA; 22: [24, 32) LPD.
-    assert labelled == {("11.parquet", "p1", 20.0, "seizure"): 1, ("11.parquet", "p1", 24.0, "seizure"): 1,
-                        ("11.parquet", "p1", 32.0, "grda"): 1, ("11.parquet", "p1", 36.0, "grda"): 1,
-                        ("22.parquet", "p2", 24.0, "lpd"): 1, ("22.parquet", "p2", 28.0, "lpd"): 1}
+    assert labelled == {
+        ("11.parquet", "p1", 20.0, "seizure"): 1,
+        ("11.parquet", "p1", 24.0, "seizure"): 1,
+        ("11.parquet", "p1", 32.0, "grda"): 1,
+        ("11.parquet", "p1", 36.0, "grda"): 1,
+        ("22.parquet", "p2", 24.0, "lpd"): 1,
+        ("22.parquet", "p2", 28.0, "lpd"): 1,
+    }
     by_start = {(r["recording"], r["start_s"]): r for r in rows}
     seizure = by_start[("11.parquet", 20.0)]
     want = {"seizure": 0.75, "lpd": 0.25, "gpd": 0.0, "lrda": 0.0, "grda": 0.0, "other": 0.0}
