@@ -294,18 +294,18 @@ class Preprocessor:
                     shutil.rmtree(stale, ignore_errors=True)
             tmp_dir = tmp_root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
             try:
-                self._write(rec, output, tmp_dir, starts, (labels, label_probs), straddles, subject, result)
+                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result, label_probs)
             finally:
                 with contextlib.suppress(OSError):  # kept only if a stale temporary could not be removed
                     tmp_root.rmdir()
         return result
 
-    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result) -> None:
+    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result, label_probs) -> None:
         """Windows, MFDE and pickles of one recording, then its manifest part (see :meth:`process`).
 
-        ``labels``: (hard labels, soft labels) per window; a soft label is stored as ``label_probs``.
+        ``label_probs``: the soft label of each window or None (:func:`preprocess.events.window_label_probs`),
+        stored as ``label_probs`` in the pickle and the manifest row when set.
         """
-        labels, label_probs = labels
         path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
         rows = []
