@@ -14,16 +14,8 @@ from .checkpoint import (
     read_official_checkpoint,
 )
 from .contract import InputContract
-from .labram import (
-    DOUBLE_BANANA,
-    LABRAM_INPUT,
-    STANDARD_1020,
-    VQNSP,
-    LaBraM,
-    channel_positions,
-    codebook_usage,
-    spectrum_targets,
-)
+from .labram import LaBraM
+from .labram_channels import DOUBLE_BANANA, LABRAM_INPUT, STANDARD_1020, channel_positions
 from .m4cea import HEAD_TYPES, M4CEA, TemporalEmbedding, patch_spectrum, temporal_feature_dim
 from .registry import (
     OVERRIDE_KEYS,
@@ -33,6 +25,7 @@ from .registry import (
     get_model_config,
     list_models,
 )
+from .vqnsp import VQNSP, codebook_usage, spectrum_targets
 
 __all__ = [
     "DOUBLE_BANANA",

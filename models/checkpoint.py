@@ -39,7 +39,8 @@ from typing import NamedTuple
 
 import torch
 
-from .labram import VQNSP, LaBraM
+from .labram import LaBraM
+from .vqnsp import VQNSP
 
 __all__ = [
     "LoadResult",

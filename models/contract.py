@@ -3,7 +3,7 @@
 One preprocessed folder (the paper's preprocessing: 1000 Hz, double banana, microvolts) serves every model
 family; a data loader reads a family's :class:`InputContract` (``models.get_input_contract(name)``) and
 adapts the stored windows to it (resampling, scaling, channel order). The contract is data only: the
-adapter lives with the loaders.
+adapter (:class:`preprocess.adapt.WindowAdapter`) is applied by the loaders.
 """
 
 from __future__ import annotations

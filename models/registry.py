@@ -15,8 +15,9 @@ from runtime.config import UsageError
 
 from .contract import InputContract
 from .hms import HMSMobileNetV3
-from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, VQNSP, LaBraM
+from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
+from .vqnsp import VQNSP
 
 __all__ = [
     "OVERRIDE_KEYS",

@@ -15,7 +15,8 @@ from models import (
     create_model_from_config,
     get_input_contract,
 )
-from models.labram import BIPOLAR_MIDPOINTS, STANDARD_1020, NormEMAQuantizer
+from models.labram import BIPOLAR_MIDPOINTS, STANDARD_1020
+from models.vqnsp import NormEMAQuantizer
 
 CH_NAMES = ["Fp1", "fp2", "C3", "O1"]
 
