@@ -16,7 +16,7 @@ from preprocess.datasets.prepare import dataset_config
 from preprocess.events import Event
 from tasks import list_tasks
 
-ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "sleep_edf",
+ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "hms", "sleep_edf",
             "tuar", "tuev", "tusz"]
 
 
