@@ -27,7 +27,7 @@ from preprocess.segments import load_segment, scale_window
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
-from tasks import Task, encode_labels
+from tasks import Task, encode_label_probs, encode_labels
 
 __all__ = [
     "SAMPLERS",
@@ -107,6 +107,9 @@ class FinetuneDataset(Dataset):
     rows : list of dict
     labels : ndarray of int64, shape (n_windows,)
         Class index of each window.
+    label_probs : ndarray of float32, shape (n_windows, n_classes) | None
+        The true class distribution of each window (:func:`tasks.encode_label_probs`) when a row of the
+        split carries a soft label (``label_probs``, e.g. HMS expert votes), else None.
 
     Raises
     ------
@@ -120,7 +123,8 @@ class FinetuneDataset(Dataset):
     -----
     ``dataset[i]`` returns ``(x, label, i)``: ``x`` float32 tensor (n_chans, n_times), each channel
     divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official loader);
-    ``label`` int64 tensor (); ``i`` int64 tensor (), the position in ``rows``.
+    ``label`` int64 tensor () (float32 tensor (n_classes,), the distribution, when :attr:`label_probs`
+    is set: the engine then trains with the KL divergence); ``i`` int64 tensor (), the position in ``rows``.
     """
 
     def __init__(
@@ -136,6 +140,8 @@ class FinetuneDataset(Dataset):
             raise UsageError(f"Invalid value for the 'rows' parameter: no window of {self.root} to read.")
         self.task = task
         self.labels = encode_labels(self.rows, task)
+        soft = any(row.get("label_probs") for row in self.rows)
+        self.label_probs = encode_label_probs(self.rows, task).astype(np.float32) if soft else None
         self.n_chans, self.n_times = int(n_chans), int(n_times)
         check_window_shapes(self.root, self.rows, self.n_chans, self.n_times)
 
@@ -151,7 +157,11 @@ class FinetuneDataset(Dataset):
                 f"expects ({self.n_chans}, {self.n_times})."
             )
         x = torch.from_numpy(np.ascontiguousarray(scale_window(data)))
-        return x, torch.tensor(self.labels[index], dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
+        if self.label_probs is not None:
+            target = torch.from_numpy(self.label_probs[index])
+        else:
+            target = torch.tensor(self.labels[index], dtype=torch.int64)
+        return x, target, torch.tensor(index, dtype=torch.int64)
 
 
 def balanced_window_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:

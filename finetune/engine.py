@@ -13,6 +13,12 @@ one batch ``k`` times larger, class weights included. (``torch.nn.CrossEntropyLo
 instead divides each batch by its own sum of weights, which does not accumulate exactly; with
 balanced weights the mean weight over the training split is 1, so both agree in expectation.)
 
+Soft labels. When the targets are class distributions (float tensors (batch, n_classes), windows with a
+``label_probs``, e.g. the HMS expert votes), the window loss is the KL divergence KL(p || softmax(logits))
+(:func:`soft_window_losses`); its mean over a batch is ``torch.nn.KLDivLoss(reduction="batchmean")`` of the
+log-probabilities, the HMS competition's score. Class weights then weigh each window by its argmax class;
+label smoothing does not apply.
+
 Gradient accumulation fixes the official code's defect (``zero_grad()`` every micro-batch while the
 optimiser steps every k: k-1 of k gradients lost; DESIGN.md section 2): gradients are zeroed once per
 optimiser step, after it.
@@ -43,6 +49,7 @@ __all__ = [
     "balanced_class_weights",
     "evaluate",
     "set_train_mode",
+    "soft_window_losses",
     "train_one_epoch",
     "window_losses",
 ]
@@ -163,18 +170,49 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def soft_window_losses(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """KL divergence KL(p || q) of each window's true distribution p from its predicted q = softmax(logits).
+
+    Parameters
+    ----------
+    logits : Tensor, shape (batch, n_classes)
+    target_probs : Tensor, shape (batch, n_classes)
+        True class distributions (rows sum to 1; zeros allowed: 0 * log 0 = 0).
+
+    Returns
+    -------
+    losses : Tensor of float32, shape (batch,)
+        ``sum_k p_k (log p_k - log q_k)`` in nats; their mean is
+        ``torch.nn.KLDivLoss(reduction="batchmean")(log_softmax(logits), p)``.
+
+    References
+    ----------
+    Kaggle "HMS - Harmful Brain Activity Classification" (2024): the score is the mean KL divergence of
+    the expert-vote distribution from the predicted one.
+    """
+    log_q = F.log_softmax(logits.float(), dim=1)
+    return F.kl_div(log_q, target_probs.float(), reduction="none").sum(dim=1)
+
+
+def _hard_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of targets: themselves, or the argmax of distributions."""
+    return targets.argmax(dim=1) if targets.is_floating_point() else targets
+
+
 def window_losses(
     logits: torch.Tensor,
     targets: torch.Tensor,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy of each window, in float32, weighted by its class.
+    """Cross-entropy (or, for soft targets, KL divergence) of each window, in float32, weighted by its class.
 
     Parameters
     ----------
     logits : Tensor, shape (batch, n_classes)
-    targets : Tensor of int64, shape (batch,)
+    targets : Tensor of int64, shape (batch,) | Tensor of float, shape (batch, n_classes)
+        Class indices, or class distributions (:func:`soft_window_losses`; weighted by the argmax class,
+        no label smoothing).
     class_weights : Tensor, shape (n_classes,) | None
         Weight of each class (:func:`balanced_class_weights`); None: 1.
     label_smoothing : float
@@ -185,9 +223,12 @@ def window_losses(
     losses : Tensor of float32, shape (batch,)
         ``w[y_i] * CE_smoothed(logits_i, y_i)``.
     """
-    losses = F.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
+    if targets.is_floating_point():
+        losses = soft_window_losses(logits, targets)
+    else:
+        losses = F.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
     if class_weights is not None:
-        losses = losses * class_weights[targets]
+        losses = losses * class_weights[_hard_targets(targets)]
     return losses
 
 
@@ -339,7 +380,7 @@ def train_one_epoch(
                 loss = losses.sum() / windows_per_rank_step
                 scaler.scale(loss).backward()
             with torch.no_grad():
-                correct = (logits.argmax(dim=1) == labels).sum()
+                correct = (logits.argmax(dim=1) == _hard_targets(labels)).sum()
                 step_sums += torch.stack([losses.detach().sum(), correct.float()])
         grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
         step += 1
@@ -378,8 +419,8 @@ def evaluate(
     Returns
     -------
     loss : float
-        Mean over the split's windows of the (class-weighted) cross-entropy, computed in float64 from
-        the float32 logits.
+        Mean over the split's windows of the (class-weighted) cross-entropy, or KL divergence when the
+        loader yields class distributions, computed in float64 from the float32 logits.
     probabilities : ndarray of float64, shape (n_windows, n_classes)
         Softmax of the logits; row ``i`` is the split's row ``i`` (manifest order of the split). The
         same on every rank.
@@ -401,7 +442,7 @@ def evaluate(
         position_parts.append(positions)
     local = (
         torch.cat(logits_parts).cpu().numpy() if logits_parts else np.zeros((0, 0), np.float32),
-        torch.cat(label_parts).numpy() if label_parts else np.zeros(0, np.int64),
+        torch.cat(label_parts).numpy() if label_parts else np.zeros(0, np.int64),  # or (n, n_classes) float
         torch.cat(position_parts).numpy() if position_parts else np.zeros(0, np.int64),
     )
     gathered = [part for part in all_gather_object(local) if part[2].size]
@@ -416,7 +457,11 @@ def evaluate(
         )
     logits_all, labels_all = logits_all[first], labels_all[first]
     log_p = torch.log_softmax(torch.from_numpy(logits_all), dim=1)
-    nll = -log_p.gather(1, torch.from_numpy(labels_all).long().unsqueeze(1)).squeeze(1)
+    targets = torch.from_numpy(labels_all)
+    if targets.is_floating_point():
+        nll = F.kl_div(log_p, targets.double(), reduction="none").sum(dim=1)
+    else:
+        nll = -log_p.gather(1, targets.long().unsqueeze(1)).squeeze(1)
     if class_weights is not None:
-        nll = nll * class_weights.detach().cpu().double()[torch.from_numpy(labels_all).long()]
+        nll = nll * class_weights.detach().cpu().double()[_hard_targets(targets).long()]
     return float(nll.mean()), log_p.exp().numpy()

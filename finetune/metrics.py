@@ -15,9 +15,12 @@ name to value out, with the confusion matrix at the task's unit. Metric names (:
 - ``event_sensitivity``, ``event_precision``, ``event_f1``, ``false_alarms_per_24h`` (and
   ``false_alarms_per_hour``): seizure events detected over time, scored against the annotated events by
   SzCORE event scoring (``timescoring``; :func:`event_metrics`, :mod:`finetune.event_evaluation`);
-- ``swi_mae`` and ``swi_pearson_r``: spike-wave index per recording (:func:`swi_metrics`).
+- ``swi_mae`` and ``swi_pearson_r``: spike-wave index per recording (:func:`swi_metrics`);
+- ``kl_divergence``: mean over windows of KL(true || predicted) (:func:`kl_divergence`), the HMS
+  competition's score, with the soft labels (``label_probs``) as the true distributions.
 
-All of them are computed on the task's units (window probabilities averaged per unit; see
+All of them but ``kl_divergence`` (always per window) are computed on the task's units (window
+probabilities averaged per unit; see
 :mod:`tasks`), except the event and SWI metrics, which follow windows over time.
 
 **Undefined values are NaN, never a crash and never an invented number**, and the reason is returned
@@ -47,6 +50,7 @@ from tasks import (
     Task,
     aggregate,
     check_probabilities,
+    encode_label_probs,
     encode_labels,
     predict,
     recording_timelines,
@@ -59,6 +63,7 @@ __all__ = [
     "evaluate_predictions",
     "event_metrics",
     "find_events",
+    "kl_divergence",
     "positive_runs",
     "smooth_k_of_n",
     "swi_metrics",
@@ -387,6 +392,44 @@ def swi_metrics(swi_true: np.ndarray, swi_predicted: np.ndarray) -> tuple[dict[s
     return values, undefined
 
 
+def kl_divergence(true_probs: np.ndarray, predicted_probs: np.ndarray, eps: float = 1e-15) -> float:
+    """Mean over windows of the KL divergence KL(true || predicted), in nats (the HMS competition's score).
+
+    Parameters
+    ----------
+    true_probs : ndarray, shape (n_windows, n_classes)
+        True class distributions (rows sum to 1); classes with probability 0 contribute 0.
+    predicted_probs : ndarray, shape (n_windows, n_classes)
+        Predicted distributions, clipped to ``[eps, 1 - eps]`` as the competition's metric does, so a
+        predicted 0 gives a large finite penalty instead of infinity.
+    eps : float
+        The clip.
+
+    Returns
+    -------
+    kl : float
+        ``mean_i sum_k p_ik log(p_ik / q_ik)`` (:func:`scipy.special.rel_entr` summed per row).
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in shape or are not two-dimensional.
+
+    References
+    ----------
+    Kaggle "HMS - Harmful Brain Activity Classification" (2024), evaluation metric ``kl_divergence``
+    (micro average over rows, predictions clipped at 1e-15).
+    """
+    p = np.asarray(true_probs, dtype=np.float64)
+    q = np.asarray(predicted_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != q.shape:
+        raise ValueError(f"Invalid shapes for kl_divergence: true {p.shape} and predicted {q.shape} must be "
+                         "equal (n_windows, n_classes).")
+    q = np.clip(q, eps, 1.0 - eps)
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q), 0.0)
+    return float(terms.sum(axis=1).mean())
+
+
 def evaluate_predictions(
     task: Task, rows: Sequence[Mapping], probabilities: np.ndarray, events: Mapping | None = None
 ) -> dict:
@@ -451,6 +494,8 @@ def evaluate_predictions(
         swi_values, swi_undefined = swi_metrics(swi_true, swi_pred)
         values.update({m: swi_values[m] for m in _SWI_METRICS if m in task.metrics})
         undefined.update({m: r for m, r in swi_undefined.items() if m in task.metrics})
+    if "kl_divergence" in task.metrics:
+        values["kl_divergence"] = kl_divergence(encode_label_probs(rows, task), probabilities)
     for name, reason in undefined.items():
         logger.warning("%s is undefined for the task '%s' (NaN): %s.", name, task.name, reason)
     confusion = skm.confusion_matrix(units.labels, predict(task, units.probabilities),

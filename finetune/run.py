@@ -330,7 +330,8 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("head.")
     # Classification never masks tokens: the mask token gets no gradient (and DDP refuses unused parameters).
-    model.mask_token.requires_grad_(False)
+    if hasattr(model, "mask_token"):  # not in hms_mobilenetv3 (no tokens)
+        model.mask_token.requires_grad_(False)
     amp = (
         cfg["runtime"]["amp"] if device.type == "cuda" else ("bf16" if cfg["runtime"]["amp_cpu"] else "fp32")
     )

@@ -14,6 +14,7 @@ import inspect
 from runtime.config import UsageError
 
 from .contract import InputContract
+from .hms import HMSMobileNetV3
 from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
 from .vqnsp import VQNSP
@@ -44,12 +45,17 @@ _MODEL_CONFIGS = {
     # The released tokenizer (vqnsp.pth): encoder 12 blocks, decoder 3, codebook 8192 x 64.
     "vqnsp_base": dict(depth=12, decoder_depth=3, num_heads=10, n_codes=8192, code_dim=64, kmeans_init=True),
     "vqnsp_tiny": dict(depth=1, decoder_depth=1, num_heads=4, n_codes=64, code_dim=16, kmeans_init=True),
+    # The HMS seed's baseline (models/hms.py): timm MobileNetV3-Small 0.5 on 0.5-20 Hz log spectrograms of
+    # the four double-banana chains of the project's windows (16 x 4000 at 1000 Hz), 0.57 M parameters.
+    "hms_mobilenetv3": dict(n_chans=16, n_patches=20, patch_samples=200, sfreq=1000.0,
+                            variant="mobilenetv3_small_050", chains=True, win_s=1.0, hop_s=0.125, fmin_hz=0.5,
+                            fmax_hz=20.0, drop_rate=0.0, drop_path_rate=0.0),
 }
 
 _HEAD_ARGS = ("head", "n_outputs")
 # family of each name: (class, heads it offers, whether the class takes head/n_outputs)
 _FAMILIES = {"m4cea": (M4CEA, HEAD_TYPES, True), "labram": (LaBraM, LABRAM_HEAD_TYPES, True),
-             "vqnsp": (VQNSP, ("pretrain",), False)}
+             "vqnsp": (VQNSP, ("pretrain",), False), "hms": (HMSMobileNetV3, ("classification",), True)}
 _INTERNAL_ARGS = ("self", "code_dim") + _HEAD_ARGS
 
 
@@ -120,7 +126,8 @@ def get_input_contract(name):
     -------
     contract : models.contract.InputContract
         M4CEA: 1000 Hz, 200-sample patches, exactly ``n_patches`` of them (20), each channel divided by its
-        95th percentile, channels by position. LaBraM and VQ-NSP: :data:`models.labram.LABRAM_INPUT`
+        95th percentile, channels by position; hms_mobilenetv3 the same windows. LaBraM and VQ-NSP:
+        :data:`models.labram.LABRAM_INPUT`
         (200 Hz, 200-sample patches, at most 16, uV / 100, channels by 10-20 name).
 
     Raises
@@ -129,9 +136,16 @@ def get_input_contract(name):
         If ``name`` is not registered.
     """
     _check_name(name)
+    config = _MODEL_CONFIGS[name]
+    if _family(name)[0] is HMSMobileNetV3:
+        return InputContract(
+            family="hms", sfreq=config["sfreq"], patch_samples=config["patch_samples"],
+            max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
+            normalisation="each channel divided by (95th percentile of |x| over the window + 1e-8), in the "
+                          "loader; log spectrograms standardised in the model",
+            channel_names=None)
     if _family(name)[0] is not M4CEA:
         return LABRAM_INPUT
-    config = _MODEL_CONFIGS[name]
     return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],
                          max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
                          normalisation="each channel divided by (95th percentile of |x| over the window + "
@@ -146,7 +160,7 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
     name : str
         A name from :func:`list_models`: ``"m4cea_base"`` (the paper's model), ``"m4cea_tiny"``,
         ``"labram_base"`` (LaBraM-Base), ``"labram_tiny"``, ``"vqnsp_base"`` (LaBraM's tokenizer),
-        ``"vqnsp_tiny"``.
+        ``"vqnsp_tiny"``, ``"hms_mobilenetv3"`` (the HMS seed's spectrogram CNN; classification only).
     head : {"pretrain", "classification"}
         M4CEA: ``"pretrain"``: ``model(x, mask)`` returns (pred_magnitude, pred_phase), each
         (batch, n_tokens, patch_samples // 2 + 1). LaBraM: ``"pretrain"``: ``model(x, mask)`` returns

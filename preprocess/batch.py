@@ -216,15 +216,17 @@ def merge_events(output: str | os.PathLike) -> int:
     """
     output = Path(output)
     with manifest_lock(output):
-        rows = []
+        rows, columns = [], list(EVENTS_COLUMNS)  # + the p_<class> columns of soft labels, when any
         for part in sorted((output / "parts").glob("*.csv")):
             events_part = events_part_path(output, part.stem)
             if events_part.is_file():
                 with open(events_part, newline="", encoding="utf-8") as f:
-                    rows += [[row[c] for c in EVENTS_COLUMNS] for row in csv.DictReader(f)]
+                    reader = csv.DictReader(f)
+                    columns += [c for c in reader.fieldnames or () if c not in columns]
+                    rows += list(reader)
         with atomic_write(output / EVENTS_FILE, "w") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(EVENTS_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
+            writer.writeheader()
             writer.writerows(rows)
     return len(rows)
 

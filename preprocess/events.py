@@ -11,12 +11,19 @@ label covers all of it. Time that no event covers counts as the ``default`` labe
 when there is no default). A window with more than one label inside it *straddles* a boundary:
 ``straddle="drop"`` rejects it, ``straddle="majority"`` gives it the label covering most of it (ties go
 to the label that comes first in ``classes``). A window covered by nothing is unlabelled (None).
+
+Soft labels (:func:`window_label_probs`): an event may carry a class distribution (``p_<class>``
+columns of the CSV, e.g. the fractions of expert votes of the HMS task; :attr:`Event.probs`). A labelled
+window that overlaps such an event gets the overlap-weighted mean of the distributions of the events
+covering it (an event without a distribution counts as one-hot at its label, time that only
+``default`` covers as one-hot at ``default``), stored as ``label_probs`` beside its ``label``.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,7 @@ __all__ = [
     "events_from_annotations",
     "check_events",
     "label_windows",
+    "window_label_probs",
 ]
 
 #: Columns of an events CSV (:func:`read_events_csv`, :func:`write_events_csv`), in order.
@@ -51,11 +59,15 @@ class EventsError(ValueError):
 
 @dataclass(frozen=True)
 class Event:
-    """A labelled interval of a recording; ``onset_s=None`` labels the whole recording."""
+    """A labelled interval of a recording; ``onset_s=None`` labels the whole recording.
+
+    ``probs``: an optional soft label, class name -> probability (sums to 1), e.g. expert-vote fractions.
+    """
 
     onset_s: float | None
     duration_s: float
     label: str
+    probs: dict | None = None
 
 
 def _recording_key(name: str) -> str:
@@ -71,9 +83,12 @@ def read_events_csv(
     Parameters
     ----------
     path : path-like
-        CSV with columns ``recording``, ``onset_s``, ``duration_s``, ``label`` and optionally ``subject``.
+        CSV with columns ``recording``, ``onset_s``, ``duration_s``, ``label`` and optionally ``subject``
+        and soft-label columns ``p_<class>`` (one per class of the distribution, e.g. ``p_seizure``):
+        a row whose ``p_`` cells are filled gets :attr:`Event.probs`, the cells normalised to sum 1
+        (probabilities or vote counts); a row whose ``p_`` cells are all empty has none.
     classes : list of str
-        Allowed labels.
+        Allowed labels (and ``p_`` class names).
 
     Returns
     -------
@@ -87,8 +102,9 @@ def read_events_csv(
     FileNotFoundError
         If the file does not exist.
     EventsError
-        On a missing column, a non-numeric or negative time, a label outside ``classes``, or a recording
-        given two subjects; the message names the file and the row (1 = first data row).
+        On a missing column, a non-numeric or negative time, a label outside ``classes``, a ``p_`` column
+        of a class outside ``classes``, partly filled, negative, non-numeric or all-zero ``p_`` cells, or
+        a recording given two subjects; the message names the file and the row (1 = first data row).
     """
     path = Path(path)
     if not path.is_file():
@@ -102,6 +118,11 @@ def read_events_csv(
         ]
         if missing:
             raise EventsError(f"Events file {path} lacks the columns {missing}; it has {reader.fieldnames}.")
+        prob_columns = [c for c in reader.fieldnames if c.startswith("p_")]
+        unknown = [c for c in prob_columns if c[2:] not in classes]
+        if unknown:
+            raise EventsError(f"Events file {path} has soft-label columns {unknown} of classes outside the "
+                              f"allowed labels {classes}; name them p_<class>.")
         for row_number, row in enumerate(reader, start=1):
             where = f"{path}, row {row_number}"
             recording = (row["recording"] or "").strip()
@@ -129,8 +150,9 @@ def read_events_csv(
                 raise EventsError(
                     f"Invalid event in {where}: onset_s={onset}, duration_s={duration} must be >= 0."
                 )
+            probs = _row_probs(row, prob_columns, where)
             key = _recording_key(recording)
-            events.setdefault(key, []).append(Event(onset, duration, label))
+            events.setdefault(key, []).append(Event(onset, duration, label, probs))
             subject = (row.get("subject") or "").strip()
             if subject:
                 if subjects.setdefault(key, subject) != subject:
@@ -140,7 +162,7 @@ def read_events_csv(
     return events, subjects
 
 
-def write_events_csv(path: str | os.PathLike, rows) -> None:
+def write_events_csv(path: str | os.PathLike, rows, classes: Sequence[str] | None = None) -> None:
     """Write events in the CSV format :func:`read_events_csv` reads, atomically.
 
     Parameters
@@ -150,13 +172,36 @@ def write_events_csv(path: str | os.PathLike, rows) -> None:
     rows : iterable of (recording, subject, Event)
         One row per event; ``onset_s=None`` (a recording-level label) is written as an empty ``onset_s``.
         Times are written with ``repr`` (no rounding).
+    classes : sequence of str | None
+        The task's classes: when an event carries a soft label (``Event.probs``), ``p_<class>`` columns
+        are written in this order (empty cells for events without one).
     """
+    rows = list(rows)
+    soft = classes is not None and any(event.probs for _, _, event in rows)
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(EVENTS_COLUMNS)
+        writer.writerow([*EVENTS_COLUMNS, *([f"p_{c}" for c in classes] if soft else [])])
         for recording, subject, event in rows:
             onset = "" if event.onset_s is None else repr(float(event.onset_s))
-            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label])
+            probs = (
+                [repr(float(event.probs.get(c, 0.0))) if event.probs else "" for c in classes] if soft else []
+            )
+            writer.writerow([recording, subject, onset, repr(float(event.duration_s)), event.label, *probs])
+
+
+def _row_probs(row: dict, columns: list[str], where: str) -> dict | None:
+    """The soft label of a CSV row from its ``p_<class>`` cells (None when they are all empty)."""
+    cells = {c[2:]: (row[c] or "").strip() for c in columns}
+    if not any(cells.values()):
+        return None
+    try:
+        values = {k: float(v) for k, v in cells.items()}
+    except ValueError:
+        raise EventsError(f"Invalid soft label in {where}: {cells} must all be numbers.") from None
+    total = sum(values.values())
+    if not all(np.isfinite(v) and v >= 0 for v in values.values()) or not total > 0:
+        raise EventsError(f"Invalid soft label in {where}: {cells} must be >= 0 with a positive sum.")
+    return {k: v / total for k, v in values.items()}
 
 
 def _matching_key(events: dict[str, list[Event]], path: str | os.PathLike) -> str | None:
@@ -331,3 +376,68 @@ def label_windows(
     labels = [used[b] if k else None for b, k in zip(best, keep, strict=True)]
     dropped = (n_present > 0) & ~keep & (straddle == "drop")
     return labels, dropped
+
+
+def window_label_probs(
+    starts_s: np.ndarray,
+    window_s: float,
+    events: list[Event],
+    classes: list[str],
+    labels: list[str | None],
+    default: str | None = None,
+    duration_s: float | None = None,
+) -> list[dict | None]:
+    """Soft labels of labelled windows, from the events' distributions (this module's docstring).
+
+    Parameters
+    ----------
+    starts_s : ndarray, shape (n_windows,)
+        Window start times in s.
+    window_s : float
+        Window length in s.
+    events : list of Event
+        The recording's events; those with :attr:`Event.probs` make soft labels.
+    classes : list of str
+        The allowed labels: the keys of each distribution, in this order.
+    labels : list of (str | None)
+        The windows' labels (:func:`label_windows`); an unlabelled window gets no soft label.
+    default : str | None
+        Label of time no event covers (one-hot there).
+    duration_s : float | None
+        Recording duration, for recording-level events.
+
+    Returns
+    -------
+    label_probs : list of (dict | None)
+        Per window, class name -> probability (every class of ``classes``, sums to 1), or None when the
+        window is unlabelled or overlaps no event with a distribution.
+    """
+    starts = np.asarray(starts_s, dtype=float)
+    result: list[dict | None] = [None] * len(starts)
+    if not any(e.probs for e in events):
+        return result
+    ends = starts + window_s
+    index = {c: i for i, c in enumerate(classes)}
+    mass = np.zeros((len(starts), len(classes)))  # seconds x probability of each class
+    soft = np.zeros(len(starts), dtype=bool)
+    covered = np.zeros(len(starts))
+    for event in events:
+        onset = 0.0 if event.onset_s is None else event.onset_s
+        offset = (duration_s if event.onset_s is None else onset + event.duration_s) or 0.0
+        overlap = np.clip(np.minimum(ends, offset) - np.maximum(starts, onset), 0.0, None)
+        dist = np.zeros(len(classes))
+        if event.probs:
+            for name, p in event.probs.items():
+                dist[index[name]] = p
+            soft |= overlap > 0
+        else:
+            dist[index[event.label]] = 1.0
+        mass += overlap[:, None] * dist
+        covered += overlap
+    if default is not None:
+        mass[:, index[default]] += np.clip(window_s - covered, 0.0, None)
+    for i in np.flatnonzero(soft):
+        total = mass[i].sum()
+        if labels[i] is not None and total > 0:
+            result[i] = {c: float(v) for c, v in zip(classes, mass[i] / total, strict=True)}
+    return result

@@ -48,7 +48,14 @@ import mne
 import numpy as np
 
 from preprocess.channels import MissingChannelsError, Montage, load_montage, montage_matrix
-from preprocess.events import Event, check_events, events_from_annotations, label_windows, write_events_csv
+from preprocess.events import (
+    Event,
+    check_events,
+    events_from_annotations,
+    label_windows,
+    window_label_probs,
+    write_events_csv,
+)
 from preprocess.labels import resolve_label_classes
 from preprocess.locks import manifest_lock, recording_lock
 from preprocess.mfde import knowledge_weights
@@ -278,8 +285,12 @@ class Preprocessor:
                 labels_cfg["straddle"],
                 duration_s,
             )
+            label_probs = window_label_probs(
+                starts, window_s, events, labels_cfg["classes"], labels, labels_cfg["default"], duration_s
+            )
         else:
             labels, straddles = [None] * len(starts), np.zeros(len(starts), dtype=bool)
+            label_probs = [None] * len(starts)
 
         with recording_lock(output, rec_id):
             if part_path(output, rec_id).exists():  # completed by another run while this one waited
@@ -291,19 +302,25 @@ class Preprocessor:
                     shutil.rmtree(stale, ignore_errors=True)
             tmp_dir = tmp_root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
             try:
-                self._write(rec, output, tmp_dir, starts, labels, straddles, subject, result, events)
+                self._write(
+                    rec, output, tmp_dir, starts, labels, straddles, subject, result, events, label_probs
+                )
             finally:
                 with contextlib.suppress(OSError):  # kept only if a stale temporary could not be removed
                     tmp_root.rmdir()
         return result
 
-    def _write(self, rec, output, tmp_dir, starts, labels, straddles, subject, result, events=None) -> None:
+    def _write(
+        self, rec, output, tmp_dir, starts, labels, straddles, subject, result, events=None, label_probs=None
+    ) -> None:
         """Windows, MFDE and pickles of one recording, its events part, then its manifest part.
 
         The events that labelled the windows (None: an unlabelled run) go to ``events/<recording>.csv``
         (:func:`events_part_path`) before the manifest part marks the recording complete; a recording
         without events gets one recording-level row of ``labels.default`` (when there is one), as the
-        dataset adapters write it.
+        dataset adapters write it. ``label_probs``: the soft label of each window or None
+        (:func:`preprocess.events.window_label_probs`), stored as ``label_probs`` in the pickle and the
+        manifest row when set.
         """
         path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
@@ -337,6 +354,8 @@ class Preprocessor:
                         "label": labels[index],
                         "filled_channels": list(filled),
                     }
+                    if label_probs[index] is not None:
+                        segment["label_probs"] = label_probs[index]
                     save_segment(segment, tmp_dir / name)
                     rows.append(
                         {
@@ -349,6 +368,7 @@ class Preprocessor:
                             "n_times": self.n_times,
                             "sfreq": self.sfreq,
                             "filled_channels": list(filled),
+                            "label_probs": label_probs[index],
                         }
                     )
             if not rows:
@@ -362,7 +382,11 @@ class Preprocessor:
                 default = self.config["labels"]["default"]
                 kept = list(events) or ([Event(None, 0.0, default)] if default is not None else [])
                 subject_id = subject or rec_id
-                write_events_csv(events_part_path(output, rec_id), [(path.name, subject_id, e) for e in kept])
+                write_events_csv(
+                    events_part_path(output, rec_id),
+                    [(path.name, subject_id, e) for e in kept],
+                    self.config["labels"]["classes"],
+                )
             write_manifest(rows, part_path(output, rec_id))
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -75,7 +75,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--dataset",
         metavar="NAME",
         help="read --input ROOT through this dataset's adapter (chbmit, helsinki_seizures, "
-        "helsinki_artefacts, sleep_edf, cork_hie, tusz, tuev, tuar, bids, csv)",
+        "helsinki_artefacts, sleep_edf, cork_hie, tusz, tuev, tuar, hms, bids, csv)",
     )
     dataset.add_argument("--task", metavar="TASK", help="the fine-tuning task to label for (with --dataset)")
     dataset.add_argument(

@@ -325,7 +325,8 @@ def read_recording(path: str | os.PathLike, reader_options: dict | None = None) 
     path : path-like
         Any file (or folder: EGI ``.mff``) that ``mne.io.read_raw`` reads: EDF/BDF/GDF, FIF, BrainVision
         ``.vhdr``/``.ahdr``, EEGLAB ``.set``, Neuroscan/ANT ``.cnt``, Nihon Kohden ``.EEG``, Curry,
-        Persyst ``.lay``, Nexstim ``.nxe``, ...
+        Persyst ``.lay``, Nexstim ``.nxe``, ...; or a ``.parquet`` EEG table of the HMS layout
+        (:func:`preprocess.parquet.read_parquet_eeg`).
     reader_options : dict | None
         Keyword arguments for MNE's reader (:func:`check_reader_options`); each reader gets those its
         signature accepts.
@@ -348,6 +349,13 @@ def read_recording(path: str | os.PathLike, reader_options: dict | None = None) 
     if not path.exists():
         raise FileNotFoundError(f"Recording not found: {path}")
     options = check_reader_options(reader_options)
+    if path.name.lower().endswith(".parquet"):  # an EEG table (HMS layout), which MNE cannot read
+        from preprocess.parquet import read_parquet_eeg
+
+        try:
+            return read_parquet_eeg(path).pick("eeg")
+        except ValueError as err:
+            raise PreprocessError(str(err)) from err
     suffix = recording_suffix(path)
     _check_not_companion(path, suffix)
     if suffix is None:

@@ -6,6 +6,8 @@ One pickle per window holds a plain dict (DESIGN.md section 4)::
      "ch_names": [str], "sfreq": float (Hz), "recording": str, "subject": str, "start_s": float,
      "label": str | None, "filled_channels": [str]}
 
+and, for a soft-labelled window (e.g. HMS expert votes), ``"label_probs": {class: probability}``.
+
 ``DIR/manifest.csv`` has one row per segment (``path`` relative to DIR, ``subject``, ``recording``,
 ``start_s``, ``label``, ...) and drives splits and loading.
 
@@ -29,6 +31,8 @@ from runtime.files import atomic_write
 __all__ = [
     "MANIFEST_COLUMNS",
     "RestrictedUnpickler",
+    "format_label_probs",
+    "parse_label_probs",
     "UnsafePickleError",
     "load_segment",
     "read_manifest",
@@ -38,7 +42,9 @@ __all__ = [
 ]
 
 #: Columns of ``manifest.csv``, in order. ``filled_channels``: the montage pairs of the window's recording
-#: filled with zeros (``missing_channels: zeros``), joined by ``;``, empty when none.
+#: filled with zeros (``missing_channels: zeros``), joined by ``;``, empty when none. ``label_probs``: the
+#: window's soft label as ``class=probability`` pairs joined by ``;`` (:func:`format_label_probs`), empty
+#: for a hard label.
 MANIFEST_COLUMNS = (
     "path",
     "subject",
@@ -49,6 +55,7 @@ MANIFEST_COLUMNS = (
     "n_times",
     "sfreq",
     "filled_channels",
+    "label_probs",
 )
 
 #: Pickle is protocol 4: numpy arrays then need only ``_reconstruct``/``ndarray``/``dtype``.
@@ -148,14 +155,49 @@ def write_manifest(rows: list[dict], path: str | os.PathLike) -> None:
         for row in rows:
             cells = {k: ("" if row.get(k) is None else row[k]) for k in MANIFEST_COLUMNS}
             cells["filled_channels"] = ";".join(row.get("filled_channels") or ())
+            cells["label_probs"] = format_label_probs(row.get("label_probs"))
             writer.writerow(cells)
+
+
+def format_label_probs(probs: dict | None) -> str:
+    """A soft label as a manifest cell: ``class=probability`` pairs joined by ``;`` (``""`` for None).
+
+    Probabilities are written with ``repr`` so that :func:`parse_label_probs` gives the same floats back.
+    """
+    if not probs:
+        return ""
+    return ";".join(f"{name}={float(p)!r}" for name, p in probs.items())
+
+
+def parse_label_probs(cell: str | None, source: str | os.PathLike = "manifest") -> dict | None:
+    """Inverse of :func:`format_label_probs`: a ``label_probs`` cell -> dict (None when empty).
+
+    Raises
+    ------
+    ValueError
+        If a pair is not ``class=number`` (the message names ``source`` and the cell).
+    """
+    if not cell:
+        return None
+    probs = {}
+    for pair in cell.split(";"):
+        name, sep, value = pair.partition("=")
+        try:
+            probs[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise UsageError(f"Invalid label_probs cell {cell!r} in {source}: expected class=probability "
+                             "pairs joined by ';'.")
+    return probs
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Read a manifest CSV into a list of row dicts.
 
     ``start_s`` and ``sfreq`` become floats, ``n_chans``/``n_times`` ints, an empty ``label`` None,
-    ``filled_channels`` a list of pair names (empty when the column is empty or absent).
+    ``filled_channels`` a list of pair names (empty when the column is empty or absent), ``label_probs`` a
+    dict class -> probability (the key only in rows whose cell is filled: soft-labelled windows).
     ``path`` may be the CSV file or the preprocessing output folder that holds ``manifest.csv``.
 
     Raises
@@ -189,6 +231,9 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
                     row[key] = cast(row[key])
             row["label"] = row["label"] or None
             row["filled_channels"] = [n for n in (row.get("filled_channels") or "").split(";") if n]
+            probs = parse_label_probs(row.pop("label_probs", None), path)
+            if probs is not None:
+                row["label_probs"] = probs
             rows.append(row)
     return rows
 

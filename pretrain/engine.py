@@ -1,5 +1,12 @@
 """One pretraining epoch: knowledge-guided masking, spectrum reconstruction, gradient accumulation.
 
+Targets (``pretrain.target``): ``spectrum`` (M4CEA: Fourier magnitude and phase of every patch,
+:func:`reconstruction_loss`) or ``signal`` (MAE-style raw-patch reconstruction, as in MAE (He et al.,
+CVPR 2022) and PedSleepMAE: the patch's samples of the scaled window, :func:`signal_loss`), for the
+ablation of the target. The model and its two heads stay the same: with ``signal`` the prediction of a
+patch is the first ``patch_samples`` of the 2 x (patch_samples // 2 + 1) outputs of the magnitude and
+phase heads, concatenated (:func:`signal_prediction`), so checkpoints of both targets fine-tune alike.
+
 :func:`train_one_epoch` is a plain function in the layout of MAE's ``engine_pretrain.py``
 (facebookresearch/mae); the DDP habits (sync only on the last micro-step, AMP as a context that is a
 no-op when off) follow nanoGPT's ``train.py``.
@@ -43,10 +50,14 @@ from runtime.seeding import derive_seed
 __all__ = [
     "LOSS_TOKENS",
     "TARGET_NORMS",
+    "PRETRAIN_TARGETS",
     "EngineSettings",
     "magnitude_statistics",
     "normalize_magnitude_target",
+    "patch_signal",
     "reconstruction_loss",
+    "signal_loss",
+    "signal_prediction",
     "train_one_epoch",
 ]
 
@@ -57,7 +68,11 @@ LOSS_TOKENS = ("all", "masked")
 #: Allowed values of the config key ``loss.target_norm``.
 TARGET_NORMS = ("none", "frequency")
 
+#: Allowed values of the config key ``pretrain.target``.
+PRETRAIN_TARGETS = ("spectrum", "signal")
+
 _METRICS = ("loss", "loss_magnitude", "loss_phase", "grad_norm")
+_SIGNAL_METRICS = ("loss", "loss_signal", "grad_norm")
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,12 @@ class EngineSettings:
         ``"knowledge"`` (MFDE-weighted) or ``"random"`` (uniform).
     loss_tokens : str
         ``"all"`` (official) or ``"masked"``.
+    target : str
+        ``"spectrum"`` (M4CEA) or ``"signal"`` (raw patches; see the module docstring).
     target_norm : str
         ``"none"`` (official: raw Fourier magnitudes) or ``"frequency"``
-        (:func:`normalize_magnitude_target` with ``magnitude_mean`` and ``magnitude_std``).
+        (:func:`normalize_magnitude_target` with ``magnitude_mean`` and ``magnitude_std``); used by the
+        ``spectrum`` target only.
     magnitude_mean, magnitude_std : tuple of float
         Per-bin statistics of the magnitude targets (:func:`magnitude_statistics`), needed by
         ``target_norm="frequency"``; empty otherwise.
@@ -104,6 +122,7 @@ class EngineSettings:
     n_masked: int
     strategy: str = "knowledge"
     loss_tokens: str = "all"
+    target: str = "spectrum"
     target_norm: str = "none"
     magnitude_mean: tuple = ()
     magnitude_std: tuple = ()
@@ -124,6 +143,11 @@ class EngineSettings:
                 f"Invalid value for the 'loss.tokens' parameter. Allowed values are {LOSS_TOKENS}, "
                 f"but got {self.loss_tokens!r} instead."
             )
+        if self.target not in PRETRAIN_TARGETS:
+            raise ValueError(
+                f"Invalid value for the 'pretrain.target' parameter. Allowed values are {PRETRAIN_TARGETS}, "
+                f"but got {self.target!r} instead."
+            )
         if self.target_norm not in TARGET_NORMS:
             raise ValueError(
                 f"Invalid value for the 'loss.target_norm' parameter. Allowed values are {TARGET_NORMS}, "
@@ -131,7 +155,7 @@ class EngineSettings:
             )
         n_freqs = self.patch_samples // 2 + 1
         n_stats = (len(self.magnitude_mean), len(self.magnitude_std))
-        if self.target_norm == "frequency" and n_stats != (n_freqs, n_freqs):
+        if self.target == "spectrum" and self.target_norm == "frequency" and n_stats != (n_freqs, n_freqs):
             raise ValueError(
                 f"loss.target_norm='frequency' needs magnitude_mean and magnitude_std of {n_freqs} values "
                 f"(pretrain.engine.magnitude_statistics), but got {n_stats[0]} and {n_stats[1]}."
@@ -260,6 +284,67 @@ def reconstruction_loss(
     return (err_mag * weight).sum() / denom, (err_phase * weight).sum() / denom
 
 
+def patch_signal(x: torch.Tensor, patch_samples: int) -> torch.Tensor:
+    """The patches of windows as tokens: the raw-signal target of ``pretrain.target: signal``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, n_chans, n_times)
+        Scaled windows; ``n_times`` a multiple of ``patch_samples``.
+    patch_samples : int
+
+    Returns
+    -------
+    patches : Tensor, shape (batch, n_chans * n_patches, patch_samples), float32
+        Token ``channel * n_patches + patch``, the order of :func:`models.patch_spectrum`.
+    """
+    batch, n_chans, n_times = x.shape
+    return x.float().reshape(batch, n_chans * (n_times // patch_samples), patch_samples)
+
+
+def signal_prediction(
+    pred_magnitude: torch.Tensor, pred_phase: torch.Tensor, patch_samples: int
+) -> torch.Tensor:
+    """The predicted patch samples of ``pretrain.target: signal`` from the model's two heads.
+
+    The magnitude and phase heads give ``2 * (patch_samples // 2 + 1) >= patch_samples`` outputs per token;
+    their concatenation, cut to ``patch_samples``, is read as the patch (a linear map of the last hidden
+    layers, so nothing is lost by the reading, and the model's layout stays that of the official code).
+
+    Returns
+    -------
+    prediction : Tensor, shape (batch, n_tokens, patch_samples)
+    """
+    return torch.cat([pred_magnitude, pred_phase], dim=-1)[..., :patch_samples]
+
+
+def signal_loss(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error of predicted patches (MAE's pixel loss, without per-patch normalisation).
+
+    Parameters
+    ----------
+    prediction, target : Tensor, shape (batch, n_tokens, patch_samples)
+        :func:`signal_prediction` and :func:`patch_signal` (the window is already scaled per channel).
+    mask : Tensor, shape (batch, n_tokens), bool | None
+        None: mean over all tokens; else over the tokens where ``mask`` is True (MAE: the masked ones).
+
+    Returns
+    -------
+    loss : Tensor, scalar, float32
+
+    References
+    ----------
+    He K. et al., "Masked autoencoders are scalable vision learners", CVPR 2022 (``forward_loss``).
+    """
+    err = (prediction.float() - target).square()
+    if mask is None:
+        return err.mean()
+    weight = mask.unsqueeze(-1).to(err.dtype)
+    return (err * weight).sum() / (weight.sum() * err.shape[-1])
+
+
 def _no_sync(model: torch.nn.Module, sync: bool):
     """DDP's ``no_sync()`` when gradients must not be all-reduced yet, else a no-op."""
     if sync or not hasattr(model, "no_sync"):
@@ -316,8 +401,9 @@ def train_one_epoch(
     -------
     metrics : dict
         Means over the epoch's optimiser steps and over ranks: ``loss``, ``loss_magnitude``,
-        ``loss_phase``, ``grad_norm``; ``lr`` (last), ``samples_per_s``, ``n_steps`` and ``step``
-        (optimiser steps done after this epoch).
+        ``loss_phase``, ``grad_norm`` (``pretrain.target: signal``: ``loss``, ``loss_signal``,
+        ``grad_norm``); ``lr`` (last), ``samples_per_s``, ``n_steps`` and ``step`` (optimiser steps done
+        after this epoch).
 
     Raises
     ------
@@ -349,8 +435,9 @@ def train_one_epoch(
 
     def nonfinite_message(values: dict, step: int) -> str:
         return (
-            f"Non-finite pretraining loss {values['loss']} (magnitude {values['loss_magnitude']}, "
-            f"phase {values['loss_phase']}) in epoch {epoch} at optimiser step {step} (checked "
+            f"Non-finite pretraining loss {values['loss']} ("
+            + ", ".join(f"{k} {v}" for k, v in values.items() if k.startswith("loss_"))
+            + f") in epoch {epoch} at optimiser step {step} (checked "
             f"every {s.log_every} steps): lower optim.base_lr, check the data for NaN or extreme "
             "values, or set runtime.amp=fp32."
         )
@@ -358,8 +445,9 @@ def train_one_epoch(
     progress = tqdm(
         total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
     )
+    signal = s.target == "signal"
     log = IntervalLog(
-        _METRICS,
+        _SIGNAL_METRICS if signal else _METRICS,
         device=device,
         log_every=s.log_every,
         world_size=world,
@@ -388,25 +476,33 @@ def train_one_epoch(
             if s.strategy == "random":
                 weights = torch.ones_like(weights)
             mask = gumbel_topk_mask(weights, s.n_masked, noise=noise[micro, :, ctx.rank])
+            loss_mask = mask if s.loss_tokens == "masked" else None
             with torch.no_grad():
-                target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
-                if s.target_norm == "frequency":
-                    target_magnitude = normalize_magnitude_target(target_magnitude, *magnitude_stats)
+                if signal:
+                    target_signal = patch_signal(x, s.patch_samples)
+                else:
+                    target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
+                    if s.target_norm == "frequency":
+                        target_magnitude = normalize_magnitude_target(target_magnitude, *magnitude_stats)
             with _no_sync(model, sync=micro == accum - 1):
                 with autocast:
                     pred_magnitude, pred_phase = model(x, mask)
-                loss_magnitude, loss_phase = reconstruction_loss(
-                    pred_magnitude,
-                    pred_phase,
-                    target_magnitude,
-                    target_phase,
-                    mask if s.loss_tokens == "masked" else None,
-                )
+                if signal:
+                    prediction = signal_prediction(pred_magnitude, pred_phase, s.patch_samples)
+                    loss_magnitude = signal_loss(prediction, target_signal, loss_mask)
+                    loss_phase = torch.zeros_like(loss_magnitude)
+                else:
+                    loss_magnitude, loss_phase = reconstruction_loss(
+                        pred_magnitude, pred_phase, target_magnitude, target_phase, loss_mask
+                    )
                 loss = (loss_magnitude + loss_phase) / accum
                 scaler.scale(loss).backward()
             step_losses += torch.stack([loss_magnitude.detach(), loss_phase.detach()]) / accum
         grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
         step += 1
-        step_metrics = torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
+        if signal:  # loss, loss_signal, grad_norm
+            step_metrics = torch.stack([step_losses[0], step_losses[0], grad_norm.float()])
+        else:
+            step_metrics = torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
         log.update(step_metrics, step=step, lr=lr)
     return log.finish()

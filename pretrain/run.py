@@ -24,7 +24,7 @@ from timm.optim import param_groups_weight_decay
 from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict
 from models.attention import configure_attention, use_fused_attention
 from pretrain.data import PretrainDataset, build_pretrain_loader
-from pretrain.engine import EngineSettings, magnitude_statistics, train_one_epoch
+from pretrain.engine import PRETRAIN_TARGETS, EngineSettings, magnitude_statistics, train_one_epoch
 from pretrain.masking import num_masked_tokens
 from pretrain.run_labram import FAMILY_DEFAULTS, build_labram_parts, model_family
 from runtime.amp import AMP_DTYPES
@@ -114,6 +114,7 @@ _VALUE_CHECKS = {
     "runtime.amp": (lambda v: v in AMP_DTYPES, f"one of {list(AMP_DTYPES)}"),
     "runtime.seed": (lambda v: v >= 0, ">= 0"),
     "runtime.fused_attn": (lambda v: v is None or isinstance(v, bool), "null, true or false"),
+    "pretrain.target": (lambda v: v in PRETRAIN_TARGETS, f"one of {list(PRETRAIN_TARGETS)}"),
 }
 
 
@@ -435,6 +436,7 @@ def _m4cea_parts(cfg: dict, args: argparse.Namespace, rank: int, accum: int, amp
         n_masked=num_masked_tokens(model.n_tokens, cfg["masking"]["mask_ratio"]),
         strategy=cfg["masking"]["strategy"],
         loss_tokens=cfg["loss"]["tokens"],
+        target=cfg["pretrain"]["target"],
         target_norm=cfg["loss"]["target_norm"],
         **_magnitude_statistics(cfg, dataset, model.patch_samples),
         clip_grad=cfg["optim"]["clip_grad"],
@@ -455,7 +457,7 @@ def _magnitude_statistics(cfg: dict, dataset: PretrainDataset, patch_samples: in
     Computed on every rank from the same evenly spaced windows of the data folder (at most
     :data:`TARGET_STATS_WINDOWS`), so that every rank, world size and resume normalises alike.
     """
-    if cfg["loss"]["target_norm"] != "frequency":
+    if cfg["loss"]["target_norm"] != "frequency" or cfg["pretrain"]["target"] != "spectrum":
         return {}
     n = min(TARGET_STATS_WINDOWS, len(dataset))
     indices = sorted({round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)})

@@ -30,6 +30,7 @@ __all__ = [
     "TASKS",
     "UNITS",
     "Task",
+    "encode_label_probs",
     "encode_labels",
     "get_task",
     "label_vocabulary",
@@ -38,7 +39,8 @@ __all__ = [
     "task_config_path",
 ]
 
-#: The eight tasks, in the order of the paper's tables (DESIGN.md section 5).
+#: The eight tasks, in the order of the paper's tables (DESIGN.md section 5), then the HMS seed's task
+#: (harmful brain activity, soft labels).
 TASKS = (
     "artifact_detection",
     "onset_detection",
@@ -48,6 +50,7 @@ TASKS = (
     "sleep_staging",
     "epileptiform_detection",
     "swi_quantification",
+    "harmful_brain_activity",
 )
 
 #: Units of evaluation.
@@ -67,6 +70,7 @@ METRIC_NAMES = (
     "false_alarms_per_hour",
     "swi_mae",
     "swi_pearson_r",
+    "kl_divergence",
 )
 
 #: Metrics that need a binary task (two classes and a positive class).
@@ -409,6 +413,49 @@ def encode_labels(rows: Sequence[Mapping], task: Task) -> np.ndarray:
     return labels
 
 
+def encode_label_probs(rows: Sequence[Mapping], task: Task) -> np.ndarray:
+    """True class distributions of the rows: their soft labels, else one-hot of their label.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Manifest rows with a ``label`` and, for soft-labelled windows (e.g. the HMS expert votes), a
+        ``label_probs`` dict class name -> probability (:func:`preprocess.segments.read_manifest`).
+    task : Task
+
+    Returns
+    -------
+    probs : ndarray of float64, shape (n_rows, n_classes)
+        Columns in ``task.classes`` order; each row sums to 1. A row without ``label_probs`` (None or
+        absent) is one-hot at its label (:func:`encode_labels`).
+
+    Raises
+    ------
+    ValueError
+        If a row's label is invalid (as :func:`encode_labels`), or its ``label_probs`` names a class
+        outside ``task.classes``, holds a negative or non-finite value, or does not sum to 1 (within 1e-6).
+    """
+    labels = encode_labels(rows, task)
+    probs = np.zeros((len(rows), task.n_classes))
+    probs[np.arange(len(rows)), labels] = 1.0
+    index = {name: i for i, name in enumerate(task.classes)}
+    for i, row in enumerate(rows):
+        soft = row.get("label_probs")
+        if not soft:
+            continue
+        unknown = sorted(set(soft) - set(index))
+        values = np.array([float(v) for v in soft.values()])
+        if unknown or not np.all(np.isfinite(values)) or values.min() < 0 or abs(values.sum() - 1) > 1e-6:
+            raise UsageError(
+                f"Invalid label_probs in manifest row {i} ({row.get('path', 'no path')}): {dict(soft)}. "
+                f"Expected probabilities of the classes {list(task.classes)} that sum to 1."
+            )
+        probs[i] = 0.0
+        for name, value in soft.items():
+            probs[i, index[name]] = float(value)
+    return probs
+
+
 def label_vocabulary() -> tuple[str, ...]:
     """Every label a window may carry: the classes of the eight tasks and their ``task.extra_labels``.
 
@@ -419,13 +466,16 @@ def label_vocabulary() -> tuple[str, ...]:
     Returns
     -------
     labels : tuple of str
-        Task by task, each task's ``classes`` then its ``extra_labels`` (e.g. the artefact types a cohort
+        Task by task (the paper's eight tasks; not ``harmful_brain_activity``, whose adapter and
+        cohorts set ``labels.classes`` themselves, so that output folders made before it still resume), each
+        task's ``classes`` then its ``extra_labels`` (e.g. the artefact types a cohort
         may list in ``task.classes``); each label once, first place kept. The tasks in table order
         (:data:`TASKS`) but ``onset_detection`` first: the order of the list preprocessing configs held
         before, so that output folders made then still resume (their ``config.yaml`` is compared).
     """
     labels: dict[str, None] = {}
-    for name in ("onset_detection", *(t for t in TASKS if t != "onset_detection")):
+    paper_tasks = TASKS[: TASKS.index("harmful_brain_activity")]
+    for name in ("onset_detection", *(t for t in paper_tasks if t != "onset_detection")):
         task = get_task(name)
         labels.update(dict.fromkeys(task.classes + task.extra_labels))
     return tuple(labels)

@@ -5,7 +5,7 @@ dataset's recordings, labels, subjects, montage and split through its adapter an
 preprocessing output ready for fine-tuning (:func:`preprocess.datasets.prepare.prepare_dataset`).
 
 Adapters (one module per dataset): ``chbmit``, ``helsinki_seizures`` and ``helsinki_artefacts``
-(:mod:`.helsinki`), ``sleep_edf``, ``cork_hie``, ``tusz``, ``tuev``, ``tuar``, and for private
+(:mod:`.helsinki`), ``sleep_edf``, ``cork_hie``, ``tusz``, ``tuev``, ``tuar``, ``hms``, and for private
 cohorts ``bids`` (:mod:`.cohort_bids`) and ``csv`` (:mod:`.cohort_csv`).
 """
 
@@ -15,6 +15,7 @@ from preprocess.datasets import (  # noqa: F401  (each module registers its adap
     cohort_csv,
     cork_hie,
     helsinki,
+    hms,
     sleep_edf,
     tuar,
     tuev,

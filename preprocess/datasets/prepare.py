@@ -12,8 +12,9 @@
    error naming the recording;
 4. recordings that can get no label (no event and no ``labels.default``, e.g. an ungraded Cork file)
    are left out and listed in the summary;
-5. ``DIR/events.csv`` (the events, with every recording's subject; a recording without events gets one
-   recording-level row of ``labels.default``), ``DIR/split.csv`` (``recording,split`` when the dataset
+5. ``DIR/events.csv`` (the events, with every recording's subject and, for soft labels, ``p_<class>``
+   columns; a recording without events gets one recording-level row of ``labels.default``),
+   ``DIR/split.csv`` (``recording,split`` when the dataset
    has an official or customary split), then :func:`preprocess.batch.run_preprocessing` with that
    events file;
 6. ``DIR/dataset_summary.json``: recordings, subjects, hours, events and windows per class, the split,
@@ -251,7 +252,7 @@ def prepare_dataset(
     check_output_config(output, config, hint="the same dataset, task, options and config")
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.csv"
-    write_events_csv(events_path, rows)
+    write_events_csv(events_path, rows, classes)
     if split is not None:
         with atomic_write(output / "split.csv", "w") as f:
             f.write("recording,split\n")

@@ -101,3 +101,37 @@ def test_events_from_annotations():
     assert len(events_from_annotations(annotations, {}, CLASSES, True, "r.edf")) == 1
     with pytest.raises(EventsError, match="not in labels.classes"):
         events_from_annotations(annotations, {"Eyes closed": "eyes"}, CLASSES, True, "r.edf")
+
+
+def test_soft_labels_from_p_columns_and_their_windows(tmp_path):
+    """p_<class> columns give Event.probs (normalised); windows get the overlap-weighted distribution."""
+    from preprocess.events import Event, EventsError, read_events_csv, window_label_probs
+
+    classes = ["seizure", "lpd", "other"]
+    path = tmp_path / "events.csv"
+    path.write_text("recording,onset_s,duration_s,label,p_seizure,p_lpd,p_other\n"
+                    "r1.edf,0,8,seizure,3,1,0\n"  # vote counts: normalised
+                    "r1.edf,8,8,lpd,0.0,1.0,0.0\n"
+                    "r1.edf,16,4,other,,,\n")  # no soft label
+    events = read_events_csv(path, classes)[0]["r1.edf"]
+    assert events[0].probs == {"seizure": 0.75, "lpd": 0.25, "other": 0.0} and events[2].probs is None
+    labels = ["seizure", "seizure", "lpd", None, "other"]
+    probs = window_label_probs([0.0, 4.0, 10.0, 6.0, 16.0], 4.0, events, classes, labels)
+    assert probs[0] == {"seizure": 0.75, "lpd": 0.25, "other": 0.0}
+    assert probs[2] == {"seizure": 0.0, "lpd": 1.0, "other": 0.0}
+    assert probs[3] is None  # unlabelled (straddles), no soft label
+    assert probs[4] is None  # only a hard event: no soft label (the loader uses one-hot)
+    # Majority windows across two soft events: the overlap-weighted mean (2 s of each).
+    mixed = window_label_probs([6.0], 4.0, events, classes, ["seizure"])[0]
+    assert mixed == pytest.approx({"seizure": 0.375, "lpd": 0.625, "other": 0.0})
+    # Recordings without soft labels get none.
+    assert window_label_probs([0.0], 4.0, [Event(0.0, 4.0, "lpd")], classes, ["lpd"]) == [None]
+    for header, row, message in [
+        ("p_spike", "1", r"soft-label columns \['p_spike'\]"),
+        ("p_seizure,p_lpd", "1,", "must all be numbers"),
+        ("p_seizure,p_lpd", "0,0", "positive sum"),
+        ("p_seizure,p_lpd", "-1,2", ">= 0"),
+    ]:
+        path.write_text(f"recording,onset_s,duration_s,label,{header}\nr1.edf,0,8,seizure,{row}\n")
+        with pytest.raises(EventsError, match=message):
+            read_events_csv(path, classes)

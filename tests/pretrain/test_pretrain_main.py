@@ -89,6 +89,17 @@ def test_loader_workers_and_incomplete_accumulation(small_data, tmp_path):
     assert all(math.isfinite(r["loss"]) for r in history)
 
 
+def test_signal_target_through_the_entry_point(small_data, tmp_path):
+    """pretrain.target=signal: the raw-patch loss is logged (loss = loss_signal) and saved with the config."""
+    history = main(_args(small_data, tmp_path / "out", "pretrain.target=signal", epochs=1))
+    assert history[0]["loss"] == history[0]["loss_signal"] and math.isfinite(history[0]["loss"])
+    assert "loss_magnitude" not in history[0]
+    checkpoint = load_checkpoint(tmp_path / "out" / "checkpoint-last.pth")
+    assert checkpoint["config"]["pretrain"]["target"] == "signal"
+    with pytest.raises(ConfigError, match=r"'pretrain\.target'.*'pixels'"):
+        main(_args(small_data, tmp_path / "bad", "pretrain.target=pixels"))
+
+
 def test_resume_equals_uninterrupted_run(small_data, tmp_path):
     """Stop after 2 of 3 epochs, resume from that checkpoint: same losses and parameters (drop-path on)."""
     extra = ["model.drop_path_rate=0.2", "optim.warmup_epochs=1", "checkpoint.save_last=false"]

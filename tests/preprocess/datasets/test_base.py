@@ -16,8 +16,8 @@ from preprocess.datasets.prepare import dataset_config
 from preprocess.events import Event
 from tasks import list_tasks
 
-ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "sleep_edf",
-            "tuar", "tuev", "tusz"]
+ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "hms",
+            "sleep_edf", "tuar", "tuev", "tusz"]
 
 
 def test_registry_lists_every_adapter_and_refuses_unknown_names():
