@@ -6,7 +6,8 @@ without a BIDS ``_eeg`` suffix (``sub-01_task-sleep_eeg`` -> ``sub-01_task-sleep
 
     <stem>_probabilities.csv   one row per window: start_s, end_s, p_<class>... (empty when rejected),
                                rejected
-                               (the reason: nan | flat | amplitude; empty when classified)
+                               (the reason: nan | inf | flat | amplitude | model_output; empty when
+                               classified: a row with empty probabilities always has its reason)
     <stem>_events.tsv          detection tasks: detected events; sleep staging: one row per 30-s epoch.
                                BIDS events columns onset, duration (s from the recording's first sample),
                                trial_type (the class), probability (mean over the event's windows)
@@ -18,7 +19,8 @@ without a BIDS ``_eeg`` suffix (``sub-01_task-sleep_eeg`` -> ``sub-01_task-sleep
                                and mne.read_annotations reads
     <stem>_hypnogram.csv       sleep staging: onset_s, duration_s, stage, p_<stage>..., n_windows
     <stem>_prediction.png      probability trace over the whole recording with events shaded (a hypnogram for
-                               sleep), and the EEG (as the model saw it, uV) around the most confident event
+                               sleep) and rejected windows hatched with their reason, and the EEG (as the
+                               model saw it, uV) around the most confident event, zero-filled pairs marked
     <stem>_summary.json        recording, task, model, windows, events, totals, SWI / class / stage totals,
                                config (prediction, preprocessing, task, model), versions, timing
 
@@ -64,6 +66,7 @@ __all__ = [
     "annotate_recording",
     "output_stem",
     "plot_prediction",
+    "rejected_spans",
     "write_annotations_edf",
     "write_annotations_fif",
     "write_batch_summary",
@@ -315,6 +318,35 @@ def _time_unit(duration_s: float) -> tuple[float, str]:
     return 1.0, "s"
 
 
+#: Shading of rejected windows in the figure, per reason (others grey).
+_REJECTED_COLORS = {"nan": "0.55", "inf": "C4", "flat": "0.75", "amplitude": "C5", "model_output": "C3"}
+
+
+def rejected_spans(predictions: WindowPredictions) -> list[tuple[float, float, str]]:
+    """Stretches of rejected windows, one per run of consecutive windows rejected for one reason.
+
+    Parameters
+    ----------
+    predictions : WindowPredictions
+
+    Returns
+    -------
+    spans : list of (float, float, str)
+        ``(start_s, end_s, reason)``: from the first window's start to the last window's end, in s of the
+        recording; windows of one reason whose time spans touch or overlap are one stretch.
+    """
+    spans: list[list] = []
+    for start, reason in zip(predictions.starts_s.tolist(), predictions.reasons.tolist(), strict=True):
+        if not reason:
+            continue
+        end = start + predictions.window_s
+        if spans and spans[-1][2] == reason and start <= spans[-1][1] + 1e-9:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end, reason])
+    return [(float(a), float(b), str(r)) for a, b, r in spans]
+
+
 def _trace_style(n_windows: int) -> dict:
     """Line style of a probability trace: steps, and a marker when one window would draw no line."""
     return dict(linewidth=0.8, drawstyle="steps-mid", marker="o" if n_windows == 1 else None, markersize=4)
@@ -335,15 +367,17 @@ def plot_prediction(
     title: str,
     highlight: tuple[float, float] | None = None,
     excerpt_title: str = "",
+    filled_channels=(),
     dpi: float = 110,
     width_in: float = 13.0,
 ) -> Path:
     """The prediction figure (PNG, matplotlib Agg).
 
     Top: the probability trace over the whole recording (the positive class for binary tasks, every class
-    for multi-class tasks; a hypnogram for sleep staging), detected events shaded, rejected windows marked
-    below the trace. Bottom: ``excerpt``, the preprocessed EEG in uV around the most confident event, with
-    ``highlight`` (the event) shaded.
+    for multi-class tasks; a hypnogram for sleep staging), detected events shaded, rejected windows shaded
+    and hatched, labelled with their reason (:func:`rejected_spans`). Bottom: ``excerpt``, the preprocessed
+    EEG in uV around the most confident event, with ``highlight`` (the event) shaded; channels filled with
+    zeros (``filled_channels``) are labelled "(filled)" in grey. The title names the filled channels.
 
     Parameters
     ----------
@@ -366,6 +400,8 @@ def plot_prediction(
         Start and end in s to shade in the excerpt.
     excerpt_title : str
         What the excerpt shows (e.g. the most confident event).
+    filled_channels : sequence of str
+        Montage pairs filled with zeros (``preprocess.missing_channels=zeros``), from ``ch_names``.
     dpi, width_in : float
     """
     import matplotlib
@@ -416,20 +452,27 @@ def plot_prediction(
     for e in events if hyp is None else []:
         color = "C1" if task.is_binary else f"C{task.classes.index(e.trial_type)}"  # the class's trace colour
         ax.axvspan(e.onset_s / unit, e.offset_s / unit, color=color, alpha=0.3, linewidth=0)
-    rejected = ~predictions.accepted
-    if rejected.any() and hyp is None:
-        ax.plot(
-            centres[rejected],
-            np.full(rejected.sum(), -0.04),
-            "|",
-            color="grey",
-            markersize=4,
-            label="rejected window",
+    spans = rejected_spans(predictions)
+    for k, (start_s, end_s, reason) in enumerate(spans):
+        first = all(r != reason for _, _, r in spans[:k])  # one legend entry per reason
+        ax.axvspan(
+            start_s / unit,
+            end_s / unit,
+            facecolor=_REJECTED_COLORS.get(reason, "0.5"),
+            alpha=0.35,
+            hatch="//",
+            edgecolor="0.3",
+            linewidth=0,
+            label=f"rejected: {reason}" if first else "_rejected",
         )
     ax.set_xlim(0, duration_s / unit)
     ax.set_xlabel(f"time ({unit_name})")
-    if hyp is None:
+    if hyp is None or spans:
         ax.legend(loc="upper right", fontsize=7, ncol=min(4, task.n_classes + 2), framealpha=0.8)
+    filled = [c for c in ch_names if c in set(filled_channels)] or list(filled_channels)
+    if filled:
+        title += f"\n{len(filled)} channel(s) filled with zeros (missing in the recording): "
+        title += ", ".join(filled)
     ax.set_title(title, fontsize=9)
 
     if excerpt is not None:
@@ -442,7 +485,11 @@ def plot_prediction(
         ax.plot(t, (data + offsets[:, None]).T, color="k", linewidth=0.4)
         if highlight is not None:
             ax.axvspan(max(highlight[0], t[0]), min(highlight[1], t[-1]), color="C1", alpha=0.25, linewidth=0)
-        ax.set_yticks(offsets, list(ch_names), fontsize=7)
+        labels = [f"{c} (filled)" if c in filled else c for c in ch_names]
+        ax.set_yticks(offsets, labels, fontsize=7)
+        for label, name in zip(ax.get_yticklabels(), ch_names, strict=True):
+            if name in filled:
+                label.set_color("0.5")
         ax.set_xlim(t[0], t[-1])
         ax.set_xlabel("time (s)")
         ax.set_title(
@@ -603,6 +650,7 @@ def _write_files(
             title=title,
             highlight=highlight,
             excerpt_title=excerpt_title,
+            filled_channels=rec.filled_channels,
             dpi=fig_cfg["dpi"],
             width_in=fig_cfg["width_in"],
         )
@@ -628,7 +676,8 @@ def annotate_recording(
     -------
     summary : dict
         A short summary for the batch: ``recording``, ``path``, ``output``, ``duration_s``, ``n_windows``,
-        ``n_rejected``, ``time_s`` and the task's result (``n_events``, ``swi_percent``, ``class``,
+        ``n_rejected``, ``rejected`` (windows per reason), ``filled_channels`` (montage pairs filled with
+        zeros), ``time_s`` and the task's result (``n_events``, ``swi_percent``, ``class``,
         ``minutes_per_stage``).
 
     Raises
@@ -727,6 +776,8 @@ def annotate_recording(
         "duration_s": rec.duration_s,
         "n_windows": len(predictions.starts_s),
         "n_rejected": int((~accepted).sum()),
+        "rejected": predictions.rejected_counts,
+        "filled_channels": list(rec.filled_channels),
         "time_s": elapsed,
     }
     if task.name in DETECTION_TASKS:
@@ -738,10 +789,14 @@ def annotate_recording(
     if results.hyp is not None:
         short["minutes_per_stage"] = results.summary["hypnogram"]["minutes_per_stage"]
     logger.info(
-        "%s: %d windows (%d rejected) in %.1f s -> %s",
+        "%s: %d windows (%d rejected%s)%s in %.1f s -> %s",
         path.name,
         len(predictions.starts_s),
         short["n_rejected"],
+        "".join(f", {reason}: {n}" for reason, n in short["rejected"].items()),
+        f", {len(rec.filled_channels)} channel(s) filled with zeros: {', '.join(rec.filled_channels)}"
+        if rec.filled_channels
+        else "",
         elapsed,
         final_dir,
     )

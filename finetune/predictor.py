@@ -51,6 +51,7 @@ from runtime.config import CONFIG_DIR, ConfigError, UsageError, load_config, mer
 from tasks import TASKS, Task
 
 __all__ = [
+    "MODEL_OUTPUT_REASON",
     "FineTunedModel",
     "Predictor",
     "WindowPredictions",
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("finetune.predictor")
+
+#: Rejection reason of a window the model gave non-finite probabilities for (besides the preprocessing's
+#: :data:`preprocess.pipeline.REJECT_REASONS`).
+MODEL_OUTPUT_REASON = "model_output"
 
 
 @dataclass
@@ -220,7 +225,9 @@ class WindowPredictions:
     probabilities : ndarray of float64, shape (n_windows, n_classes)
         Softmax of the logits, columns in ``task.classes`` order; NaN rows for rejected windows.
     reasons : ndarray of object (str), shape (n_windows,)
-        ``""`` for a classified window, else why it was rejected (``nan``, ``flat``, ``amplitude``).
+        ``""`` for a classified window (its probabilities are finite), else why it was rejected: a reason
+        of :data:`preprocess.pipeline.REJECT_REASONS` (``nan``, ``inf``, ``flat``, ``amplitude``), or
+        :data:`MODEL_OUTPUT_REASON` when the model gave non-finite probabilities.
     window_s : float
         Window length in s.
     stride_s : float
@@ -568,10 +575,23 @@ class Predictor:
         probabilities = np.full((n_seen, self.task.n_classes), np.nan)
         for rows, p in classified:
             probabilities[rows] = p
+        reasons = np.concatenate(reasons)
+        # A classified window always has its probabilities: a non-finite model output is a rejection.
+        broken = (reasons == "") & ~np.isfinite(probabilities).all(axis=1)
+        if broken.any():
+            logger.warning(
+                "%s: the model gave non-finite probabilities for %d window(s) (first at %g s); they are "
+                "marked rejected (model_output).",
+                recording.recording_id,
+                int(broken.sum()),
+                float(np.concatenate(starts)[broken][0]),
+            )
+            reasons[broken] = MODEL_OUTPUT_REASON
+            probabilities[broken] = np.nan
         return WindowPredictions(
             np.concatenate(starts),
             probabilities,
-            np.concatenate(reasons),
+            reasons,
             self.window_s,
             self.stride_s,
         )
