@@ -836,3 +836,41 @@ def test_filled_channels_are_marked_in_the_summaries_and_the_figure(run_dir, tmp
     assert any("1 channel(s) filled with zeros (missing in the recording): T7-P7" in t for t in titles)
     eeg_labels = [labels for labels in ticks if labels is not None and len(labels) == 16][0]
     assert [label for label in eeg_labels if label.endswith(" (filled)")] == ["T7-P7 (filled)"]
+
+
+def test_recordings_sharing_an_id_fail_alone_and_the_batch_goes_on(run_dir, edf_dir, tmp_path, capsys):
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0, seed=7)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    raw.save(tmp_path / "a" / "twin_raw.fif", verbose="error")
+    raw.save(tmp_path / "b" / "twin_raw.fif", verbose="error")
+    shutil.copy(edf_dir / f"{SEIZURE}.edf", tmp_path / "a")
+    out = tmp_path / "out"
+    assert _predict(run_dir, [tmp_path / "a", tmp_path / "b"], out, "figure.enabled=false") == 1
+    err = capsys.readouterr().err
+    for mine, other in (("a", "b"), ("b", "a")):
+        message = f"twin_raw.fif and {tmp_path / other / 'twin_raw.fif'} are both recording 'twin_raw'"
+        assert f"FAILED {tmp_path / mine / 'twin_raw.fif'}: {message}" in err
+    batch = json.loads((out / "predict_summary.json").read_text())
+    assert [d["recording"] for d in batch["done"]] == [SEIZURE]
+    assert sorted(f["path"] for f in batch["failed"]) == [
+        str(tmp_path / "a" / "twin_raw.fif"),
+        str(tmp_path / "b" / "twin_raw.fif"),
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [SEIZURE, "predict_summary.json"]
+
+
+def test_output_into_the_input_folder_twice_annotates_each_recording_once(run_dir, edf_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(edf_dir / f"{SEIZURE}.edf", data)
+    synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0, seed=8).save(data / "other_raw.fif", verbose="error")
+    for _ in range(2):
+        assert _predict(run_dir, [data], data) == 0
+        batch = json.loads((data / "predict_summary.json").read_text())
+        assert sorted(d["recording"] for d in batch["done"]) == [SEIZURE, "other_raw"]
+        assert batch["failed"] == []
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        [SEIZURE, f"{SEIZURE}.edf", "other_raw", "other_raw.fif", "predict_summary.json"]
+    )
+    assert (data / SEIZURE / f"{SEIZURE}_annotations.edf").is_file()
