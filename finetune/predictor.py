@@ -46,7 +46,7 @@ from models.attention import configure_attention, use_fused_attention
 from preprocess.pipeline import OpenRecording, Preprocessor
 from preprocess.segments import scale_window
 from runtime.amp import AMP_DTYPES
-from runtime.checkpoint import load_checkpoint
+from runtime.checkpoint import CHECKPOINT_FORMAT, HASH_KEY, load_verified
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, load_config, merge_config
 from tasks import TASKS, Task
 
@@ -162,18 +162,27 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
     ------
     FileNotFoundError
         If the file (or the run folder's checkpoint) does not exist.
-    ValueError
-        If the file is not a checkpoint of this project, is a pretraining checkpoint (no classification
-        head: fine-tune it first), records no task, or its weights do not fit the model its config names.
+    runtime.config.UsageError
+        A ValueError: if the file is damaged or unreadable (:func:`runtime.checkpoint.load_verified`, its
+        message only), is a readable torch file but not a training checkpoint of this project, is a
+        pretraining checkpoint (no classification head: fine-tune it first), records no task, or its
+        weights do not fit the model its config names.
     """
     ckpt_path = _checkpoint_file(Path(path))
-    try:
-        checkpoint = load_checkpoint(ckpt_path)
+    try:  # a damaged or unreadable file: its message says so, no hint about the kind of checkpoint
+        checkpoint = load_verified(ckpt_path, what="checkpoint")
     except ValueError as err:
-        raise UsageError(
-            f"{err} (--checkpoint needs a fine-tuning checkpoint of this project, "
-            f"from finetune/finetune_main.py)."
-        ) from None
+        raise UsageError(str(err)) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(  # readable, but of another kind (a state dict, an official checkpoint...)
+            f"{ckpt_path} is not a training checkpoint of this project (expected a dict with "
+            f"format={CHECKPOINT_FORMAT!r}) (--checkpoint needs a fine-tuning checkpoint of this project, "
+            "from finetune/finetune_main.py)."
+        )
+    if HASH_KEY not in checkpoint:
+        logger.warning(
+            "The checkpoint %s predates payload hashes: only its zip CRCs were checked.", ckpt_path
+        )
     cfg = checkpoint.get("config")
     state = checkpoint["model"]
     has_head = "head.weight" in state
