@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.checks import check_choice
+from runtime.config import UsageError
 
 __all__ = [
     "Event",
@@ -39,8 +40,11 @@ __all__ = [
 BOUNDARY_TOLERANCE_S = 1e-3
 
 
-class EventsError(ValueError):
-    """An events file or an annotation is invalid (message names the file, row and value)."""
+class EventsError(UsageError):
+    """An events file or an annotation is invalid (message names the file, row and value).
+
+    A :class:`runtime.config.UsageError` (a ValueError).
+    """
 
 
 @dataclass(frozen=True)
