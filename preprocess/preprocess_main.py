@@ -102,7 +102,10 @@ def _run_dataset(args) -> int:
         )
     if not args.task:
         raise UsageError("--dataset needs --task TASK (a task the dataset serves).")
-    options = dict(parse_option(text) for text in args.dataset_options)
+    try:
+        options = dict(parse_option(text) for text in args.dataset_options)
+    except ValueError as err:  # parse_option only checks the user's text
+        raise UsageError(str(err)) from None
     if args.events is not None:
         if args.dataset != "csv":
             raise UsageError(
