@@ -89,7 +89,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
     Raises
     ------
-    ValueError
+    runtime.config.UsageError
         If the text is not ``I/N`` with ``0 <= I < N``.
     """
     if text is None:
@@ -261,7 +261,7 @@ def run_preprocessing(
 
     Raises
     ------
-    ValueError, FileNotFoundError, PermissionError
+    runtime.config.UsageError, FileNotFoundError
         For usage errors found before any recording is processed: an invalid config value, a missing
         input, no recording found, an invalid events file or one whose rows name recordings that are not
         inputs (unless ``events_partial``), an output folder that cannot be written, that holds output of
