@@ -15,7 +15,7 @@ from pathlib import Path
 
 from finetune.predict_outputs import BatchResult, annotate_recording, write_batch_summary
 from finetune.predictor import Predictor
-from preprocess.pipeline import find_recordings, recording_id
+from preprocess.reading import find_recordings, recording_id_clashes
 from runtime.config import UsageError
 
 __all__ = [
@@ -37,7 +37,7 @@ def run_batch(
     ----------
     inputs : sequence of path-like
         Recordings, or folders searched recursively for recordings
-        (:func:`preprocess.pipeline.find_recordings`).
+        (:func:`preprocess.reading.find_recordings`).
     output : path-like
         Output folder: one sub-folder per recording (:func:`finetune.predict_outputs.annotate_recording`),
         and ``predict_summary.json`` for the batch.
@@ -53,33 +53,34 @@ def run_batch(
     ------
     FileNotFoundError
         If an input does not exist.
-    ValueError
-        If no recording is found, or two recordings share a recording id (file name without extension).
+    runtime.config.UsageError
+        If no recording is found.
+
+    Notes
+    -----
+    Recordings that share a recording id (file name without extension, e.g. ``rec.edf`` and ``rec.fif``)
+    would write one output folder: each is reported as failed
+    (:func:`preprocess.reading.recording_id_clashes`) and the batch goes on with the others. The output
+    folder may be an input folder: predict's outputs there are not read back as recordings.
     """
     from tqdm import tqdm
 
     output = Path(output)
-    # Earlier outputs (annotation-only EDF+ files) are not recordings: leave the output folder out.
-    recordings = [
-        p for p in find_recordings(list(inputs)) if not p.resolve().is_relative_to(output.resolve())
-    ]
+    # Predict's own outputs (annotation-only EDF+, *_annot.fif) are not recordings (find_recordings skips
+    # them), so the output folder may be inside an input folder, or be it.
+    recordings = find_recordings(list(inputs))
     if not recordings:
         raise UsageError(f"No recording found in {[str(p) for p in inputs]} (--input).")
-    by_id: dict[str, list[Path]] = {}
-    for path in recordings:
-        by_id.setdefault(recording_id(path), []).append(path)
-    clashes = {k: v for k, v in by_id.items() if len(v) > 1}
-    if clashes:
-        name, paths = next(iter(clashes.items()))
-        raise UsageError(
-            f"Two recordings would write the same output folder {name!r}: {[str(p) for p in paths]}; "
-            f"annotate them into different --output folders."
-        )
+    clashes = recording_id_clashes(recordings)  # reported per recording below; the others go on
     result = BatchResult()
     start = time.perf_counter()
     bar = tqdm(recordings, desc="recordings", unit="recording", disable=not progress, dynamic_ncols=True)
     for path in bar:
         bar.set_postfix_str(path.name)
+        if path in clashes:  # two files would write one output folder: neither is annotated
+            result.failed.append((str(path), clashes[path]))
+            logger.error("FAILED %s: %s", path, clashes[path])
+            continue
         try:
             summary = annotate_recording(path, output, predictor, progress=progress)
         except Exception as err:  # reported per recording; the batch goes on (the traceback is logged)

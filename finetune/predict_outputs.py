@@ -6,7 +6,8 @@ without a BIDS ``_eeg`` suffix (``sub-01_task-sleep_eeg`` -> ``sub-01_task-sleep
 
     <stem>_probabilities.csv   one row per window: start_s, end_s, p_<class>... (empty when rejected),
                                rejected
-                               (the reason: nan | flat | amplitude; empty when classified)
+                               (the reason: nan | inf | flat | amplitude | model_output; empty when
+                               classified: a row with empty probabilities always has its reason)
     <stem>_events.tsv          detection tasks: detected events; sleep staging: one row per 30-s epoch.
                                BIDS events columns onset, duration (s from the recording's first sample),
                                trial_type (the class), probability (mean over the event's windows)
@@ -18,7 +19,8 @@ without a BIDS ``_eeg`` suffix (``sub-01_task-sleep_eeg`` -> ``sub-01_task-sleep
                                and mne.read_annotations reads
     <stem>_hypnogram.csv       sleep staging: onset_s, duration_s, stage, p_<stage>..., n_windows
     <stem>_prediction.png      probability trace over the whole recording with events shaded (a hypnogram for
-                               sleep), and the EEG (as the model saw it, uV) around the most confident event
+                               sleep) and rejected windows hatched with their reason, and the EEG (as the
+                               model saw it, uV) around the most confident event, zero-filled pairs marked
     <stem>_summary.json        recording, task, model, windows, events, totals, SWI / class / stage totals,
                                config (prediction, preprocessing, task, model), versions, timing
 
@@ -53,6 +55,7 @@ import torch
 from finetune.outputs import json_safe, write_results
 from finetune.postprocess import DetectedEvent, detect_events, hypnogram, recording_class, spike_wave_index
 from finetune.predict_config import DETECTION_TASKS, RECORDING_TASKS
+from finetune.predict_figure import plot_prediction, rejected_spans
 from finetune.predictor import Predictor, WindowPredictions
 from runtime.files import atomic_write
 
@@ -64,6 +67,7 @@ __all__ = [
     "annotate_recording",
     "output_stem",
     "plot_prediction",
+    "rejected_spans",
     "write_annotations_edf",
     "write_annotations_fif",
     "write_batch_summary",
@@ -77,8 +81,6 @@ logger = logging.getLogger("finetune.predict_outputs")
 #: The batch's summary in the output folder.
 BATCH_SUMMARY_FILE = "predict_summary.json"
 
-# Sleep stages top to bottom in a hypnogram (clinical convention).
-_HYPNOGRAM_ORDER = ("W", "REM", "N1", "N2", "N3")
 
 
 def project_version() -> dict:
@@ -304,158 +306,6 @@ def write_hypnogram_csv(path: str | os.PathLike, hyp: dict, classes) -> Path:
     return Path(path)
 
 
-# -- figure ---------------------------------------------------------------------------------------------
-
-
-def _time_unit(duration_s: float) -> tuple[float, str]:
-    if duration_s > 3 * 3600:
-        return 3600.0, "h"
-    if duration_s > 600:
-        return 60.0, "min"
-    return 1.0, "s"
-
-
-def _trace_style(n_windows: int) -> dict:
-    """Line style of a probability trace: steps, and a marker when one window would draw no line."""
-    return dict(linewidth=0.8, drawstyle="steps-mid", marker="o" if n_windows == 1 else None, markersize=4)
-
-
-def plot_prediction(
-    path: str | os.PathLike,
-    predictions: WindowPredictions,
-    task,
-    *,
-    duration_s: float,
-    events: list[DetectedEvent],
-    threshold: float,
-    hyp: dict | None,
-    excerpt: tuple[np.ndarray, float] | None,
-    ch_names,
-    sfreq: float,
-    title: str,
-    highlight: tuple[float, float] | None = None,
-    excerpt_title: str = "",
-    dpi: float = 110,
-    width_in: float = 13.0,
-) -> Path:
-    """The prediction figure (PNG, matplotlib Agg).
-
-    Top: the probability trace over the whole recording (the positive class for binary tasks, every class
-    for multi-class tasks; a hypnogram for sleep staging), detected events shaded, rejected windows marked
-    below the trace. Bottom: ``excerpt``, the preprocessed EEG in uV around the most confident event, with
-    ``highlight`` (the event) shaded.
-
-    Parameters
-    ----------
-    path : path-like
-    predictions : WindowPredictions
-    task : Task
-    duration_s : float
-        Recording length in s.
-    events : list of DetectedEvent
-    threshold : float
-        Drawn for binary tasks.
-    hyp : dict | None
-        From :func:`finetune.postprocess.hypnogram` (sleep staging).
-    excerpt : (ndarray (n_chans, n_samples), float start_s) | None
-    ch_names : list of str
-    sfreq : float
-        Sampling rate of the excerpt in Hz.
-    title : str
-    highlight : (float, float) | None
-        Start and end in s to shade in the excerpt.
-    excerpt_title : str
-        What the excerpt shows (e.g. the most confident event).
-    dpi, width_in : float
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    unit, unit_name = _time_unit(duration_s)
-    n_rows = 2 if excerpt is not None else 1
-    heights = [1.0, 1.6][:n_rows]
-    fig, axes = plt.subplots(
-        n_rows,
-        1,
-        figsize=(width_in, 2.6 + 3.6 * (n_rows - 1)),
-        squeeze=False,
-        gridspec_kw={"height_ratios": heights},
-    )
-    ax = axes[0, 0]
-    centres = (predictions.starts_s + predictions.window_s / 2) / unit
-    p = predictions.probabilities
-    if hyp is not None:
-        order = [c for c in _HYPNOGRAM_ORDER if c in task.classes]
-        order = order if len(order) == task.n_classes else list(task.classes)
-        level = {c: i for i, c in enumerate(order)}
-        y = np.array([level.get(s, np.nan) for s in hyp["stage"]], dtype=float)
-        x = np.append(hyp["onset_s"], hyp["onset_s"][-1] + hyp["duration_s"][-1]) / unit if len(y) else []
-        if len(y):
-            ax.stairs(y, x, baseline=None, color="k", linewidth=1.0)
-        ax.set_yticks(range(len(order)), order)
-        ax.set_ylim(len(order) - 0.5, -0.5)
-        ax.set_ylabel("stage")
-    elif task.is_binary:
-        ax.plot(
-            centres,
-            p[:, task.positive_index],
-            color="C0",
-            label=f"P({task.positive_class})",
-            **_trace_style(len(centres)),
-        )
-        ax.axhline(threshold, color="C3", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
-        ax.set_ylim(-0.08, 1.02)
-        ax.set_ylabel("probability")
-    else:
-        for c, name in enumerate(task.classes):
-            ax.plot(centres, p[:, c], label=name, **_trace_style(len(centres)))
-        ax.set_ylim(-0.08, 1.02)
-        ax.set_ylabel("probability")
-    for e in events if hyp is None else []:
-        color = "C1" if task.is_binary else f"C{task.classes.index(e.trial_type)}"  # the class's trace colour
-        ax.axvspan(e.onset_s / unit, e.offset_s / unit, color=color, alpha=0.3, linewidth=0)
-    rejected = ~predictions.accepted
-    if rejected.any() and hyp is None:
-        ax.plot(
-            centres[rejected],
-            np.full(rejected.sum(), -0.04),
-            "|",
-            color="grey",
-            markersize=4,
-            label="rejected window",
-        )
-    ax.set_xlim(0, duration_s / unit)
-    ax.set_xlabel(f"time ({unit_name})")
-    if hyp is None:
-        ax.legend(loc="upper right", fontsize=7, ncol=min(4, task.n_classes + 2), framealpha=0.8)
-    ax.set_title(title, fontsize=9)
-
-    if excerpt is not None:
-        data, start_s = excerpt
-        ax = axes[1, 0]
-        t = start_s + np.arange(data.shape[1]) / sfreq
-        spread = np.percentile(np.abs(data), 99, axis=1)
-        spacing = float(np.median(spread[spread > 0])) * 2.0 if (spread > 0).any() else 1.0
-        offsets = -spacing * np.arange(len(data))
-        ax.plot(t, (data + offsets[:, None]).T, color="k", linewidth=0.4)
-        if highlight is not None:
-            ax.axvspan(max(highlight[0], t[0]), min(highlight[1], t[-1]), color="C1", alpha=0.25, linewidth=0)
-        ax.set_yticks(offsets, list(ch_names), fontsize=7)
-        ax.set_xlim(t[0], t[-1])
-        ax.set_xlabel("time (s)")
-        ax.set_title(
-            f"{excerpt_title}: EEG as the model sees it (montage, filters; channels {spacing:.0f} uV apart)",
-            fontsize=9,
-        )
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(path)
-
-
 # -- one recording --------------------------------------------------------------------------------------
 
 
@@ -603,6 +453,7 @@ def _write_files(
             title=title,
             highlight=highlight,
             excerpt_title=excerpt_title,
+            filled_channels=rec.filled_channels,
             dpi=fig_cfg["dpi"],
             width_in=fig_cfg["width_in"],
         )
@@ -628,7 +479,8 @@ def annotate_recording(
     -------
     summary : dict
         A short summary for the batch: ``recording``, ``path``, ``output``, ``duration_s``, ``n_windows``,
-        ``n_rejected``, ``time_s`` and the task's result (``n_events``, ``swi_percent``, ``class``,
+        ``n_rejected``, ``rejected`` (windows per reason), ``filled_channels`` (montage pairs filled with
+        zeros), ``time_s`` and the task's result (``n_events``, ``swi_percent``, ``class``,
         ``minutes_per_stage``).
 
     Raises
@@ -727,6 +579,8 @@ def annotate_recording(
         "duration_s": rec.duration_s,
         "n_windows": len(predictions.starts_s),
         "n_rejected": int((~accepted).sum()),
+        "rejected": predictions.rejected_counts,
+        "filled_channels": list(rec.filled_channels),
         "time_s": elapsed,
     }
     if task.name in DETECTION_TASKS:
@@ -738,10 +592,14 @@ def annotate_recording(
     if results.hyp is not None:
         short["minutes_per_stage"] = results.summary["hypnogram"]["minutes_per_stage"]
     logger.info(
-        "%s: %d windows (%d rejected) in %.1f s -> %s",
+        "%s: %d windows (%d rejected%s)%s in %.1f s -> %s",
         path.name,
         len(predictions.starts_s),
         short["n_rejected"],
+        "".join(f", {reason}: {n}" for reason, n in short["rejected"].items()),
+        f", {len(rec.filled_channels)} channel(s) filled with zeros: {', '.join(rec.filled_channels)}"
+        if rec.filled_channels
+        else "",
         elapsed,
         final_dir,
     )

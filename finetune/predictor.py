@@ -46,11 +46,12 @@ from models.attention import configure_attention, use_fused_attention
 from preprocess.pipeline import OpenRecording, Preprocessor
 from preprocess.segments import scale_window
 from runtime.amp import AMP_DTYPES
-from runtime.checkpoint import load_checkpoint
+from runtime.checkpoint import CHECKPOINT_FORMAT, HASH_KEY, load_verified
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, load_config, merge_config
 from tasks import TASKS, Task
 
 __all__ = [
+    "MODEL_OUTPUT_REASON",
     "FineTunedModel",
     "Predictor",
     "WindowPredictions",
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("finetune.predictor")
+
+#: Rejection reason of a window the model gave non-finite probabilities for (besides the preprocessing's
+#: :data:`preprocess.pipeline.REJECT_REASONS`).
+MODEL_OUTPUT_REASON = "model_output"
 
 
 @dataclass
@@ -157,18 +162,27 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
     ------
     FileNotFoundError
         If the file (or the run folder's checkpoint) does not exist.
-    ValueError
-        If the file is not a checkpoint of this project, is a pretraining checkpoint (no classification
-        head: fine-tune it first), records no task, or its weights do not fit the model its config names.
+    runtime.config.UsageError
+        A ValueError: if the file is damaged or unreadable (:func:`runtime.checkpoint.load_verified`, its
+        message only), is a readable torch file but not a training checkpoint of this project, is a
+        pretraining checkpoint (no classification head: fine-tune it first), records no task, or its
+        weights do not fit the model its config names.
     """
     ckpt_path = _checkpoint_file(Path(path))
-    try:
-        checkpoint = load_checkpoint(ckpt_path)
+    try:  # a damaged or unreadable file: its message says so, no hint about the kind of checkpoint
+        checkpoint = load_verified(ckpt_path, what="checkpoint")
     except ValueError as err:
-        raise UsageError(
-            f"{err} (--checkpoint needs a fine-tuning checkpoint of this project, "
-            f"from finetune/finetune_main.py)."
-        ) from None
+        raise UsageError(str(err)) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(  # readable, but of another kind (a state dict, an official checkpoint...)
+            f"{ckpt_path} is not a training checkpoint of this project (expected a dict with "
+            f"format={CHECKPOINT_FORMAT!r}) (--checkpoint needs a fine-tuning checkpoint of this project, "
+            "from finetune/finetune_main.py)."
+        )
+    if HASH_KEY not in checkpoint:
+        logger.warning(
+            "The checkpoint %s predates payload hashes: only its zip CRCs were checked.", ckpt_path
+        )
     cfg = checkpoint.get("config")
     state = checkpoint["model"]
     has_head = "head.weight" in state
@@ -220,7 +234,9 @@ class WindowPredictions:
     probabilities : ndarray of float64, shape (n_windows, n_classes)
         Softmax of the logits, columns in ``task.classes`` order; NaN rows for rejected windows.
     reasons : ndarray of object (str), shape (n_windows,)
-        ``""`` for a classified window, else why it was rejected (``nan``, ``flat``, ``amplitude``).
+        ``""`` for a classified window (its probabilities are finite), else why it was rejected: a reason
+        of :data:`preprocess.pipeline.REJECT_REASONS` (``nan``, ``inf``, ``flat``, ``amplitude``), or
+        :data:`MODEL_OUTPUT_REASON` when the model gave non-finite probabilities.
     window_s : float
         Window length in s.
     stride_s : float
@@ -568,10 +584,23 @@ class Predictor:
         probabilities = np.full((n_seen, self.task.n_classes), np.nan)
         for rows, p in classified:
             probabilities[rows] = p
+        reasons = np.concatenate(reasons)
+        # A classified window always has its probabilities: a non-finite model output is a rejection.
+        broken = (reasons == "") & ~np.isfinite(probabilities).all(axis=1)
+        if broken.any():
+            logger.warning(
+                "%s: the model gave non-finite probabilities for %d window(s) (first at %g s); they are "
+                "marked rejected (model_output).",
+                recording.recording_id,
+                int(broken.sum()),
+                float(np.concatenate(starts)[broken][0]),
+            )
+            reasons[broken] = MODEL_OUTPUT_REASON
+            probabilities[broken] = np.nan
         return WindowPredictions(
             np.concatenate(starts),
             probabilities,
-            np.concatenate(reasons),
+            reasons,
             self.window_s,
             self.stride_s,
         )

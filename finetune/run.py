@@ -49,6 +49,7 @@ from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.config import UsageError, check_values, save_config
 from runtime.distributed import DistributedContext, barrier, init_distributed
+from runtime.files import remove_temporaries
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
 from runtime.seeding import seed_everything
@@ -429,6 +430,7 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
     cfg, ctx, task, device = run.cfg, run.ctx, run.task, run.ctx.device
     if ctx.is_main:
         _clear_run_folder(run.run_dir)
+        remove_temporaries(run.run_dir)  # of a run killed while writing (.checkpoint-best.pth.*.tmp...)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.run_dir / "config.yaml")
         if run.preprocess_config is not None:

@@ -11,6 +11,8 @@ a run was killed; the next run resumes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import copy
 import csv
 import json
 import logging
@@ -44,13 +46,15 @@ from preprocess.pipeline import (
     recording_id,
 )
 from preprocess.reading import recording_id_clashes
-from runtime.config import save_config
+from runtime.config import CONFIG_DIR, UsageError, load_config, save_config
 from runtime.files import atomic_write
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "EVENTS_FILE",
     "BatchSummary",
     "check_output_config",
+    "make_preprocessor",
     "merge_events",
     "parse_shard",
     "run_preprocessing",
@@ -58,6 +62,8 @@ __all__ = [
 
 #: The events every labelled output keeps: those that labelled its windows, one CSV for all recordings.
 EVENTS_FILE = "events.csv"
+#: The preprocessing defaults (and schema): keys a config saved by an older version lacks take these values.
+DEFAULT_CONFIG = CONFIG_DIR / "preprocess" / "m4cea.yaml"
 
 logger = logging.getLogger("m4cea.preprocess")
 
@@ -96,7 +102,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
     Raises
     ------
-    ValueError
+    runtime.config.UsageError
         If the text is not ``I/N`` with ``0 <= I < N``.
     """
     if text is None:
@@ -104,18 +110,48 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"Invalid value for --shard: expected I/N like 0/4, but got {text!r}.") from None
+        raise UsageError(f"Invalid value for --shard: expected I/N like 0/4, but got {text!r}.") from None
     if not 0 <= index < count:
-        raise ValueError(f"Invalid value for --shard: I must satisfy 0 <= I < N, but got {text!r}.")
+        raise UsageError(f"Invalid value for --shard: I must satisfy 0 <= I < N, but got {text!r}.")
     return index, count
+
+
+def make_preprocessor(config: dict) -> Preprocessor:
+    """The :class:`preprocess.pipeline.Preprocessor` of a config, its invalid values a usage error.
+
+    Raises
+    ------
+    runtime.config.UsageError
+        If a value of ``config`` is invalid (the constructor only checks the config: its ValueErrors are
+        bad input), with the constructor's message.
+    """
+    try:
+        return Preprocessor(config)
+    except ValueError as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"Invalid preprocessing config: {err}") from err
+
+
+def _with_defaults(saved, defaults):
+    """``saved`` with the keys it lacks (at any depth) taken from ``defaults``."""
+    if not isinstance(saved, dict) or not isinstance(defaults, dict):
+        return saved
+    merged = {key: copy.deepcopy(value) for key, value in defaults.items() if key not in saved}
+    merged.update({key: _with_defaults(value, defaults.get(key)) for key, value in saved.items()})
+    return merged
 
 
 def check_output_config(output: str | os.PathLike, config: dict, hint: str = "the same config") -> None:
     """Refuse an output folder that holds windows made with another config (nothing is written).
 
+    A key that the saved ``config.yaml`` lacks (written by a version before the key existed, e.g.
+    ``max_filled_channels``) counts as its default value (:data:`DEFAULT_CONFIG`): resuming into such a
+    folder with the default is accepted, with another value refused.
+
     Raises
     ------
-    ValueError
+    runtime.config.UsageError
         If ``output/config.yaml`` exists and differs from ``config``; the message ends with how to
         resume (``hint``).
     """
@@ -123,8 +159,8 @@ def check_output_config(output: str | os.PathLike, config: dict, hint: str = "th
     if saved.is_file():
         with open(saved, encoding="utf-8") as f:
             previous = yaml.safe_load(f)
-        if previous != config:
-            raise ValueError(
+        if _with_defaults(previous, load_config(DEFAULT_CONFIG)) != config:
+            raise UsageError(
                 f"The output folder {output} holds windows made with another config ({saved}); "
                 f"use a new --output folder, or {hint} to resume."
             )
@@ -138,7 +174,7 @@ def _prepare_output(output: Path) -> None:
             f.write("ok")
         (output / f".write_test.{os.getpid()}").unlink()
     except OSError as err:
-        raise PermissionError(f"The output folder {output} cannot be written: {err}") from None
+        raise UsageError(f"The output folder {output} cannot be written: {err}") from None
 
 
 #: Seconds between two checks of a worker process that its main process is alive.
@@ -240,6 +276,7 @@ def run_preprocessing(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     events_partial: bool = False,
+    lock_held: bool = False,
 ) -> BatchSummary:
     """Preprocess recordings into ``output`` (pickles, ``manifest.csv``, ``config.yaml``, ``events.csv``).
 
@@ -267,6 +304,9 @@ def run_preprocessing(
     events_partial : bool
         The events CSV may name recordings that are not inputs of this run (they are listed in a
         warning); False: such rows are an error (a typo would silently leave a recording unlabelled).
+    lock_held : bool
+        The caller holds the run lock of ``shard`` on ``output`` (:func:`preprocess.locks.run_lock`, as
+        :func:`preprocess.datasets.prepare.prepare_dataset` does before it writes ``events.csv``).
 
     Returns
     -------
@@ -274,7 +314,7 @@ def run_preprocessing(
 
     Raises
     ------
-    ValueError, FileNotFoundError, PermissionError
+    runtime.config.UsageError, FileNotFoundError
         For usage errors found before any recording is processed: an invalid config value, a missing
         input, no recording found, an invalid events file or one whose rows name recordings that are not
         inputs (unless ``events_partial``), an output folder that cannot be written, that holds output of
@@ -283,13 +323,13 @@ def run_preprocessing(
         reported one by one as failed, and the others go on.
     """
     output = Path(output)
-    preprocessor = Preprocessor(config)
+    preprocessor = make_preprocessor(config)
     config = preprocessor.config  # labels.classes resolved
     if workers < 1:
-        raise ValueError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
+        raise UsageError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
     recordings = find_recordings(inputs)
     if not recordings:
-        raise ValueError(f"No recording found in {[str(p) for p in inputs]}.")
+        raise UsageError(f"No recording found in {[str(p) for p in inputs]}.")
     clashes = recording_id_clashes(recordings)  # reported per recording below; the others go on
     labels = config["labels"]
     table, subjects = ({}, {})
@@ -299,7 +339,7 @@ def run_preprocessing(
     index, count = shard
     recordings = recordings[index::count]
     _prepare_output(output)
-    with run_lock(output, shard):
+    with contextlib.nullcontext() if lock_held else run_lock(output, shard):
         check_output_config(output, config)
         if not (output / "config.yaml").exists():
             save_config(config, output / "config.yaml")

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from runtime.checks import check_choice
-from runtime.config import CONFIG_DIR
+from runtime.config import CONFIG_DIR, UsageError
 
 __all__ = [
     "Montage",
@@ -44,8 +44,8 @@ _BIOSEMI_LABEL = re.compile(r"^[A-H]([1-9]|[12]\d|3[0-2])$")
 BIOSEMI_PREFIX = "BIOSEMI_"
 
 
-class MissingChannelsError(ValueError):
-    """A recording lacks electrodes that the montage needs."""
+class MissingChannelsError(UsageError):
+    """A recording lacks electrodes that the montage needs (a :class:`runtime.config.UsageError`)."""
 
 
 @dataclass(frozen=True)

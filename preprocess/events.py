@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.checks import check_choice
+from runtime.config import UsageError
 from runtime.files import atomic_write
 
 __all__ = [
@@ -53,8 +54,11 @@ EVENTS_COLUMNS = ("recording", "subject", "onset_s", "duration_s", "label")
 BOUNDARY_TOLERANCE_S = 1e-3
 
 
-class EventsError(ValueError):
-    """An events file or an annotation is invalid (message names the file, row and value)."""
+class EventsError(UsageError):
+    """An events file or an annotation is invalid (message names the file, row and value).
+
+    A :class:`runtime.config.UsageError` (a ValueError).
+    """
 
 
 @dataclass(frozen=True)

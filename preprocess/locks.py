@@ -26,13 +26,15 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from runtime.config import UsageError
+
 __all__ = ["LOCK_DIR", "OutputInUseError", "manifest_lock", "recording_lock", "run_lock"]
 
 #: Folder of the lock files inside an output folder.
 LOCK_DIR = ".locks"
 
 
-class OutputInUseError(ValueError):
+class OutputInUseError(UsageError):
     """Another run of the same shard is writing into the output folder (the message names it)."""
 
 

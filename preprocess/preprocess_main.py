@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.config import CONFIG_DIR, ConfigError, UsageError, add_override_argument, load_config  # noqa: E402
+from runtime.config import CONFIG_DIR, UsageError, add_override_argument, load_config  # noqa: E402
 
 DEFAULT_CONFIG = CONFIG_DIR / "preprocess" / "m4cea.yaml"
 
@@ -102,7 +102,10 @@ def _run_dataset(args) -> int:
         )
     if not args.task:
         raise UsageError("--dataset needs --task TASK (a task the dataset serves).")
-    options = dict(parse_option(text) for text in args.dataset_options)
+    try:
+        options = dict(parse_option(text) for text in args.dataset_options)
+    except ValueError as err:  # parse_option only checks the user's text
+        raise UsageError(str(err)) from None
     if args.events is not None:
         if args.dataset != "csv":
             raise UsageError(
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # The pipeline (MNE, SciPy) is imported when the run starts, so that --help answers at once.
     from preprocess.batch import parse_shard, run_preprocessing
+    from runtime.entry import USAGE_ERRORS  # UsageError (ConfigError...), FileNotFoundError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.dataset is None and (args.task or args.dataset_options):
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             events_partial=args.events_partial,
         )
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError) as err:
+    except USAGE_ERRORS as err:  # bad input; anything else is a bug and shows its traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary.to_text())

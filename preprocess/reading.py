@@ -38,6 +38,8 @@ from pathlib import Path
 
 import mne
 
+from runtime.config import UsageError
+
 __all__ = [
     "PreprocessError",
     "check_reader_options",
@@ -72,8 +74,11 @@ _FIF_SPLIT_BIDS = re.compile(r"_split-(?!0*1_)\d+_")
 _RESERVED_OPTIONS = ("preload", "verbose")
 
 
-class PreprocessError(ValueError):
-    """A recording cannot be preprocessed (unreadable, not EEG, too short...); the message names it."""
+class PreprocessError(UsageError):
+    """A recording cannot be preprocessed (unreadable, not EEG, too short...); the message names it.
+
+    A :class:`runtime.config.UsageError` (a ValueError): bad input, exit status 2 when it ends a command.
+    """
 
 
 @functools.cache

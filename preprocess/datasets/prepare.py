@@ -29,15 +29,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from preprocess.batch import BatchSummary, check_output_config, run_preprocessing
+from preprocess.batch import BatchSummary, check_output_config, make_preprocessor, run_preprocessing
 from preprocess.channels import load_montage
 from preprocess.datasets import get_adapter
 from preprocess.datasets.base import SPLIT_NAMES, DatasetAdapter, recording_duration_s
 from preprocess.events import Event, EventsError, write_events_csv
 from preprocess.labels import resolve_label_classes
-from preprocess.pipeline import Preprocessor
+from preprocess.locks import run_lock
 from preprocess.segments import read_manifest
-from runtime.config import CONFIG_DIR, load_config, merge_config, parse_override
+from runtime.config import CONFIG_DIR, UsageError, load_config, merge_config, parse_override
 from runtime.files import atomic_write
 
 __all__ = ["DEFAULT_CONFIG", "DatasetSummary", "dataset_config", "prepare_dataset"]
@@ -198,17 +198,23 @@ def prepare_dataset(
 
     Raises
     ------
-    ValueError
-        On an unknown dataset, option or task the adapter does not serve, an invalid config, a label
-        file that cannot be parsed (file and line named), a label outside ``labels.classes``, no
-        labelled recording, or an output folder of another config.
+    runtime.config.UsageError
+        A ValueError: on an unknown dataset, option or task the adapter does not serve, an invalid config,
+        a label file that cannot be parsed (file and line named), a label outside ``labels.classes``, no
+        labelled recording, an output folder of another config, or one that another run of the shard
+        holds (:class:`preprocess.locks.OutputInUseError`; nothing is written then).
     FileNotFoundError
         On a root of the wrong layout (the message says what was expected), a recording missing from
         its label file or the reverse, or a missing config file.
     """
-    adapter = get_adapter(name, **(options or {}))
-    adapter.check_task(task)
-    config = dataset_config(adapter, task, config, overrides)
+    try:  # the dataset's name, options and task, and the config: their invalid values are bad input
+        adapter = get_adapter(name, **(options or {}))
+        adapter.check_task(task)
+        config = dataset_config(adapter, task, config, overrides)
+    except ValueError as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(str(err)) from err
     output = Path(output)
     montage = load_montage(config["montage"])
     recordings = adapter.find_recordings(root)
@@ -235,30 +241,32 @@ def prepare_dataset(
         for event in rec_events or [Event(None, 0.0, default)]:
             rows.append((path.name, subject, event))
     if not inputs:
-        raise ValueError(f"No recording of the {name} root {root} has a label for the task '{task}'.")
+        raise UsageError(f"No recording of the {name} root {root} has a label for the task '{task}'.")
     if split is not None:
         bad = sorted({v for v in split.values() if v not in SPLIT_NAMES})
         if bad:
-            raise ValueError(f"The {name} adapter gave split names {bad}; allowed are {list(SPLIT_NAMES)}.")
+            raise UsageError(f"The {name} adapter gave split names {bad}; allowed are {list(SPLIT_NAMES)}.")
         missing = [p.name for p in inputs if p.name not in split]
         if missing:
-            raise ValueError(f"The {name} split does not assign {len(missing)} recording(s): {missing[:8]}.")
+            raise UsageError(f"The {name} split does not assign {len(missing)} recording(s): {missing[:8]}.")
 
     # What run_preprocessing refuses, refused before anything is written: invalid settings. (Recordings
     # that share an id are reported one by one by run_preprocessing, and the others are processed.)
-    Preprocessor(config)
+    make_preprocessor(config)
     if workers < 1:
-        raise ValueError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
-    check_output_config(output, config, hint="the same dataset, task, options and config")
+        raise UsageError(f"Invalid value for --workers: it must be >= 1, but got {workers}.")
     output.mkdir(parents=True, exist_ok=True)
-    events_path = output / "events.csv"
-    write_events_csv(events_path, rows, classes)
-    if split is not None:
-        with atomic_write(output / "split.csv", "w") as f:
-            f.write("recording,split\n")
-            f.writelines(f"{p.name},{split[p.name]}\n" for p in inputs)
-    batch = run_preprocessing([str(p) for p in inputs], output, config, events=events_path, workers=workers,
-                              shard=shard, progress=progress)
+    # The run lock first: a second run on the folder is refused before it rewrites events.csv/split.csv.
+    with run_lock(output, shard):
+        check_output_config(output, config, hint="the same dataset, task, options and config")
+        events_path = output / "events.csv"
+        write_events_csv(events_path, rows, classes)
+        if split is not None:
+            with atomic_write(output / "split.csv", "w") as f:
+                f.write("recording,split\n")
+                f.writelines(f"{p.name},{split[p.name]}\n" for p in inputs)
+        batch = run_preprocessing([str(p) for p in inputs], output, config, events=events_path,
+                                  workers=workers, shard=shard, progress=progress, lock_held=True)
 
     failed = {Path(file).name for file, _ in batch.failed}
     done = [p for p in inputs if p.name not in failed]  # the figures describe the labelled output

@@ -66,3 +66,17 @@ def test_predict_refuses_a_config_of_shared_references_with_exit_2(finetuned, tm
     err = capsys.readouterr().err
     assert f"{path} is refused: its 'config' entry holds more than" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_names_the_kind_of_checkpoint_only_when_the_file_is_readable(finetuned, tmp_path, capsys):
+    path, _ = finetuned
+    hint = "--checkpoint needs a fine-tuning checkpoint of this project"
+    _flip_a_weight_byte(path)  # damaged: a CRC error, no hint about the kind of checkpoint
+    assert _predict(path, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-best.pth is corrupted" in err and hint not in err
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "state_dict.pth")  # readable, another kind
+    assert _predict(tmp_path / "state_dict.pth", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "is not a training checkpoint of this project" in err and hint in err
+    assert not (tmp_path / "o").exists()

@@ -603,3 +603,16 @@ def test_official_split_from_the_data_folders_split_csv(tmp_path, capsys):
         ["r2"],
         ["r3", "r4"],
     ]
+
+
+def test_a_rerun_removes_the_temporary_checkpoint_of_a_killed_run(synth, tmp_path):
+    run_dir = tmp_path / "runs" / "onset_detection" / "seed42"
+    run_dir.mkdir(parents=True)
+    stale = run_dir / ".checkpoint-best.pth.k1ll3d.tmp"  # what atomic_write leaves when killed mid-save
+    stale.write_bytes(b"PK\x03\x04 half a checkpoint")
+    foreign = run_dir / "notes.txt"  # not a temporary of this run: kept
+    foreign.write_text("mine")
+    results = main(_argv(synth, tmp_path / "runs", epochs=1, base=SYNTH))
+    assert results["training"]["epochs_run"] == 1
+    assert not stale.exists() and foreign.read_text() == "mine"
+    assert not list(run_dir.glob(".*.tmp"))

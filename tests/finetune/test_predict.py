@@ -786,3 +786,113 @@ def test_a_recording_of_one_window_draws_a_visible_probability(task_name, tmp_pa
         assert len(traces) == (1 if task.is_binary else task.n_classes)
         assert all(k["marker"] == ("o" if n_windows == 1 else None) for k in traces)
         assert (tmp_path / f"{n_windows}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_samples_reject_their_windows_with_the_reason(run_dir, tmp_path, value, monkeypatch):
+    import matplotlib.axes
+
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=30.0, seed=3)
+    raw._data[2, int(9.0 * 256)] = value  # one sample inside the window 8-12 s
+    raw.save(tmp_path / "spiky_raw.fif", verbose="error")
+    spans = []
+    axvspan = matplotlib.axes.Axes.axvspan
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "axvspan", lambda ax, *a, **k: (spans.append((a, k)), axvspan(ax, *a, **k))[1]
+    )
+    assert _predict(run_dir, [tmp_path / "spiky_raw.fif"], tmp_path / "out") == 0
+    reason = "nan" if np.isnan(value) else "inf"
+    rows = _read_csv(tmp_path / "out" / "spiky_raw" / "spiky_raw_probabilities.csv")
+    assert [r["rejected"] for r in rows] == ["", "", reason, "", "", "", ""]
+    assert [r["p_seizure"] == "" for r in rows] == [False, False, True, False, False, False, False]
+    summary = _summary(tmp_path / "out" / "spiky_raw")
+    assert summary["windows"]["rejected"] == {reason: 1}
+    assert summary["windows"]["n_classified"] == 6
+    rejected_spans = [(a, k) for a, k in spans if k.get("label", "").startswith("rejected")]
+    assert [a[:2] for a, _ in rejected_spans] == [(8.0, 12.0)]
+    assert rejected_spans[0][1]["label"] == f"rejected: {reason}"
+
+
+def test_a_non_finite_model_output_is_a_rejection_not_a_blank_classified_window(run_dir, tmp_path):
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=20.0, seed=5)
+    raw.save(tmp_path / "plain_raw.fif", verbose="error")
+    predictor = Predictor(load_finetuned(run_dir), load_predict_config(overrides=["amp_cpu=fp32"]))
+    classify = predictor.classify
+
+    def broken_classify(x, **kwargs):  # the model gives NaN for the second window
+        p = classify(x, **kwargs)
+        p[1] = np.nan
+        return p
+
+    predictor.classify = broken_classify
+    result = predictor.window_probabilities(predictor.preprocessor.open(tmp_path / "plain_raw.fif"))
+    assert result.reasons.tolist() == ["", "model_output", "", "", ""]
+    assert result.rejected_counts == {"model_output": 1}
+    assert np.isfinite(result.probabilities[result.accepted]).all()
+
+
+def test_filled_channels_are_marked_in_the_summaries_and_the_figure(run_dir, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    names = [c for c in CHBMIT_CHANNELS if c not in ("T7-P7", "P7-T7")]  # the pair T7-P7 cannot be built
+    synthetic_raw(names, duration_s=20.0, seed=6).save(tmp_path / "gap_raw.fif", verbose="error")
+    titles, ticks = [], []
+    set_title, set_yticks = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.set_yticks
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_title",
+        lambda ax, t, *a, **k: (titles.append(t), set_title(ax, t, *a, **k))[1],
+    )
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_yticks",
+        lambda ax, pos, labels=None, **k: (ticks.append(labels), set_yticks(ax, pos, labels, **k))[1],
+    )
+    out = tmp_path / "out"
+    assert _predict(run_dir, [tmp_path / "gap_raw.fif"], out, "preprocess.missing_channels=zeros") == 0
+    summary = _summary(out / "gap_raw")
+    filled = summary["recording"]["filled_channels"]
+    assert filled == ["T7-P7"]
+    batch = json.loads((out / "predict_summary.json").read_text())
+    assert batch["done"][0]["filled_channels"] == filled
+    assert any("1 channel(s) filled with zeros (missing in the recording): T7-P7" in t for t in titles)
+    eeg_labels = [labels for labels in ticks if labels is not None and len(labels) == 16][0]
+    assert [label for label in eeg_labels if label.endswith(" (filled)")] == ["T7-P7 (filled)"]
+
+
+def test_recordings_sharing_an_id_fail_alone_and_the_batch_goes_on(run_dir, edf_dir, tmp_path, capsys):
+    raw = synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0, seed=7)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    raw.save(tmp_path / "a" / "twin_raw.fif", verbose="error")
+    raw.save(tmp_path / "b" / "twin_raw.fif", verbose="error")
+    shutil.copy(edf_dir / f"{SEIZURE}.edf", tmp_path / "a")
+    out = tmp_path / "out"
+    assert _predict(run_dir, [tmp_path / "a", tmp_path / "b"], out, "figure.enabled=false") == 1
+    err = capsys.readouterr().err
+    for mine, other in (("a", "b"), ("b", "a")):
+        message = f"twin_raw.fif and {tmp_path / other / 'twin_raw.fif'} are both recording 'twin_raw'"
+        assert f"FAILED {tmp_path / mine / 'twin_raw.fif'}: {message}" in err
+    batch = json.loads((out / "predict_summary.json").read_text())
+    assert [d["recording"] for d in batch["done"]] == [SEIZURE]
+    assert sorted(f["path"] for f in batch["failed"]) == [
+        str(tmp_path / "a" / "twin_raw.fif"),
+        str(tmp_path / "b" / "twin_raw.fif"),
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [SEIZURE, "predict_summary.json"]
+
+
+def test_output_into_the_input_folder_twice_annotates_each_recording_once(run_dir, edf_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(edf_dir / f"{SEIZURE}.edf", data)
+    synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0, seed=8).save(data / "other_raw.fif", verbose="error")
+    for _ in range(2):
+        assert _predict(run_dir, [data], data) == 0
+        batch = json.loads((data / "predict_summary.json").read_text())
+        assert sorted(d["recording"] for d in batch["done"]) == [SEIZURE, "other_raw"]
+        assert batch["failed"] == []
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        [SEIZURE, f"{SEIZURE}.edf", "other_raw", "other_raw.fif", "predict_summary.json"]
+    )
+    assert (data / SEIZURE / f"{SEIZURE}_annotations.edf").is_file()

@@ -505,3 +505,54 @@ def test_labelled_runs_keep_the_events_that_labelled_their_windows(tmp_path, pre
     # an unlabelled run keeps no events
     run_preprocessing([folder], tmp_path / "unlabelled", config, progress=False)
     assert not (tmp_path / "unlabelled" / "events.csv").exists()
+
+
+def test_a_programming_error_is_not_a_usage_error(recordings, tmp_path, monkeypatch):
+    import preprocess.batch
+
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug deep inside")  # a plain ValueError is a bug, not bad input
+
+    monkeypatch.setattr(preprocess.batch, "run_preprocessing", buggy)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        main(["--input", str(recordings), "--output", str(tmp_path / "out"), "--quiet"])
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("max_filled_channels=-1", "max_filled_channels"),
+        ("l_freq=200.0", "Invalid 'l_freq'"),
+        ("montage=no_such_montage", "no_such_montage"),
+    ],
+)
+def test_invalid_preprocessing_values_are_usage_errors(recordings, tmp_path, capsys, setting, message):
+    from runtime.config import UsageError
+
+    argv = ["--input", str(recordings), "--output", str(tmp_path / "out"), "--quiet", "--set", setting]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+    from preprocess.channels import MissingChannelsError
+    from preprocess.locks import OutputInUseError
+    from preprocess.reading import PreprocessError
+
+    assert all(issubclass(e, UsageError) for e in (EventsError, MissingChannelsError, PreprocessError))
+    assert issubclass(OutputInUseError, UsageError)
+
+
+def test_an_output_of_a_version_without_a_newer_key_resumes_with_its_default(
+    recordings, tmp_path, preprocess_config
+):
+    import yaml
+
+    out = tmp_path / "out"
+    run_preprocessing([recordings / "rec0.edf"], out, preprocess_config(), progress=False)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["max_filled_channels"] == 4  # the default
+    del saved["max_filled_channels"]  # as written before the key existed
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    summary = run_preprocessing([recordings], out, preprocess_config(), progress=False)
+    assert summary.skipped == [str(recordings / "rec0.edf")] and len(summary.done) == 2
+    with pytest.raises(ValueError, match="made with another config"):  # another value is another config
+        run_preprocessing([recordings], out, preprocess_config("max_filled_channels=2"), progress=False)

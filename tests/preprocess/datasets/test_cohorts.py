@@ -82,3 +82,39 @@ def test_csv_cohort_with_recording_level_labels(tmp_path, make_edf, capsys, run_
     status, text = run_cli(capsys, "--dataset", "chbmit", "--task", "onset_detection", "--input", root,
                            "--output", out, "--events", events)
     assert status == 2 and "--events cannot be combined with --dataset" in text
+
+
+def test_a_second_dataset_run_is_refused_before_it_rewrites_events_and_split(
+    tmp_path, make_edf, capsys, run_cli
+):
+    from preprocess.locks import run_lock
+
+    root = tmp_path / "cohort"
+    make_edf(root / "p1_night.edf", TEN_TWENTY, duration_s=12.0)
+    events = tmp_path / "labels.csv"
+    events.write_text("recording,subject,onset_s,duration_s,label\np1_night.edf,p1,,,SeLECTS\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "events.csv").write_text("the first run's events\n")
+    with run_lock(out):  # a first run (here: this process) holds the folder
+        status, text = run_cli(capsys, "--dataset", "csv", "--task", "syndrome_classification", "--input",
+                               root, "--output", out, "--events", events)
+    assert status == 2 and "is in use by another preprocessing run" in text
+    assert (out / "events.csv").read_text() == "the first run's events\n"
+    assert not (out / "split.csv").exists() and not (out / "config.yaml").exists()
+
+
+def test_dataset_usage_errors_exit_2(tmp_path, make_edf, capsys, run_cli):
+    root = tmp_path / "cohort"
+    make_edf(root / "p1_night.edf", TEN_TWENTY, duration_s=12.0)
+    events = tmp_path / "labels.csv"
+    events.write_text("recording,subject,onset_s,duration_s,label\np1_night.edf,p1,,,SeLECTS\n")
+    common = ["--task", "syndrome_classification", "--input", root, "--output", tmp_path / "out"]
+    for extra, message in [
+        (["--dataset", "csv", "--events", events, "--dataset-option", "novalue"], "expected key=value"),
+        (["--dataset", "csv", "--events", events, "--dataset-option", "nope=1"], "Invalid option(s)"),
+        (["--dataset", "no_such_dataset"], "no_such_dataset"),
+    ]:
+        status, text = run_cli(capsys, *extra, *common)
+        assert status == 2 and message in text, text
+    assert not (tmp_path / "out").exists()
