@@ -286,7 +286,7 @@ def load_window(root: str | os.PathLike, row: dict) -> dict:
     index = row.get("shard_index")
     if index is None:
         return load_segment(Path(root) / row["path"])
-    return _shard_reader(Path(root) / row["path"]).window(int(index))
+    return _shard_reader(os.path.join(root, row["path"])).window(int(index))  # str: cheaper than Path
 
 
 def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "float32") -> None:
@@ -366,7 +366,8 @@ class _ShardReader:
             raise ValueError(f"Shard {path} is not a readable window shard: {err}") from None
         offset = data.id.get_offset()
         if offset is not None and data.chunks is None and data.compression is None:
-            self.data = np.memmap(path, dtype=data.dtype, mode="r", offset=offset, shape=data.shape)
+            mapped = np.memmap(path, dtype=data.dtype, mode="r", offset=offset, shape=data.shape)
+            self.data = mapped.view(np.ndarray)  # plain views index faster than memmap's subclass
             self._file.close()  # the memory map needs no HDF5 handle
         else:  # written by another tool, chunked or compressed: read through h5py
             self.data = data
@@ -395,13 +396,13 @@ _SHARDS: OrderedDict = OrderedDict()
 _MAX_OPEN_SHARDS = 64
 
 
-def _shard_reader(path: Path) -> _ShardReader:
-    key = (os.getpid(), str(path))
+def _shard_reader(path: str) -> _ShardReader:
+    key = (os.getpid(), path)
     reader = _SHARDS.get(key)
     if reader is None:
         for stale in [k for k in _SHARDS if k[0] != key[0]]:  # inherited through a fork: never reused
             del _SHARDS[stale]
-        reader = _SHARDS[key] = _ShardReader(path)
+        reader = _SHARDS[key] = _ShardReader(Path(path))
         while len(_SHARDS) > _MAX_OPEN_SHARDS:
             _SHARDS.popitem(last=False)
     _SHARDS.move_to_end(key)
