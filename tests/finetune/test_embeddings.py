@@ -1,0 +1,87 @@
+"""Embeddings of a tiny pretrained model, the embedding-space figure and linear probes."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from finetune.embed import main as embed_main
+from finetune.embeddings import embed_folder, embedding_space, load_encoder, probe, read_embeddings
+from finetune.probe import main as probe_main
+from preprocess.segments import load_window, read_manifest, scale_window
+from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
+
+# 8 subjects x 1 recording x 6 windows of 1 s; background (10 Hz) and seizure (3 Hz) alternate
+RECORDINGS = [(f"s{k}", f"r{k}", ["background", "seizure"] * 3) for k in range(8)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_labelled_data(tmp_path_factory.mktemp("data"), RECORDINGS, n_times=1000)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_pretrain_checkpoint(tmp_path_factory.mktemp("ckpt") / "pretrain.pth", n_patches=5)
+
+
+@pytest.fixture(scope="module")
+def embedded(data, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("embed")
+    embed_folder(checkpoint, data, out, tokens=True, batch_size=16, progress=False)
+    return out
+
+
+def test_embeddings_are_the_backbone_mean_aligned_with_the_manifest(data, checkpoint, embedded):
+    rows = read_manifest(data)
+    embeddings, stored = read_embeddings(embedded / "embeddings.h5")
+    assert embeddings.shape == (48, 64) and embeddings.dtype == np.float32
+    for key in ("path", "subject", "recording", "start_s", "label"):
+        assert [r[key] for r in stored] == [r[key] for r in rows]
+    model, name = load_encoder(checkpoint)
+    assert name == "m4cea_tiny"
+    x = np.stack([scale_window(load_window(data, rows[i])["data"]) for i in (0, 7, 47)])
+    with torch.no_grad():
+        features = model.forward_features(torch.from_numpy(x))
+    np.testing.assert_allclose(embeddings[[0, 7, 47]], features.mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    with h5py.File(embedded / "embeddings.h5") as f:
+        assert f["tokens"].shape == (48, 80, 64)
+        np.testing.assert_allclose(f["tokens"][7], features[1].numpy(), rtol=1e-5, atol=1e-6)
+    assert not list(embedded.glob(".*.tmp"))
+
+
+def test_embedding_space_figure_and_separation(embedded, tmp_path):
+    scores = embedding_space(embedded / "embeddings.h5", tmp_path, n_neighbors=5)
+    assert (tmp_path / "embedding_space.png").stat().st_size > 0
+    assert json.loads((tmp_path / "separation.json").read_text()) == scores
+    assert scores["n_windows"] == 48 and scores["n_labels"] == 2 and scores["n_subjects"] == 8
+    # the classes differ in rhythm, the subjects in nothing: a random backbone still separates classes
+    assert scores["silhouette_label"] > scores["silhouette_subject"]
+
+
+def test_probe_separates_the_synthetic_classes_and_writes_fine_tuning_results(embedded, tmp_path):
+    summary = probe(embedded / "embeddings.h5", "onset_detection", 42, tmp_path)
+    results = json.loads((tmp_path / "onset_detection" / "seed42" / "results.json").read_text())
+    assert results["task"] == "onset_detection" and results["seed"] == 42
+    assert results["test"]["balanced_accuracy"] == 1.0 == summary["test"]["balanced_accuracy"]
+    assert results["test"]["auroc"] == 1.0
+    assert set(results) >= {"test", "val", "confusion_matrix", "n_units", "split", "config"}
+    # subject-wise: no subject in two splits
+    split = results["split"]
+    assert split["protocol"] == "subject_wise"
+
+
+def test_entry_points(data, checkpoint, tmp_path, capsys):
+    out = tmp_path / "embed"
+    assert embed_main(["--checkpoint", str(checkpoint), "--data", str(data), "--output", str(out),
+                       "--quiet", "--n-neighbors", "5"]) == 0  # fmt: skip
+    assert (out / "embeddings.h5").is_file() and (out / "embedding_space.png").is_file()
+    runs = tmp_path / "runs"
+    assert probe_main(["--embeddings", str(out / "embeddings.h5"), "--task", "onset_detection",
+                       "--seed", "7", "--output", str(runs)]) == 0  # fmt: skip
+    assert (runs / "onset_detection" / "seed7" / "results.json").is_file()
+    assert embed_main(["--checkpoint", str(tmp_path / "none.pth"), "--data", str(data),
+                       "--output", str(out)]) == 2  # fmt: skip
+    assert "none.pth" in capsys.readouterr().err
