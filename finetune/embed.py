@@ -42,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="loader worker processes (0)")
     parser.add_argument("--device", default=None, help="cuda, cpu... (default: cuda when available)")
     parser.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbourhood size (15)")
+    parser.add_argument("--projection", choices=("umap", "pca"), default="umap", help="figure's projection")
     parser.add_argument("--no-figure", action="store_true", help="skip the UMAP figure and the scores")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -62,7 +63,7 @@ def _setup(args):  # all the work: a usage error anywhere in it exits with statu
         progress=not args.quiet,
     )
     if not args.no_figure:
-        scores = embedding_space(path, args.output, n_neighbors=args.n_neighbors)
+        scores = embedding_space(path, args.output, n_neighbors=args.n_neighbors, projection=args.projection)
         print(f"separation: {scores}")
     print(f"embeddings: {path}")
     return path

@@ -42,7 +42,6 @@ from finetune.outputs import write_results
 from finetune.splits import SPLIT_FILE, make_split, read_split_file
 from models import (
     convert_official_state_dict,
-    create_model,
     create_model_from_config,
     load_official_state_dict,
 )
@@ -94,7 +93,8 @@ def load_encoder(
         M4CEA or LaBraM checkpoint / state dict.
     model_name : str | None
         Registered size for checkpoints without a config (default: ``labram_base`` when the keys hold a
-        CLS token, else ``m4cea_base``); ignored for this project's checkpoints.
+        CLS token, else ``m4cea_base``), its depth counted from the checkpoint's blocks; ignored for this
+        project's checkpoints.
     ch_names : list of str | None
         Channel names of the stored windows (LaBraM places channels by name).
 
@@ -119,16 +119,22 @@ def load_encoder(
     if cfg is not None and isinstance(cfg.get("model"), Mapping):
         model_cfg = dict(cfg["model"])
         name = model_cfg["name"]
-        if name.startswith("labram") and ch_names is not None and not model_cfg.get("ch_names"):
-            model_cfg["ch_names"] = list(ch_names)
-        model = create_model_from_config(model_cfg, head="classification", n_outputs=1)
     else:
         name = model_name or ("labram_base" if any("cls_token" in k for k in state) else "m4cea_base")
-        overrides = {"ch_names": list(ch_names)} if name.startswith("labram") and ch_names else {}
-        model = create_model(name, head="classification", n_outputs=1, **overrides)
+        model_cfg = {"name": name}
+        if name.startswith("m4cea"):  # official M4CEA key layout to ours
+            state = convert_official_state_dict(state)
+        blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+        if blocks:  # official releases come in several depths (the reference files: 2)
+            model_cfg["depth"] = len(blocks)
+    if name.startswith("labram") and ch_names is not None and not model_cfg.get("ch_names"):
+        model_cfg["ch_names"] = list(ch_names)
     if name.startswith("m4cea"):
         state = convert_official_state_dict(state)
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    # a fine-tuned checkpoint's head is loaded too (unused); a pretraining checkpoint's is left new
+    head = state.get("head.weight")
+    n_outputs = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else 1
+    model = create_model_from_config(model_cfg, head="classification", n_outputs=n_outputs)
     load_official_state_dict(model, state, allow_missing_head=True)
     model.eval().requires_grad_(False)
     return model, name
@@ -184,10 +190,11 @@ def embed_folder(
     Returns
     -------
     path : Path
-        ``embeddings.h5``: ``embeddings`` float32 (n_windows, dim), the mean over the backbone's output
-        tokens; ``path``, ``subject``, ``recording``, ``label`` (UTF-8, "" for no label), ``start_s``
-        (s), ``shard_index`` (-1 for pickles), ``n_times``, ``sfreq`` (Hz), each (n_windows,), in manifest
-        order; attributes ``checkpoint``, ``model``, ``data``.
+        ``embeddings.h5``: ``embeddings`` float32 (n_windows, dim), what the classification head sees
+        (M4CEA: the mean over the backbone's output tokens; LaBraM: ``fc_norm`` of the patch tokens' mean,
+        a plain layer norm for a pretraining checkpoint); ``path``, ``subject``, ``recording``, ``label``
+        (UTF-8, "" for no label), ``start_s`` (s), ``shard_index`` (-1 for pickles), ``n_times``,
+        ``sfreq`` (Hz), each (n_windows,), in manifest order; attributes ``checkpoint``, ``model``, ``data``.
 
     Raises
     ------
@@ -237,9 +244,10 @@ def embed_folder(
             with torch.inference_mode():
                 for x, index in tqdm(loader, desc="embedding", unit="batch", disable=not progress):
                     features = model.forward_features(x.to(device, non_blocking=True))
+                    # what the classification head sees: M4CEA the token mean, LaBraM fc_norm of the mean
+                    pooled = model.forward_head(features, pre_logits=True).float().cpu().numpy()
                     if name.startswith("labram"):
                         features = features[:, 1:]  # the CLS token is not a patch
-                    pooled = features.float().mean(dim=1).cpu().numpy()
                     if written == 0:
                         f.create_dataset(
                             "embeddings", shape=(0, pooled.shape[1]), maxshape=(None, pooled.shape[1]),
@@ -319,8 +327,9 @@ def embedding_space(
     n_neighbors: int = 15,
     max_points: int = 5000,
     seed: int = 0,
+    projection: str = "umap",
 ) -> dict:
-    """UMAP figure of the embeddings coloured by label and by subject, and their separation scores.
+    """UMAP (or PCA) figure of the embeddings coloured by label and by subject, and separation scores.
 
     Parameters
     ----------
@@ -334,6 +343,9 @@ def embedding_space(
         Windows drawn (a seeded random subset beyond it) and sampled for the silhouettes.
     seed : int
         Seed of the subset, of UMAP and of the silhouette sampling.
+    projection : {"umap", "pca"}
+        The 2-D projection drawn: UMAP (its first call in a process compiles numba code, about a minute)
+        or PCA (instant; for quick looks and tests).
 
     Returns
     -------
@@ -346,7 +358,15 @@ def embedding_space(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import umap
+    from sklearn.decomposition import PCA
+
+    if projection not in ("umap", "pca"):
+        raise UsageError(
+            f"Invalid value for the 'projection' parameter. Allowed values are ('umap', 'pca'), but got "
+            f"{projection!r} instead."
+        )
+    if projection == "umap":
+        import umap
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -364,18 +384,19 @@ def embedding_space(
     rng = np.random.default_rng(seed)
     shown = np.sort(rng.permutation(len(rows))[:max_points])
     if len(shown) >= 4:
-        reducer = umap.UMAP(n_neighbors=max(2, min(n_neighbors, len(shown) - 1)), random_state=seed)
+        if projection == "umap":
+            reducer = umap.UMAP(n_neighbors=max(2, min(n_neighbors, len(shown) - 1)), random_state=seed)
+        else:
+            reducer = PCA(n_components=2, random_state=seed)
         xy = reducer.fit_transform(embeddings[shown])
         fig, axes = plt.subplots(1, 2, figsize=(11, 5))
         for ax, (title, groups) in zip(axes, (("label", labels), ("subject", subjects)), strict=True):
-            values = ["(none)" if groups[i] is None else groups[i] for i in shown]
-            names = sorted(set(values))
-            codes = np.array([names.index(v) for v in values])
-            points = ax.scatter(xy[:, 0], xy[:, 1], c=codes, cmap="tab20", s=6)
-            if len(names) <= 20:
-                handles = points.legend_elements(num=len(names))[0]
-                ax.legend(handles, names, fontsize=7, markerscale=0.8, loc="best")
-            ax.set_title(f"UMAP coloured by {title} (silhouette {scores['silhouette_' + title]})")
+            values = np.array(["(none)" if groups[i] is None else groups[i] for i in shown])
+            for name in sorted(set(values.tolist())):
+                ax.scatter(*xy[values == name].T, s=6, label=name)
+            if len(set(values.tolist())) <= 20:
+                ax.legend(fontsize=7, markerscale=2, loc="best")
+            ax.set_title(f"{projection.upper()} by {title} (silhouette {scores['silhouette_' + title]})")
             ax.set_xticks([]), ax.set_yticks([])
         fig.tight_layout()
         fig.savefig(output / "embedding_space.png", dpi=120)

@@ -10,8 +10,10 @@ import torch
 from finetune.embed import main as embed_main
 from finetune.embeddings import embed_folder, embedding_space, load_encoder, probe, read_embeddings
 from finetune.probe import main as probe_main
+from models import convert_official_state_dict
 from preprocess.segments import load_window, read_manifest, scale_window
 from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
+from tests.helpers import shared_path
 
 # 8 subjects x 1 recording x 6 windows of 1 s; background (10 Hz) and seizure (3 Hz) alternate
 RECORDINGS = [(f"s{k}", f"r{k}", ["background", "seizure"] * 3) for k in range(8)]
@@ -52,8 +54,12 @@ def test_embeddings_are_the_backbone_mean_aligned_with_the_manifest(data, checkp
     assert not list(embedded.glob(".*.tmp"))
 
 
-def test_embedding_space_figure_and_separation(embedded, tmp_path):
-    scores = embedding_space(embedded / "embeddings.h5", tmp_path, n_neighbors=5)
+@pytest.mark.parametrize(
+    "projection",
+    ["pca", pytest.param("umap", marks=pytest.mark.slow)],  # umap: a minute of numba compiling
+)
+def test_embedding_space_figure_and_separation(embedded, tmp_path, projection):
+    scores = embedding_space(embedded / "embeddings.h5", tmp_path, n_neighbors=5, projection=projection)
     assert (tmp_path / "embedding_space.png").stat().st_size > 0
     assert json.loads((tmp_path / "separation.json").read_text()) == scores
     assert scores["n_windows"] == 48 and scores["n_labels"] == 2 and scores["n_subjects"] == 8
@@ -76,7 +82,7 @@ def test_probe_separates_the_synthetic_classes_and_writes_fine_tuning_results(em
 def test_entry_points(data, checkpoint, tmp_path, capsys):
     out = tmp_path / "embed"
     assert embed_main(["--checkpoint", str(checkpoint), "--data", str(data), "--output", str(out),
-                       "--quiet", "--n-neighbors", "5"]) == 0  # fmt: skip
+                       "--quiet", "--projection", "pca"]) == 0  # fmt: skip
     assert (out / "embeddings.h5").is_file() and (out / "embedding_space.png").is_file()
     runs = tmp_path / "runs"
     assert probe_main(["--embeddings", str(out / "embeddings.h5"), "--task", "onset_detection",
@@ -85,3 +91,31 @@ def test_entry_points(data, checkpoint, tmp_path, capsys):
     assert embed_main(["--checkpoint", str(tmp_path / "none.pth"), "--data", str(data),
                        "--output", str(out)]) == 2  # fmt: skip
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_official_m4cea_state_dict_gives_the_official_features(tmp_path):
+    reference = torch.load(
+        shared_path("reference", "official_m4cea_reference_seed0_depth2.pt"), weights_only=True
+    )
+    torch.save(reference["finetune_state_dict"], tmp_path / "official.pth")
+    model, name = load_encoder(tmp_path / "official.pth")
+    assert name == "m4cea_base" and len(model.blocks) == 2
+    with torch.no_grad():
+        pooled = model.forward_features(reference["input"]).mean(1)
+    head = {
+        k: v for k, v in convert_official_state_dict(reference["finetune_state_dict"]).items() if "head" in k
+    }
+    logits = torch.nn.functional.elu(pooled) @ head["head.weight"].T + head["head.bias"]
+    torch.testing.assert_close(logits, reference["finetune_logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_official_labram_state_dict_gives_the_official_features(tmp_path):
+    reference = torch.load(
+        shared_path("reference", "official_labram_reference_seed0_depth2.pt"), weights_only=True
+    )
+    torch.save(reference["finetune_state_dict"], tmp_path / "labram.pth")
+    model, name = load_encoder(tmp_path / "labram.pth", ch_names=list(reference["ch_names"]))
+    assert name == "labram_base" and len(model.blocks) == 2
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(reference["input"]), pre_logits=True)
+    torch.testing.assert_close(pooled, reference["finetune_features"], rtol=1e-4, atol=1e-5)
