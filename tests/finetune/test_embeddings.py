@@ -11,7 +11,7 @@ from finetune.embed import main as embed_main
 from finetune.embeddings import embed_folder, embedding_space, load_encoder, probe, read_embeddings
 from finetune.probe import main as probe_main
 from models import convert_official_state_dict
-from preprocess.segments import load_window, read_manifest, scale_window
+from preprocess.segments import load_window, read_manifest, save_shard, scale_window, write_manifest
 from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
 from tests.helpers import shared_path
 
@@ -119,3 +119,32 @@ def test_official_labram_state_dict_gives_the_official_features(tmp_path):
     with torch.no_grad():
         pooled = model.forward_head(model.forward_features(reference["input"]), pre_logits=True)
     torch.testing.assert_close(pooled, reference["finetune_features"], rtol=1e-4, atol=1e-5)
+
+
+def test_embeddings_of_shards_equal_those_of_pickles(data, checkpoint, embedded, tmp_path):
+    rows = read_manifest(data)
+    sharded = []
+    for first in range(0, len(rows), 20):  # shards of 20 windows across recordings: any grouping reads
+        name = f"segments/shard{first // 20}.h5"
+        (tmp_path / "shards" / name).parent.mkdir(parents=True, exist_ok=True)
+        part = rows[first : first + 20]
+        save_shard([load_window(data, row) for row in part], tmp_path / "shards" / name)
+        sharded += [{**row, "path": name, "shard_index": i} for i, row in enumerate(part)]
+    write_manifest(sharded, tmp_path / "shards" / "manifest.csv")
+    embed_folder(checkpoint, tmp_path / "shards", tmp_path / "out", batch_size=16, progress=False)
+    got, got_rows = read_embeddings(tmp_path / "out" / "embeddings.h5")
+    want, _ = read_embeddings(embedded / "embeddings.h5")
+    np.testing.assert_array_equal(got, want)
+    assert [(r["path"], r["shard_index"]) for r in got_rows] == [
+        (r["path"], r["shard_index"]) for r in sharded
+    ]
+
+
+def test_probe_and_embed_bad_input(embedded, data, tmp_path):
+    with pytest.raises(ValueError, match="Invalid labels for the task 'sleep_staging'"):
+        probe(embedded / "embeddings.h5", "sleep_staging", 42, tmp_path)
+    with pytest.raises(FileNotFoundError, match="Embeddings not found"):
+        probe(tmp_path / "none.h5", "onset_detection", 42, tmp_path)
+    with pytest.raises(ValueError, match="projection"):
+        embedding_space(embedded / "embeddings.h5", tmp_path, projection="tsne")
+    assert not list(tmp_path.rglob("results.json"))
