@@ -1,8 +1,8 @@
 """Fine-tuning data: labelled windows read lazily through the manifest, and their loaders.
 
-:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
-restricted unpickler (:func:`preprocess.segments.load_segment`), scaled per channel as the official
-loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
+:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read from its
+pickle (restricted unpickler) or HDF5 shard (:func:`preprocess.segments.load_window`), scaled per channel
+as the official loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
 (:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
 from any number of ranks map back to manifest rows.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
-from preprocess.segments import load_segment, scale_window
+from preprocess.segments import load_window, scale_window, window_name
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -77,8 +77,8 @@ def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chan
                 f"size (model.n_chans, model.n_patches, model.patch_samples) to match the data."
             )
     if rows:
-        path = root / rows[0]["path"]
-        shape = np.shape(load_segment(path)["data"])
+        path = root / window_name(rows[0])
+        shape = np.shape(load_window(root, rows[0])["data"])
         if shape != (n_chans, n_times):
             raise UsageError(
                 f"The window {path} has shape {shape} (n_chans, n_times), but the model expects "
@@ -149,8 +149,9 @@ class FinetuneDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        path = self.root / self.rows[index]["path"]
-        data = np.asarray(load_segment(path)["data"], dtype=np.float32)
+        row = self.rows[index]
+        path = self.root / window_name(row)
+        data = np.asarray(load_window(self.root, row)["data"], dtype=np.float32)
         if data.shape != (self.n_chans, self.n_times):
             raise UsageError(
                 f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "

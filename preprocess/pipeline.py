@@ -11,7 +11,7 @@ The steps, for one recording (:func:`preprocess_recording`):
    absurd amplitudes are rejected and counted per reason (:data:`REJECT_REASONS`);
 5. labels from events (:mod:`preprocess.events`);
 6. MFDE knowledge weights per window (:func:`preprocess.mfde.knowledge_weights`);
-7. one pickle per window, then the recording's manifest rows.
+7. one pickle per window (or HDF5 shards, ``output.format: hdf5``), then the recording's manifest rows.
 
 Memory does not grow with the recording's length: windows are processed in blocks of ``block_s``
 seconds, each read with ``margin_s`` on both sides so that the filters and the resampler see the same
@@ -66,7 +66,14 @@ from preprocess.reading import (
     read_recording,
     recording_id,
 )
-from preprocess.segments import read_manifest, save_segment, write_manifest
+from preprocess.segments import (
+    OUTPUT_FORMATS,
+    SHARD_DTYPES,
+    read_manifest,
+    save_segment,
+    save_shard,
+    write_manifest,
+)
 from runtime.checks import check_choice, check_positive
 
 __all__ = [
@@ -177,6 +184,17 @@ class Preprocessor:
         check_choice("missing_channels", config["missing_channels"], ("error", "zeros"))
         check_choice("labels.straddle", config["labels"]["straddle"], ("drop", "majority"))
         check_choice("mfde.variant", config["mfde"]["variant"], ("official", "textbook"))
+        # configs saved before output.* existed (e.g. with older checkpoints) write pickles
+        self.output = {"format": "pickle", "shard_size": 128, "dtype": "float32"}
+        self.output.update(config.get("output") or {})
+        check_choice("output.format", self.output["format"], OUTPUT_FORMATS)
+        check_choice("output.dtype", self.output["dtype"], SHARD_DTYPES)
+        shard_size = self.output["shard_size"]
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(
+                "Invalid value for the 'output.shard_size' parameter. Allowed values are integers >= 1, "
+                f"but got {shard_size!r} instead."
+            )
         for key in ("sfreq", "window_s", "stride_s", "patch_s", "block_s", "h_freq"):
             check_positive(key, config[key])
         check_positive("margin_s", config["margin_s"], strict=False)
@@ -325,7 +343,19 @@ class Preprocessor:
         path, rec_id, filled = rec.path, rec.recording_id, rec.filled_channels
         final_dir = output / "segments" / rec_id
         rows = []
+        output_cfg = self.output
+        shards = output_cfg["format"] == "hdf5"
+        pending: list[dict] = []  # windows of the shard being filled (output.format: hdf5)
+
+        def flush_shard() -> None:
+            name = f"{rec_id}_shard{(len(rows) - len(pending)) // output_cfg['shard_size']:05d}.h5"
+            save_shard(pending, tmp_dir / name, output_cfg["dtype"])
+            for row in rows[len(rows) - len(pending) :]:
+                row["path"] = f"segments/{rec_id}/{name}"
+            pending.clear()
+
         try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
             next_first = 0
             for block_starts, windows, reasons in self.iter_windows(rec, starts_s=starts):
                 first, next_first = next_first, next_first + len(windows)  # index of the block's first window
@@ -355,11 +385,17 @@ class Preprocessor:
                         "filled_channels": list(filled),
                     }
                     if label_probs[index] is not None:
-                        segment["label_probs"] = label_probs[index]
-                    save_segment(segment, tmp_dir / name)
-                    rows.append(
+                        segment["label_probs"] = label_probs[index]  # (shards: in the manifest row only)
+                    if shards:
+                        pending.append(segment)
+                        rows.append({"shard_index": len(pending) - 1})
+                        if len(pending) == output_cfg["shard_size"]:
+                            flush_shard()
+                    else:
+                        save_segment(segment, tmp_dir / name)
+                        rows.append({"path": f"segments/{rec_id}/{name}", "shard_index": None})
+                    rows[-1].update(
                         {
-                            "path": f"segments/{rec_id}/{name}",
                             "subject": segment["subject"],
                             "recording": path.name,
                             "start_s": start_s,
@@ -371,6 +407,8 @@ class Preprocessor:
                             "label_probs": label_probs[index],
                         }
                     )
+            if pending:
+                flush_shard()
             if not rows:
                 reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.rejected.items())) or "none"
                 raise PreprocessError(f"no window of {path.name} passed the checks (rejected: {reasons})")

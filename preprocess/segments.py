@@ -11,6 +11,11 @@ and, for a soft-labelled window (e.g. HMS expert votes), ``"label_probs": {class
 ``DIR/manifest.csv`` has one row per segment (``path`` relative to DIR, ``subject``, ``recording``,
 ``start_s``, ``label``, ...) and drives splits and loading.
 
+With ``output.format: hdf5`` a recording's windows are written instead as HDF5 shards of up to
+``output.shard_size`` windows (:func:`save_shard`); the manifest row's ``path`` is then the shard and its
+``shard_index`` the window's row in it (empty for pickles). :func:`load_window` reads a window of either
+format from its manifest row; every loader goes through it.
+
 Pickles run code when loaded, so segments are read with :class:`RestrictedUnpickler`, which builds
 numpy arrays and plain Python values and refuses everything else.
 """
@@ -21,8 +26,11 @@ import csv
 import io
 import os
 import pickle
+import secrets
+from collections import OrderedDict
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from runtime.config import UsageError
@@ -35,9 +43,12 @@ __all__ = [
     "parse_label_probs",
     "UnsafePickleError",
     "load_segment",
+    "load_window",
     "read_manifest",
     "save_segment",
+    "save_shard",
     "scale_window",
+    "window_name",
     "write_manifest",
 ]
 
@@ -56,7 +67,12 @@ MANIFEST_COLUMNS = (
     "sfreq",
     "filled_channels",
     "label_probs",
+    "shard_index",
 )
+
+#: Allowed values of ``output.format`` and ``output.dtype`` (configs/preprocess/m4cea.yaml).
+OUTPUT_FORMATS = ("pickle", "hdf5")
+SHARD_DTYPES = ("float32", "float16")
 
 #: Pickle is protocol 4: numpy arrays then need only ``_reconstruct``/``ndarray``/``dtype``.
 PICKLE_PROTOCOL = 4
@@ -234,6 +250,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             probs = parse_label_probs(row.pop("label_probs", None), path)
             if probs is not None:
                 row["label_probs"] = probs
+            row["shard_index"] = int(row["shard_index"]) if row.get("shard_index") else None
             rows.append(row)
     return rows
 
@@ -260,5 +277,178 @@ def scale_window(data: np.ndarray, quantile: float = 0.95, eps: float = 1e-8) ->
     Official M4CEA loader (Evigouse/M4CEA_Project), ``x / (np.quantile(np.abs(x), q=0.95, axis=-1,
     keepdims=True) + 1e-8)``.
     """
-    scale = np.quantile(np.abs(data), quantile, axis=-1, keepdims=True) + eps
+    magnitude = np.abs(data)
+    n_times = magnitude.shape[-1]
+    # np.quantile's linear interpolation between the order statistics lo and lo + 1, from one partition
+    # at hi (the lower one is then the maximum left of it): ~8x faster than np.quantile, same values.
+    position = quantile * (n_times - 1)
+    lo = int(np.floor(position))
+    hi = min(lo + 1, n_times - 1)
+    part = np.partition(magnitude, hi, axis=-1)
+    upper = part[..., hi : hi + 1]
+    lower = upper if hi == lo else part[..., :hi].max(axis=-1, keepdims=True)
+    frac = position - lo
+    step = upper - lower
+    scale = (lower + step * frac if frac < 0.5 else upper - step * (1 - frac)) + eps  # numpy's _lerp
     return (data / scale).astype(data.dtype, copy=False)
+
+
+def window_name(row: dict) -> str:
+    """Name of a manifest row's window for messages: its pickle, or ``shard[index]``."""
+    index = row.get("shard_index")
+    return row["path"] if index is None else f"{row['path']}[{index}]"
+
+
+def load_window(root: str | os.PathLike, row: dict) -> dict:
+    """Read the window of one manifest row, from its pickle or from its HDF5 shard.
+
+    Parameters
+    ----------
+    root : path-like
+        The preprocessing output folder (``row["path"]`` is relative to it).
+    row : dict
+        A manifest row (:func:`read_manifest`); ``shard_index`` None means a pickle.
+
+    Returns
+    -------
+    segment : dict
+        As :func:`load_segment`: ``data`` (ndarray, shape (n_chans, n_times), uV; float32 from a shard
+        even if stored as float16), ``mfde`` (ndarray, shape (n_chans * n_patches,)), ``ch_names``,
+        ``sfreq``, ``recording``, ``subject``, ``start_s``, ``label``, ``filled_channels``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the pickle or shard is missing.
+    ValueError
+        If the file is unreadable or the shard has no row ``shard_index`` (the message names both).
+
+    Notes
+    -----
+    Shards are opened lazily, once per process (so every DataLoader worker opens its own handles after
+    the fork), and kept open in a small least-recently-used cache.
+    """
+    index = row.get("shard_index")
+    if index is None:
+        return load_segment(Path(root) / row["path"])
+    return _shard_reader(os.path.join(root, row["path"])).window(int(index))  # str: cheaper than Path
+
+
+def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "float32") -> None:
+    """Write segments of one recording as one HDF5 shard, atomically (temporary name, then rename).
+
+    Parameters
+    ----------
+    segments : list of dict
+        Segment dicts as for :func:`save_segment`, all of one recording (same ``ch_names``, ``sfreq``,
+        ``filled_channels``) and of one shape.
+    path : path-like
+        The shard file (``.h5``).
+    dtype : {"float32", "float16"}
+        Storage type of ``data`` (uV); float16 halves the size (relative error about 5e-4, values above
+        65504 uV overflow, far beyond the rejection threshold ``reject.max_abs_uv``).
+
+    Notes
+    -----
+    Layout: ``data`` (n, n_chans, n_times) and ``mfde`` (n, n_chans * n_patches) float64, both contiguous
+    (not chunked, not compressed) so that readers may memory-map them; ``start_s`` float64, ``label``
+    (empty string for no label), ``subject``, ``recording`` UTF-8 strings, each (n,); attributes
+    ``ch_names``, ``filled_channels`` (lists of str), ``sfreq`` (Hz).
+
+    Raises
+    ------
+    ValueError
+        If ``segments`` is empty or ``dtype`` is not allowed.
+    """
+    if dtype not in SHARD_DTYPES:
+        raise ValueError(
+            f"Invalid value for the 'output.dtype' parameter. Allowed values are {SHARD_DTYPES}, but got "
+            f"{dtype!r} instead."
+        )
+    if not segments:
+        raise ValueError(f"Invalid value for the 'segments' parameter: no window to write to {path}.")
+    path = Path(path)
+    first = segments[0]
+    strings = h5py.string_dtype("utf-8")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            data = np.stack([np.asarray(s["data"]) for s in segments]).astype(dtype)
+            f.create_dataset("data", data=data, track_times=False)
+            mfde = np.stack([np.asarray(s["mfde"], np.float64) for s in segments])
+            f.create_dataset("mfde", data=mfde, track_times=False)
+            start_s = np.array([s["start_s"] for s in segments], np.float64)
+            f.create_dataset("start_s", data=start_s, track_times=False)
+            for key in ("label", "subject", "recording"):
+                values = ["" if s[key] is None else str(s[key]) for s in segments]
+                f.create_dataset(key, data=np.array(values, dtype=object), dtype=strings, track_times=False)
+            f.attrs["ch_names"] = list(first["ch_names"])
+            f.attrs["filled_channels"] = list(first.get("filled_channels") or [])
+            f.attrs["sfreq"] = float(first["sfreq"])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _ShardReader:
+    """One open shard: its small arrays in memory and ``data`` memory-mapped (or read through h5py)."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            raise FileNotFoundError(f"Shard not found: {path} (listed in the manifest; preprocess again).")
+        try:
+            self._file = h5py.File(path, "r")
+            f = self._file
+            self.path = path
+            self.mfde = f["mfde"][()]
+            self.start_s = f["start_s"][()]
+            self.strings = {k: f[k].asstr()[()] for k in ("label", "subject", "recording")}
+            self.ch_names = [str(n) for n in f.attrs["ch_names"]]
+            self.filled = [str(n) for n in f.attrs["filled_channels"]]
+            self.sfreq = float(f.attrs["sfreq"])
+            data = f["data"]
+        except (OSError, KeyError) as err:
+            raise ValueError(f"Shard {path} is not a readable window shard: {err}") from None
+        offset = data.id.get_offset()
+        if offset is not None and data.chunks is None and data.compression is None:
+            mapped = np.memmap(path, dtype=data.dtype, mode="r", offset=offset, shape=data.shape)
+            self.data = mapped.view(np.ndarray)  # plain views index faster than memmap's subclass
+            self._file.close()  # the memory map needs no HDF5 handle
+        else:  # written by another tool, chunked or compressed: read through h5py
+            self.data = data
+
+    def window(self, index: int) -> dict:
+        if not 0 <= index < len(self.start_s):
+            raise ValueError(
+                f"Shard {self.path} has {len(self.start_s)} windows, but the manifest asks for index {index}."
+            )
+        label = self.strings["label"][index]
+        return {
+            "data": np.array(self.data[index], dtype=np.float32),
+            "mfde": self.mfde[index],
+            "ch_names": self.ch_names,
+            "sfreq": self.sfreq,
+            "recording": str(self.strings["recording"][index]),
+            "subject": str(self.strings["subject"][index]),
+            "start_s": float(self.start_s[index]),
+            "label": str(label) or None,
+            "filled_channels": self.filled,
+        }
+
+
+#: Open shards of this process: (pid, path) -> reader, least recently used first.
+_SHARDS: OrderedDict = OrderedDict()
+_MAX_OPEN_SHARDS = 64
+
+
+def _shard_reader(path: str) -> _ShardReader:
+    key = (os.getpid(), path)
+    reader = _SHARDS.get(key)
+    if reader is None:
+        for stale in [k for k in _SHARDS if k[0] != key[0]]:  # inherited through a fork: never reused
+            del _SHARDS[stale]
+        reader = _SHARDS[key] = _ShardReader(Path(path))
+        while len(_SHARDS) > _MAX_OPEN_SHARDS:
+            _SHARDS.popitem(last=False)
+    _SHARDS.move_to_end(key)
+    return reader

@@ -1,9 +1,10 @@
 """Pretraining data: windows and their MFDE weights, read lazily through the preprocessing manifest.
 
-A preprocessing output folder holds ``manifest.csv`` and one pickle per window
-(:mod:`preprocess.segments`). :class:`PretrainDataset` reads one pickle per item with the
-restricted unpickler, applies the official per-channel 95th-percentile scaling, and returns float32
-tensors; :func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
+A preprocessing output folder holds ``manifest.csv`` and one pickle per window, or HDF5 shards of
+windows (:mod:`preprocess.segments`). :class:`PretrainDataset` reads one window per item
+(:func:`preprocess.segments.load_window`: pickles with the restricted unpickler, shards memory-mapped),
+applies the official per-channel 95th-percentile scaling, and returns float32 tensors;
+:func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
 process, so that one code path serves both) and a ``DataLoader`` with worker processes.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from preprocess.segments import load_segment, read_manifest, scale_window
+from preprocess.segments import load_window, read_manifest, scale_window, window_name
 from runtime.config import UsageError
 
 __all__ = ["PretrainDataset", "build_pretrain_loader"]
@@ -88,8 +89,9 @@ class PretrainDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.root / self.rows[index]["path"]
-        segment = load_segment(path)
+        row = self.rows[index]
+        path = self.root / window_name(row)
+        segment = load_window(self.root, row)
         data = np.asarray(segment["data"], dtype=np.float32)
         if data.shape != (self.n_chans, self.n_times):
             raise UsageError(

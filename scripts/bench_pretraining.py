@@ -226,11 +226,11 @@ def window_features(model: torch.nn.Module, data: Path):
         1 for spike_wave.
     subjects : ndarray of str, shape (n_windows,)
     """
-    from preprocess.segments import load_segment, read_manifest, scale_window
+    from preprocess.segments import load_window, read_manifest, scale_window
 
     rows = [row for row in read_manifest(data) if row.get("label")]
     x = np.stack(
-        [scale_window(np.asarray(load_segment(data / row["path"])["data"], np.float32)) for row in rows]
+        [scale_window(np.asarray(load_window(data, row)["data"], np.float32)) for row in rows]
     )
     model.eval()
     with torch.no_grad():

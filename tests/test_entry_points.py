@@ -13,6 +13,8 @@ ENTRY_POINTS = [
     "pretrain.pretrain_main",
     "finetune.finetune_main",
     "finetune.predict",
+    "finetune.embed",
+    "finetune.probe",
 ]
 
 
@@ -33,7 +35,7 @@ def test_help_imports_neither_torch_nor_mne():
 
 def test_help_as_a_script_exits_0():
     for script in ("preprocess/preprocess_main.py", "pretrain/pretrain_main.py", "finetune/finetune_main.py",
-                   "finetune/predict.py"):  # fmt: skip
+                   "finetune/predict.py", "finetune/embed.py", "finetune/probe.py"):  # fmt: skip
         done = subprocess.run(
             [sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=120
         )
