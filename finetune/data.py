@@ -124,7 +124,13 @@ class FinetuneDataset(Dataset):
     """
 
     def __init__(
-        self, root: str | os.PathLike, rows: Sequence[Mapping], task: Task, n_chans: int, n_times: int
+        self,
+        root: str | os.PathLike,
+        rows: Sequence[Mapping],
+        task: Task,
+        n_chans: int,
+        n_times: int,
+        adapter=None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -138,6 +144,9 @@ class FinetuneDataset(Dataset):
         self.labels = encode_labels(self.rows, task)
         self.n_chans, self.n_times = int(n_chans), int(n_times)
         check_window_shapes(self.root, self.rows, self.n_chans, self.n_times)
+        # H6 (model zoo), until feat/labram-finetune's contract loader lands: an optional
+        # preprocess.adapt.WindowAdapter replaces the per-channel scaling (n_times is then the stored length).
+        self.adapter = adapter
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -150,7 +159,8 @@ class FinetuneDataset(Dataset):
                 f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "
                 f"expects ({self.n_chans}, {self.n_times})."
             )
-        x = torch.from_numpy(np.ascontiguousarray(scale_window(data)))
+        x = scale_window(data) if self.adapter is None else self.adapter(data)
+        x = torch.from_numpy(np.ascontiguousarray(x))
         return x, torch.tensor(self.labels[index], dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
 
 
