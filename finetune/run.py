@@ -34,6 +34,7 @@ from finetune.checkpoints import (
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
 from finetune.heads import (
+    HEAD_MODES,
     apply_head_mode,
     check_layer_decay,
     head_mode,
@@ -143,6 +144,9 @@ def check_config(cfg: dict) -> None:
             "logging.log_every": (lambda v: v >= 1, ">= 1"),
             "runtime.amp": (lambda v: v in AMP_DTYPES, f"one of {list(AMP_DTYPES)}"),
             "runtime.seed": (lambda v: v >= 0, ">= 0"),
+            "head.mode": (lambda v: v in HEAD_MODES, f"one of {list(HEAD_MODES)}"),
+            "head.lora_rank": (lambda v: v >= 1, ">= 1"),
+            "head.lora_alpha": (lambda v: v > 0, "> 0"),
         },
     )
 

@@ -104,6 +104,11 @@ def test_layer_decay_on_a_model_without_layers_is_a_clear_error(synth, tmp_path,
         main(argv)
 
 
+def test_bad_head_mode_is_a_config_error(synth, tmp_path):
+    with pytest.raises(ValueError, match="head.mode"):
+        main(_argv(synth, tmp_path, "model.name=m4cea_tiny", "model.n_patches=5", "head.mode=adapters"))
+
+
 def test_lora_trains_only_adapters_and_head(synth, tmp_path):
     """Frozen weights bit-identical after training; the merged checkpoint is the plain model's layout."""
     pretrained = save_pretrain_checkpoint(tmp_path / "pretrain.pth", n_patches=5)
