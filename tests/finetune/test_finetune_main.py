@@ -141,9 +141,13 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
         "split",
         "checkpoint",
         "training",
+        "parameters",
         "config",
     }
     assert results["task"] == "onset_detection" and results["seed"] == 42
+    model = create_model("m4cea_tiny", head="classification", n_outputs=2)
+    n_params = sum(p.numel() for p in model.parameters())  # all train but the mask token (never masks)
+    assert results["parameters"] == {"trainable": n_params - model.mask_token.numel(), "total": n_params}
     metrics = ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "false_alarms_per_hour", "loss"]
     assert list(results["test"]) == list(results["val"]) == metrics
     assert results["n_units"] == {"val": 4, "test": 4}
