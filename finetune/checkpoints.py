@@ -16,7 +16,14 @@ from typing import Any
 import torch
 import yaml
 
-from models import convert_official_state_dict, create_model_from_config, load_official_state_dict
+from models import (
+    convert_official_state_dict,
+    create_model,
+    create_model_from_config,
+    load_official_state_dict,
+)
+from models.zoo import is_zoo_name
+from preprocess.segments import load_segment
 from runtime.checkpoint import CHECKPOINT_FORMAT, CheckpointReadError, load_verified, save_checkpoint
 from runtime.config import CONFIG_DIR, UsageError, load_config
 from tasks import Task, get_task, load_task_config
@@ -26,6 +33,8 @@ __all__ = [
     "PREPROCESS_CONFIG_FILE",
     "PREPROCESS_DEFAULTS",
     "build_model",
+    "build_zoo_model",
+    "zoo_window",
     "load_pretrained",
     "read_preprocess_config",
     "save_untrained_checkpoint",
@@ -49,7 +58,68 @@ def build_model(cfg: dict, task: Task) -> torch.nn.Module:
     ValueError
         If the model name is not registered or an override is invalid.
     """
+    if is_zoo_name(cfg["model"]["name"]):
+        return build_zoo_model(cfg, task)
     return create_model_from_config(cfg["model"], head="classification", n_outputs=task.n_classes)
+
+
+def zoo_window(root: str | Path, rows: Sequence[Mapping]) -> dict:
+    """What a braindecode model is built for: the stored windows' rate, length and channel names.
+
+    Read from the first window of the manifest (every window of a folder shares them; the loader checks
+    each). The run stores the result as ``model.zoo_window`` in its config, so that prediction rebuilds the
+    same model.
+
+    Returns
+    -------
+    window : dict
+        ``sfreq_in`` (Hz), ``n_times_in`` (samples), ``n_chans`` and ``ch_names``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the first window is missing.
+    """
+    segment = load_segment(Path(root) / rows[0]["path"])
+    n_chans, n_times = (int(n) for n in segment["data"].shape)
+    return {
+        "sfreq_in": float(segment["sfreq"]),
+        "n_times_in": n_times,
+        "n_chans": n_chans,
+        "ch_names": [str(c) for c in segment.get("ch_names") or []] or None,
+    }
+
+
+def build_zoo_model(cfg: dict, task: Task) -> torch.nn.Module:
+    """A braindecode model (``model.name=braindecode.<Class>``, :mod:`models.zoo`) for the run's windows.
+
+    Built from ``model.zoo_window`` (:func:`zoo_window`, set by the run), ``model.zoo_sfreq`` (null: the
+    table's rate) and ``model.zoo_args`` (further arguments of the class).
+
+    Raises
+    ------
+    ValueError
+        If the run's config has no ``model.zoo_window``, or the model cannot take the windows (the message
+        names what it needs).
+    """
+    section = cfg["model"]
+    window = section.get("zoo_window")
+    if not window:
+        raise UsageError(
+            f"model.name={section['name']} is built for the data's windows, but the config has no "
+            f"model.zoo_window (sfreq_in, n_times_in, n_chans, ch_names): fine-tune it with --data first."
+        )
+    return create_model(
+        section["name"],
+        head="classification",
+        n_outputs=task.n_classes,
+        n_chans=int(window["n_chans"]),
+        sfreq_in=float(window["sfreq_in"]),
+        n_times_in=int(window["n_times_in"]),
+        ch_names=window.get("ch_names"),
+        sfreq=section.get("zoo_sfreq"),
+        **dict(section.get("zoo_args") or {}),
+    )
 
 
 def save_untrained_checkpoint(

@@ -128,7 +128,13 @@ class FinetuneDataset(Dataset):
     """
 
     def __init__(
-        self, root: str | os.PathLike, rows: Sequence[Mapping], task: Task, n_chans: int, n_times: int
+        self,
+        root: str | os.PathLike,
+        rows: Sequence[Mapping],
+        task: Task,
+        n_chans: int,
+        n_times: int,
+        adapter=None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -144,6 +150,9 @@ class FinetuneDataset(Dataset):
         self.label_probs = encode_label_probs(self.rows, task).astype(np.float32) if soft else None
         self.n_chans, self.n_times = int(n_chans), int(n_times)
         check_window_shapes(self.root, self.rows, self.n_chans, self.n_times)
+        # H6 (model zoo), until feat/labram-finetune's contract loader lands: an optional
+        # preprocess.adapt.WindowAdapter replaces the per-channel scaling (n_times is then the stored length).
+        self.adapter = adapter
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -157,7 +166,8 @@ class FinetuneDataset(Dataset):
                 f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "
                 f"expects ({self.n_chans}, {self.n_times})."
             )
-        x = torch.from_numpy(np.ascontiguousarray(scale_window(data)))
+        x = scale_window(data) if self.adapter is None else self.adapter(data)
+        x = torch.from_numpy(np.ascontiguousarray(x))
         if self.label_probs is not None:
             target = torch.from_numpy(self.label_probs[index])
         else:

@@ -29,10 +29,19 @@ from finetune.checkpoints import (
     build_model,
     load_pretrained,
     read_preprocess_config,
+    zoo_window,
 )
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
 from finetune.event_evaluation import read_events_table
+from finetune.heads import (
+    HEAD_MODES,
+    apply_head_mode,
+    check_layer_decay,
+    head_mode,
+    lora_merged_state_dict,
+    parameter_counts,
+)
 from finetune.metrics import evaluate_predictions
 from finetune.outputs import (
     PREDICTIONS_FILE,
@@ -44,6 +53,8 @@ from finetune.outputs import (
 )
 from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file
 from models.attention import configure_attention, use_fused_attention
+from models.zoo import is_zoo_name
+from preprocess.adapt import WindowAdapter
 from preprocess.segments import read_manifest
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -135,6 +146,9 @@ def check_config(cfg: dict) -> None:
             "logging.log_every": (lambda v: v >= 1, ">= 1"),
             "runtime.amp": (lambda v: v in AMP_DTYPES, f"one of {list(AMP_DTYPES)}"),
             "runtime.seed": (lambda v: v >= 0, ">= 0"),
+            "head.mode": (lambda v: v in HEAD_MODES, f"one of {list(HEAD_MODES)}"),
+            "head.lora_rank": (lambda v: v >= 1, ">= 1"),
+            "head.lora_alpha": (lambda v: v > 0, "> 0"),
         },
     )
 
@@ -266,6 +280,9 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         cfg["optim"]["batch_size"], cfg["optim"]["micro_batch_size"], ctx.world_size
     )
 
+    zoo = is_zoo_name(cfg["model"]["name"])
+    if zoo:  # a braindecode model is built for the stored windows (rate, length, channel names)
+        cfg["model"]["zoo_window"] = zoo_window(root, rows)
     seed_everything(seed)  # identical initial weights on every rank
     model = build_model(cfg, task)
     pretrained = None
@@ -279,8 +296,13 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         )
     seed_everything(seed + ctx.rank)  # drop-path differs between ranks
 
+    adapter, n_times = None, model.n_times
+    if zoo:  # the model's own input contract (models/zoo.py), applied to the stored windows
+        window = cfg["model"]["zoo_window"]
+        n_times = window["n_times_in"]
+        adapter = WindowAdapter(model.contract, window["sfreq_in"], n_times)
     datasets = {
-        name: FinetuneDataset(root, split.rows(rows, name), task, model.n_chans, model.n_times)
+        name: FinetuneDataset(root, split.rows(rows, name), task, model.n_chans, n_times, adapter)
         for name in SPLIT_NAMES
     }
     data_cfg = cfg["data"]
@@ -326,13 +348,10 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
             logger.warning(
                 "loss.class_weights=balanced with data.sampler=balanced corrects the class imbalance twice."
             )
-    linear_probe = cfg["head"]["linear_probe"]
-    if linear_probe:
-        for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("head.")
-    # Classification never masks tokens: the mask token gets no gradient (and DDP refuses unused parameters).
-    if hasattr(model, "mask_token"):  # not in hms_mobilenetv3 (no tokens)
-        model.mask_token.requires_grad_(False)
+    mode = head_mode(cfg)
+    linear_probe = mode == "linear_probe"
+    apply_head_mode(model, cfg)  # freezes the backbone (linear probe) or injects LoRA adapters
+    check_layer_decay(model, cfg, cfg["model"]["name"])
     amp = (
         cfg["runtime"]["amp"] if device.type == "cuda" else ("bf16" if cfg["runtime"]["amp_cpu"] else "fp32")
     )
@@ -373,7 +392,7 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         cfg["model"]["name"],
         sum(p.numel() for p in raw_model.parameters()) / 1e6,
         n_train / 1e6,
-        ", linear probe" if linear_probe else "",
+        f", {mode}" if mode != "full" else "",
         device,
         ctx.world_size,
         steps_per_epoch,
@@ -406,6 +425,17 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         run_dir,
         read_preprocess_config(root),
     )
+
+
+class _StateView(torch.nn.Module):
+    """A module whose state dict is a given mapping (a LoRA run's merged weights, for save_checkpoint)."""
+
+    def __init__(self, state: dict) -> None:
+        super().__init__()
+        self._state = state
+
+    def state_dict(self, *args, **kwargs):
+        return dict(self._state)
 
 
 def _clear_run_folder(run_dir: Path) -> None:
@@ -488,9 +518,11 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
             epochs_run = epoch + 1
             improved = stopping.update(val_loss, epoch + 1)
             if improved and ctx.is_main:
+                merged = lora_merged_state_dict(run.raw_model)  # LoRA: plain layout for predict.py
+                extra = {} if merged is None else {"lora_state": run.raw_model.state_dict()}
                 save_checkpoint(
                     checkpoint_path,
-                    model=run.raw_model,
+                    model=_StateView(merged) if merged is not None else run.raw_model,
                     optimizer=run.optimizer,
                     scaler=run.scaler,
                     epoch=epoch,
@@ -501,6 +533,7 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
                     task=task.name,
                     classes=list(task.classes),
                     preprocess=run.preprocess_config,
+                    **extra,
                 )
             record = {
                 "epoch": epoch + 1,
@@ -539,7 +572,7 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
 
         barrier()  # the best checkpoint is on disk
         best = load_checkpoint(checkpoint_path)
-        run.raw_model.load_state_dict(best["model"])
+        run.raw_model.load_state_dict(best.get("lora_state", best["model"]))
         results = {}
         for name in ("val", "test"):
             results[name] = evaluate(
@@ -631,6 +664,7 @@ def _write_outputs(
             "time_s": time_s,
             "data": str(cfg["data"]["root"]),
         },
+        "parameters": parameter_counts(run.raw_model),
         "config": cfg,
     }
     write_results(run.run_dir / RESULTS_FILE, summary)

@@ -18,6 +18,7 @@ from .hms import HMSMobileNetV3
 from .labram import LABRAM_HEAD_TYPES, LABRAM_INPUT, LaBraM
 from .m4cea import HEAD_TYPES, M4CEA
 from .vqnsp import VQNSP
+from .zoo import create_zoo_model, is_zoo_name, zoo_contract
 
 __all__ = [
     "OVERRIDE_KEYS",
@@ -120,7 +121,7 @@ def get_input_contract(name):
     Parameters
     ----------
     name : str
-        A name from :func:`list_models`.
+        A name from :func:`list_models`, or ``"braindecode.<Class>"`` (:func:`models.zoo.zoo_contract`).
 
     Returns
     -------
@@ -135,6 +136,8 @@ def get_input_contract(name):
     ValueError
         If ``name`` is not registered.
     """
+    if is_zoo_name(name):  # braindecode.<Class>: models/zoo.py's table
+        return zoo_contract(name)
     _check_name(name)
     config = _MODEL_CONFIGS[name]
     if _family(name)[0] is HMSMobileNetV3:
@@ -160,7 +163,9 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
     name : str
         A name from :func:`list_models`: ``"m4cea_base"`` (the paper's model), ``"m4cea_tiny"``,
         ``"labram_base"`` (LaBraM-Base), ``"labram_tiny"``, ``"vqnsp_base"`` (LaBraM's tokenizer),
-        ``"vqnsp_tiny"``, ``"hms_mobilenetv3"`` (the HMS seed's spectrogram CNN; classification only).
+        ``"vqnsp_tiny"``, ``"hms_mobilenetv3"`` (the HMS seed's spectrogram CNN; classification only); or
+        ``"braindecode.<Class>"``: a braindecode model
+        (:func:`models.zoo.create_zoo_model`, whose arguments the overrides are; classification only).
     head : {"pretrain", "classification"}
         M4CEA: ``"pretrain"``: ``model(x, mask)`` returns (pred_magnitude, pred_phase), each
         (batch, n_tokens, patch_samples // 2 + 1). LaBraM: ``"pretrain"``: ``model(x, mask)`` returns
@@ -185,6 +190,10 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
         If ``name`` is not registered, ``head`` is unknown, ``n_outputs`` does not fit ``head``, an
         override is not an argument of the model, or a value is invalid.
     """
+    if is_zoo_name(name):  # braindecode.<Class> (models/zoo.py): overrides are create_zoo_model's arguments
+        if head != "classification":
+            raise ValueError(f"{name!r} has only a classification head, but got head={head!r}.")
+        return create_zoo_model(name, n_outputs, **overrides)
     _check_name(name)
     cls, heads, takes_head = _family(name)
     if head not in heads:

@@ -142,9 +142,13 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
         "split",
         "checkpoint",
         "training",
+        "parameters",
         "config",
     }
     assert results["task"] == "onset_detection" and results["seed"] == 42
+    model = create_model("m4cea_tiny", head="classification", n_outputs=2)
+    n_params = sum(p.numel() for p in model.parameters())  # all train but the mask token (never masks)
+    assert results["parameters"] == {"trainable": n_params - model.mask_token.numel(), "total": n_params}
     metrics = ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision", "event_f1"]
     metrics += ["false_alarms_per_24h", "loss"]
     assert list(results["test"]) == list(results["val"]) == metrics
