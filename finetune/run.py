@@ -32,6 +32,7 @@ from finetune.checkpoints import (
 )
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
+from finetune.evidence import bootstrap_ci, evidence_warnings, split_sizes
 from finetune.metrics import evaluate_predictions
 from finetune.outputs import (
     PREDICTIONS_FILE,
@@ -585,9 +586,30 @@ def _write_outputs(
         parts.append((name, rows, probabilities))
     write_predictions(run.run_dir / PREDICTIONS_FILE, task, parts)
     test = evaluated["test"]
-    plot_confusion_matrix(run.run_dir / "confusion_matrix.png", task, test["confusion_matrix"])
+    # Evidence beside every number (finetune.evidence): n per split, 95% intervals, warnings.
+    sizes = {name: split_sizes(task, run.datasets[name].rows) for name in SPLIT_NAMES}
+    ci95, bootstrap = bootstrap_ci(task, run.datasets["test"].rows, results["test"][1])
+    warnings_ = evidence_warnings(task, sizes["test"], run.split.protocol)
+    if run.split.subject_overlap:
+        overlap = "; ".join(f"{s} in {' and '.join(n)}" for s, n in run.split.subject_overlap.items())
+        warnings_.append(f"Subjects in more than one split (split.allow_subject_overlap): {overlap}.")
+    n_test = sizes["test"]
+    n_text = (
+        f"n = {n_test['units']} {task.unit}s, {n_test['subjects']} subject(s), {n_test['windows']} windows"
+    )
+    plot_confusion_matrix(
+        run.run_dir / "confusion_matrix.png",
+        task,
+        test["confusion_matrix"],
+        title=f"{task.name}\ntest confusion matrix ({n_text})",
+    )
     roc = plot_roc(
-        run.run_dir / "roc.png", task, run.datasets["test"].rows, results["test"][1], test.get("auroc")
+        run.run_dir / "roc.png",
+        task,
+        run.datasets["test"].rows,
+        results["test"][1],
+        test.get("auroc"),
+        title=f"{task.name}\ntest ROC per {task.unit} ({n_text})",
     )
     if task.is_binary and roc is None:
         logger.warning("No ROC figure: the test %ss hold one class only (AUROC undefined).", task.unit)
@@ -605,6 +627,10 @@ def _write_outputs(
         },
         "undefined": {name: evaluated[name]["undefined"] for name in ("val", "test")},
         "n_units": {name: evaluated[name]["n_units"] for name in ("val", "test")},
+        "n": sizes,
+        "ci95": ci95,
+        "bootstrap": bootstrap,
+        "warnings": warnings_,
         "split": run.split.describe(run.rows),
         "checkpoint": {
             "path": str(run.run_dir / BEST_CHECKPOINT),
@@ -636,4 +662,6 @@ def _write_outputs(
         text,
         run.run_dir / RESULTS_FILE,
     )
+    for warning in warnings_:  # last in the log, where they are read
+        logger.warning("Not a result yet: %s", warning)
     return summary

@@ -138,6 +138,10 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
         "confusion_matrix",
         "undefined",
         "n_units",
+        "n",
+        "ci95",
+        "bootstrap",
+        "warnings",
         "split",
         "checkpoint",
         "training",
@@ -156,7 +160,28 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
     assert results["confusion_matrix"]["classes"] == ["background", "seizure"]
     assert results["confusion_matrix"]["unit"] == "window"
 
+    # Evidence (issue #11): n per split, a bootstrap interval per test metric, warnings (1 child, 4 units).
+    assert results["n"]["test"] == {
+        "units": 4,
+        "subjects": 1,
+        "recordings": 2,
+        "windows": 4,
+        "per_class": {"background": 2, "seizure": 2},
+        "duration_s": 16.0,
+    }
+    assert results["n"]["train"]["windows"] == 11 and results["n"]["val"]["units"] == 4
+    assert list(results["ci95"]) == metrics[:-1]  # no interval for the loss
+    for metric in ("balanced_accuracy", "auroc", "auprc"):
+        low, high = results["ci95"][metric]
+        assert 0 <= low <= high <= 1
+    assert results["bootstrap"]["resampled"]["auroc"] == "unit"  # one subject: its units
+    assert results["bootstrap"]["n_resamples"] == 2000 and results["bootstrap"]["method"] == "percentile"
+    assert len(results["warnings"]) == 4
+    assert "1 subject(s), fewer than 3" in results["warnings"][0]
+    assert "from 16 s of test EEG" in results["warnings"][3]
+
     split = results["split"]
+    assert split["subject_overlap"] == {}
     assert (split["protocol"], split["by"], split["seed"]) == ("patient_specific", "time_block", None)
     assert [split[n]["n_windows"] for n in ("train", "val", "test")] == [11, 4, 4]
     assert split["test"]["labels"] == {"background": 2, "seizure": 2} and split["test"]["subjects"] == [
@@ -238,6 +263,8 @@ def test_real_run_files(real_run):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     log = (run_dir / "log.txt").read_text()
     assert "epoch 3/3" in log and "Test (4 window units" in log
+    assert log.rstrip().splitlines()[-1].endswith("not a measured rate.")  # the warnings come last
+    assert log.count("Not a result yet:") == 4
 
 
 def test_same_seed_same_results_other_seed_same_split(real_run, chbmit, tiny_checkpoint, tmp_path):
