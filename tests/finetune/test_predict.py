@@ -764,3 +764,18 @@ def test_a_recording_of_one_window_draws_a_visible_probability(task_name, tmp_pa
         assert len(traces) == (1 if task.is_binary else task.n_classes)
         assert all(k["marker"] == ("o" if n_windows == 1 else None) for k in traces)
         assert (tmp_path / f"{n_windows}.png").stat().st_size > 0
+
+
+def test_figure_note_goes_under_the_title(run_dir, edf_dir, tmp_path, monkeypatch):
+    """figure.note (the quickstart's "demonstration, not a result") is written on the prediction figure."""
+    import finetune.predict_outputs as predict_outputs
+
+    titles = []
+    def plot(path, *args, title, **kwargs):
+        titles.append(title)
+        return Path(path)
+
+    monkeypatch.setattr(predict_outputs, "plot_prediction", plot)
+    note = "DEMONSTRATION, not a result - m4cea_tiny trained on 82 s of EEG of 1 subject(s)"
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], tmp_path / "out", f"figure.note={note}") == 0
+    assert len(titles) == 1 and titles[0].endswith(f"\n{note}")
