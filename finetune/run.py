@@ -594,14 +594,14 @@ def _write_outputs(
         overlap = "; ".join(f"{s} in {' and '.join(n)}" for s, n in run.split.subject_overlap.items())
         warnings_.append(f"Subjects in more than one split (split.allow_subject_overlap): {overlap}.")
     n_test = sizes["test"]
-    n_text = (
-        f"n = {n_test['units']} {task.unit}s, {n_test['subjects']} subject(s), {n_test['windows']} windows"
-    )
+    n_text = f"n = {n_test['units']} {task.unit}s"
+    n_text += f" ({n_test['windows']} windows)" if task.unit != "window" else ""
+    n_text += f", {n_test['subjects']} subject{'s' if n_test['subjects'] != 1 else ''}"
     plot_confusion_matrix(
         run.run_dir / "confusion_matrix.png",
         task,
         test["confusion_matrix"],
-        title=f"{task.name}\ntest confusion matrix ({n_text})",
+        title=f"{task.name}\ntest confusion matrix\n{n_text}",
     )
     roc = plot_roc(
         run.run_dir / "roc.png",
@@ -609,7 +609,7 @@ def _write_outputs(
         run.datasets["test"].rows,
         results["test"][1],
         test.get("auroc"),
-        title=f"{task.name}\ntest ROC per {task.unit} ({n_text})",
+        title=f"{task.name}\ntest ROC per {task.unit}\n{n_text}",
     )
     if task.is_binary and roc is None:
         logger.warning("No ROC figure: the test %ss hold one class only (AUROC undefined).", task.unit)
