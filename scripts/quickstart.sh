@@ -85,5 +85,5 @@ echo "For real figures, on whole datasets with subject-wise splits and the five 
 echo "  python preprocess/preprocess_main.py --dataset chbmit --task onset_detection --input CHBMIT_ROOT --output DATA"
 echo "  python finetune/finetune_main.py --task onset_detection --seed 42 --data DATA --pretrained CKPT --output RUNS"
 echo "  bash scripts/reproduce_tables.sh CKPT DATA_ROOT RUNS   # every task (DATA_ROOT/<task>) x the five seeds"
-echo "  python scripts/make_table.py RUNS                       # mean +/- std, n, 95% intervals' warnings"
+echo "  python scripts/make_table.py RUNS                       # mean +/- std over seeds, n and warnings"
 echo "(README, section 3: fine-tuning, splits, evidence and tables.)"
