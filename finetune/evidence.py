@@ -18,10 +18,13 @@ Bootstrap (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13;
   (``numpy.percentile``, linear interpolation). A resample can leave the metric undefined (AUROC of a
   resample without positive units): such resamples are left out and counted in
   ``results.json["bootstrap"]["n_undefined"]``; no defined resample gives ``[null, null]``.
-- **Exact and vectorised**: a resample is a vector of counts per subject (multinomial); each metric is
-  computed from count-weighted sufficient statistics (confusion matrices, per-score-level positives and
-  negatives, per-recording event counts), which equals the metric of the resampled data set with
-  duplicated units. 2000 resamples of 10 000 units take about 0.1-0.3 s.
+- **Exact and vectorised**: a resample is a vector of counts per subject (draws with replacement); each
+  metric is computed from count-weighted sufficient statistics (confusion matrices, per-score-level
+  positives and negatives, per-recording event counts), which equals the metric of the resampled data set
+  with duplicated units. ``scripts/bench_evidence.py`` (balanced accuracy, AUROC, AUPRC, 2000 resamples),
+  on this project's 2-core CPU shared with other jobs (load 6-10): 0.4-0.8 s for 20 subjects x 250
+  windows (130-190x faster than a scikit-learn loop in the same run), 1.4-2.1 s for one subject's 2000
+  windows (40-55x).
 - The loss (a training figure, with class weights and label smoothing) has no interval.
 """
 
@@ -157,9 +160,17 @@ def evidence_warnings(task: Task, n_test: Mapping, split_protocol: str | None = 
 
 
 def _resample_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n_clusters) counts: how often each cluster is drawn in each resample."""
-    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_resamples).astype(
-        np.float64
+    """(n_resamples, n_clusters) float counts: how often each cluster is drawn in each resample.
+
+    Each resample draws ``n_clusters`` cluster indices uniformly with replacement
+    (``rng.integers``), counted per resample with one ``bincount``.
+    """
+    draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
+    flat = (draws + n_clusters * np.arange(n_resamples)[:, None]).ravel()
+    return (
+        np.bincount(flat, minlength=n_resamples * n_clusters)
+        .reshape(n_resamples, n_clusters)
+        .astype(np.float64)
     )
 
 
@@ -193,17 +204,16 @@ def _level_sums(
     group: np.ndarray,
     positive: np.ndarray,
     n_groups: int,
-    product_max: int = _CHUNK_ELEMENTS,
+    max_product_clusters: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative weight per score level in each resample, each (b, n_groups).
 
-    Few clusters (subjects): a (b, clusters) @ (clusters, levels) product of per-cluster level counts.
-    Many (units of one subject): the units' weights summed per level over sorted units (``reduceat``).
-    Both cost about O(b x max(units, clusters x levels)); ``product_max`` bounds clusters x levels of the
-    first.
+    Few clusters (subjects, at most ``max_product_clusters``): a (b, clusters) @ (clusters, levels)
+    product of per-cluster level counts, O(b x clusters x levels) in BLAS. Many (the units of one
+    subject): the units' weights summed per level over sorted units (``reduceat``), O(b x units).
     """
     n_clusters = counts.shape[1]
-    if n_clusters * n_groups <= product_max:
+    if n_clusters <= max_product_clusters:
         per_cluster = np.zeros((2, n_clusters, n_groups))
         np.add.at(per_cluster, (positive.astype(np.int64), cluster, group), 1.0)
         return counts @ per_cluster[1], counts @ per_cluster[0]

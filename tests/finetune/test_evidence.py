@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -81,9 +79,10 @@ def test_bootstrap_resamples_subjects_and_matches_a_slow_reference(make_rows):
     ci, info = bootstrap_ci(ONSET, rows, p, metrics=["balanced_accuracy", "auroc", "auprc"], n_resamples=100)
     assert info["resampled"] == dict.fromkeys(["balanced_accuracy", "auroc", "auprc"], "subject")
     assert info["n_clusters"]["auroc"] == 8 and info["method"] == "percentile"
-    # Slow reference: the same draws (seed 0, multinomial over the 8 subjects), each resample built by
+    # Slow reference: the same draws (seed 0, 8 subjects drawn with replacement), each resample built by
     # duplicating the subjects' windows and scored by scikit-learn.
-    counts = np.random.default_rng(0).multinomial(8, np.full(8, 1 / 8), size=100)
+    draws = np.random.default_rng(0).integers(0, 8, size=(100, 8))
+    counts = np.stack([np.bincount(d, minlength=8) for d in draws])
     units = aggregate(ONSET, rows, p)
     subject = np.array([int(r["subject"][1:]) for r in rows])  # window units: one row per unit, in row order
     assert units.index.tolist() == list(range(len(rows)))  # rows already in (recording, start) order
@@ -146,14 +145,6 @@ def test_undefined_resamples_are_counted_not_invented(make_rows):
     # P(subject 0 absent from a resample of 3) = (2/3)^3 = 0.296.
     assert info["n_undefined"]["auroc"] == pytest.approx(296, abs=50)
     assert ci["auroc"] == [0.5, 0.5]
-
-
-def test_bootstrap_is_fast_for_typical_sizes(make_rows):
-    """Not a benchmark: a guard that the bootstrap stays vectorised (20 subjects, 5000 windows)."""
-    rows, p = _cohort(make_rows, n_subjects=20, windows_per_subject=250)
-    start = time.perf_counter()
-    bootstrap_ci(ONSET, rows, p, metrics=["balanced_accuracy", "auroc", "auprc"])
-    assert time.perf_counter() - start < 5.0
 
 
 def test_sizes_and_warnings(make_rows):
