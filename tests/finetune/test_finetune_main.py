@@ -622,3 +622,23 @@ def test_official_split_from_the_data_folders_split_csv(tmp_path, capsys):
         ["r2"],
         ["r3", "r4"],
     ]
+
+
+def test_official_split_with_a_child_in_two_splits_stops_unless_allowed(tmp_path, capsys):
+    """Issue #11: a split.csv sending one child's recordings to train and test is refused (exit 2)."""
+    recordings = [("s0", "r0", ["background", "seizure"] * 2), ("s0", "r0b", ["background", "seizure"] * 2)]
+    recordings += [(f"s{i}", f"r{i}", ["background", "seizure"] * 2) for i in range(1, 4)]
+    data = make_labelled_data(tmp_path / "data", recordings)
+    (data / "split.csv").write_text("recording,split\nr0,train\nr0b,test\nr1,train\nr2,val\nr3,test\n")
+    argv = _argv(
+        data, tmp_path / "runs", "split.protocol=official", task="onset_detection", epochs=1, base=SYNTH
+    )
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "puts 1 subject(s) in more than one split" in err and "s0 in train and test" in err
+    results = main([*argv, "--set", "split.allow_subject_overlap=true"])
+    assert results["split"]["subject_overlap"] == {"s0": ["train", "test"]}
+    assert results["warnings"][-1] == (
+        "Subjects in more than one split (split.allow_subject_overlap): s0 in train and test."
+    )
+    assert results["n"]["test"]["subjects"] == 2 and results["n"]["test"]["recordings"] == 2
