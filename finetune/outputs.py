@@ -10,6 +10,9 @@ Layout of one run folder, ``OUTPUT/<task>/seed<S>/`` (read by :mod:`finetune.rep
                          "event_scoring": {"test": {...}, "val": {...}},   (tasks with event metrics:
                              SzCORE event and sample scores against DATA/events.csv, per recording and
                              in total; finetune.event_evaluation.score_recordings)
+                         "n": {split: {units, subjects, recordings, windows, per_class, duration_s}},
+                         "ci95": {test metric: [low, high]}, "bootstrap": {how ci95 was made},
+                         "warnings": [why the test figures are not a result yet],
                          "split": Split.describe(), "checkpoint": {...}, "training": {...},
                          "config": resolved config}
     predictions.csv     one row per val and test window: split, path, subject, recording, start_s,
@@ -160,8 +163,11 @@ def plot_roc(
     rows: Sequence[Mapping],
     probabilities: np.ndarray,
     auroc: float | None = None,
+    title: str = "",
 ) -> Path | None:
     """Save the ROC curve of the positive class at the task's unit as a PNG (binary tasks).
+
+    ``title``: the figure's title (default: the task and unit; runs add n, see :mod:`finetune.run`).
 
     Returns
     -------
@@ -188,7 +194,7 @@ def plot_roc(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right")
-    ax.set_title(f"{task.name}\ntest ROC per {task.unit}", fontsize=10)
+    ax.set_title(title or f"{task.name}\ntest ROC per {task.unit}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

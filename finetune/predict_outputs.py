@@ -439,6 +439,8 @@ def _write_files(
         if task.name in RECORDING_TASKS:
             name = results.recording_class
             title += f", recording class {name} ({results.mean[task.classes.index(name)]:.2f})"
+        if fig_cfg.get("note"):
+            title += f"\n{fig_cfg['note']}"
         files["figure"] = plot_prediction(
             folder / f"{stem}_prediction.png",
             predictions,

@@ -34,6 +34,7 @@ from finetune.checkpoints import (
 from finetune.data import SAMPLERS, FinetuneDataset, build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, balanced_class_weights, evaluate, train_one_epoch
 from finetune.event_evaluation import read_events_table
+from finetune.evidence import bootstrap_ci, evidence_warnings, split_sizes
 from finetune.heads import (
     HEAD_MODES,
     apply_head_mode,
@@ -624,9 +625,30 @@ def _write_outputs(
         parts.append((name, rows, probabilities))
     write_predictions(run.run_dir / PREDICTIONS_FILE, task, parts)
     test = evaluated["test"]
-    plot_confusion_matrix(run.run_dir / "confusion_matrix.png", task, test["confusion_matrix"])
+    # Evidence beside every number (finetune.evidence): n per split, 95% intervals, warnings.
+    sizes = {name: split_sizes(task, run.datasets[name].rows) for name in SPLIT_NAMES}
+    ci95, bootstrap = bootstrap_ci(task, run.datasets["test"].rows, results["test"][1], events=events)
+    warnings_ = evidence_warnings(task, sizes["test"], run.split.protocol)
+    if run.split.subject_overlap:
+        overlap = "; ".join(f"{s} in {' and '.join(n)}" for s, n in run.split.subject_overlap.items())
+        warnings_.append(f"Subjects in more than one split (split.allow_subject_overlap): {overlap}.")
+    n_test = sizes["test"]
+    n_text = f"n = {n_test['units']} {task.unit}s"
+    n_text += f" ({n_test['windows']} windows)" if task.unit != "window" else ""
+    n_text += f", {n_test['subjects']} subject{'s' if n_test['subjects'] != 1 else ''}"
+    plot_confusion_matrix(
+        run.run_dir / "confusion_matrix.png",
+        task,
+        test["confusion_matrix"],
+        title=f"{task.name}\ntest confusion matrix\n{n_text}",
+    )
     roc = plot_roc(
-        run.run_dir / "roc.png", task, run.datasets["test"].rows, results["test"][1], test.get("auroc")
+        run.run_dir / "roc.png",
+        task,
+        run.datasets["test"].rows,
+        results["test"][1],
+        test.get("auroc"),
+        title=f"{task.name}\ntest ROC per {task.unit}\n{n_text}",
     )
     if task.is_binary and roc is None:
         logger.warning("No ROC figure: the test %ss hold one class only (AUROC undefined).", task.unit)
@@ -649,6 +671,10 @@ def _write_outputs(
             if "event_scoring" in evaluated["test"]
             else {}
         ),
+        "n": sizes,
+        "ci95": ci95,
+        "bootstrap": bootstrap,
+        "warnings": warnings_,
         "split": run.split.describe(run.rows),
         "checkpoint": {
             "path": str(run.run_dir / BEST_CHECKPOINT),
@@ -683,4 +709,6 @@ def _write_outputs(
         text,
         run.run_dir / RESULTS_FILE,
     )
+    for warning in warnings_:  # last in the log, where they are read
+        logger.warning("Not a result yet: %s", warning)
     return summary

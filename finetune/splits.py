@@ -24,8 +24,16 @@ Three ways to split the windows (manifest rows) of a labelled preprocessing outp
     is unused by ``time_block``. Data of several subjects is split within each subject (every
     subject in every split: a subject-dependent model).
 
-official splits (a later issue: datasets that come with them)
+official splits (``split.protocol: official``, the data folder's ``split.csv``)
     :func:`assigned_split` takes a mapping ``subject or recording -> split name``.
+
+**Subject disjointness is checked for every protocol except ``patient_specific``** (whose point is to
+train and test within a subject): a split that puts one subject's windows in two of train, val, test
+(e.g. a ``split.csv`` by recording that sends one child's recordings to train and test) is an error
+naming the subjects and their splits, unless ``split.allow_subject_overlap: true``. That is needed for
+published splits that overlap, such as CHB-MIT's customary BIOT split (chb21 is chb01 1.5 years later,
+:mod:`preprocess.datasets.chbmit`); the overlap is then kept in :attr:`Split.subject_overlap`, written in
+``results.json`` (``split.subject_overlap``) and shown by the table.
 
 Rounding is half up (``floor(x + 0.5)``). The split is returned as a :class:`Split` of manifest row
 indices; :meth:`Split.describe` gives the JSON-ready summary saved in ``results.json``.
@@ -38,7 +46,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +67,8 @@ __all__ = [
     "subject_wise_split",
     "read_split_file",
     "SPLIT_FILE",
+    "check_subject_overlap",
+    "subject_overlap",
 ]
 
 #: The three splits, in order.
@@ -96,6 +106,9 @@ class Split:
         ``val_fraction`` and ``test_fraction`` asked for (empty for assigned splits).
     dropped : ndarray of int64
         Rows in no split (windows overlapping a window of another block, ``time_block`` only).
+    subject_overlap : dict of str to list of str
+        Subjects in more than one split (accepted with ``split.allow_subject_overlap``) -> their splits;
+        empty otherwise (and for ``patient_specific``, where it is the protocol).
     """
 
     protocol: str
@@ -104,6 +117,7 @@ class Split:
     by: str | None = None
     fractions: dict = field(default_factory=dict)
     dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    subject_overlap: dict = field(default_factory=dict)
 
     def rows(self, rows: Sequence[Mapping], name: str) -> list:
         """The manifest rows of split ``name`` (``"train"``, ``"val"`` or ``"test"``), in row order."""
@@ -120,8 +134,9 @@ class Split:
         Returns
         -------
         summary : dict
-            ``protocol``, ``by``, ``seed``, ``val_fraction``, ``test_fraction``, ``n_dropped`` and for
-            each of train, val, test: ``n_windows``, ``labels`` (label -> windows), ``subjects`` and
+            ``protocol``, ``by``, ``seed``, ``val_fraction``, ``test_fraction``, ``n_dropped``,
+            ``subject_overlap`` (subject -> splits, see :attr:`subject_overlap`) and for each of train,
+            val, test: ``n_windows``, ``labels`` (label -> windows), ``subjects`` and
             ``recordings`` (sorted lists).
         """
         out = {
@@ -130,6 +145,7 @@ class Split:
             "seed": self.seed,
             **self.fractions,
             "n_dropped": int(self.dropped.size),
+            "subject_overlap": {k: list(v) for k, v in sorted(self.subject_overlap.items())},
         }
         for name in SPLIT_NAMES:
             part = self.rows(rows, name)
@@ -153,7 +169,8 @@ def check_split_config(section: Mapping) -> None:
     ------
     ValueError
         If ``protocol`` or ``patient_specific_by`` is unknown, ``seed`` is not an integer >= 0, a
-        fraction is not in (0, 1), or ``val_fraction + test_fraction >= 1``.
+        fraction is not in (0, 1), ``val_fraction + test_fraction >= 1``, or
+        ``allow_subject_overlap`` is not a boolean.
     """
     if section.get("protocol") not in PROTOCOLS:
         raise UsageError(
@@ -172,6 +189,17 @@ def check_split_config(section: Mapping) -> None:
             f"but got {seed!r} instead."
         )
     _check_fractions(section.get("val_fraction"), section.get("test_fraction"))
+    _check_allow_overlap(section)
+
+
+def _check_allow_overlap(section: Mapping) -> bool:
+    allow = section.get("allow_subject_overlap", False)
+    if not isinstance(allow, bool):
+        raise UsageError(
+            f"Invalid value for the 'split.allow_subject_overlap' parameter. Allowed values are "
+            f"[True, False], but got {allow!r} instead."
+        )
+    return allow
 
 
 def _check_fractions(val_fraction, test_fraction) -> None:
@@ -300,6 +328,72 @@ def _assert_disjoint(split: Split, rows: Sequence[Mapping], n_rows: int) -> None
         assert not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2]), (
             "a subject is in two splits"
         )
+
+
+def subject_overlap(split: Split, rows: Sequence[Mapping]) -> dict[str, list[str]]:
+    """Subjects whose windows are in more than one split.
+
+    Parameters
+    ----------
+    split : Split
+    rows : sequence of dict
+        The manifest rows ``split`` indexes (with ``subject``).
+
+    Returns
+    -------
+    overlap : dict of str to list of str
+        Subject -> the splits it is in (in ``train, val, test`` order), for the subjects in two or
+        three splits; sorted by subject; empty when the splits are subject-disjoint.
+    """
+    where: dict[str, list[str]] = {}
+    for name in SPLIT_NAMES:
+        for subject in sorted({str(rows[i]["subject"]) for i in split.indices[name]}):
+            where.setdefault(subject, []).append(name)
+    return {subject: names for subject, names in sorted(where.items()) if len(names) > 1}
+
+
+def check_subject_overlap(split: Split, rows: Sequence[Mapping], allow: bool = False) -> Split:
+    """Refuse (or record) subjects in two splits, for every protocol except ``patient_specific``.
+
+    A subject's windows in training and in test leak: the model is tested on a child it has seen
+    (DESIGN.md section 5). ``patient_specific`` splits are within subjects by design and pass unchanged.
+
+    Parameters
+    ----------
+    split : Split
+    rows : sequence of dict
+        The manifest rows ``split`` indexes.
+    allow : bool
+        ``split.allow_subject_overlap``: accept the overlap (published splits that have one, e.g.
+        CHB-MIT's BIOT split where chb21 is chb01) and record it.
+
+    Returns
+    -------
+    split : Split
+        ``split`` with :attr:`Split.subject_overlap` set (empty when disjoint).
+
+    Raises
+    ------
+    runtime.config.UsageError
+        If a subject is in two splits and ``allow`` is False; the message names up to 10 subjects
+        with their splits and the setting to change.
+    """
+    if split.protocol == "patient_specific":
+        return split
+    overlap = subject_overlap(split, rows)
+    if overlap and not allow:
+        listed = "; ".join(
+            f"{subject} in {' and '.join(names)}" for subject, names in list(overlap.items())[:10]
+        )
+        more = f" (and {len(overlap) - 10} more)" if len(overlap) > 10 else ""
+        raise UsageError(
+            f"The {split.protocol} split puts {len(overlap)} subject(s) in more than one split, so the "
+            f"model would be tested on children it was trained or validated on: {listed}{more}. Give each "
+            f"subject one split (split.csv by subject, or by recording with all of a subject's recordings "
+            f"in one split), or, for a published split that has this overlap, set "
+            f"split.allow_subject_overlap=true (the overlap is then written in results.json and the table)."
+        )
+    return replace(split, subject_overlap=overlap)
 
 
 def subject_wise_split(
@@ -469,7 +563,12 @@ def patient_specific_split(
     return split
 
 
-def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: str = "subject") -> Split:
+def assigned_split(
+    rows: Sequence[Mapping],
+    assignment: Mapping[str, str],
+    key: str = "subject",
+    allow_subject_overlap: bool = False,
+) -> Split:
     """Use given (official) splits: a mapping of subject or recording ids to split names.
 
     Parameters
@@ -481,17 +580,20 @@ def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: 
         allowed: a dataset's official list may cover recordings that were rejected).
     key : {"subject", "recording"}
         Which manifest column the ids are.
+    allow_subject_overlap : bool
+        Accept subjects in two splits (:func:`check_subject_overlap`).
 
     Returns
     -------
     split : Split
-        ``protocol="assigned"``, ``by=key``.
+        ``protocol="assigned"``, ``by=key``, :attr:`Split.subject_overlap` set.
 
     Raises
     ------
     ValueError
         If ``key`` is not allowed, a value is not a split name, an id of the manifest is missing from
-        ``assignment``, or a split is empty.
+        ``assignment``, a split is empty, or (unless ``allow_subject_overlap``) a subject is in two
+        splits.
     """
     _check_rows(rows)
     if key not in ("subject", "recording"):
@@ -518,7 +620,7 @@ def assigned_split(rows: Sequence[Mapping], assignment: Mapping[str, str], key: 
     if empty:
         raise UsageError(f"The assignment leaves the split(s) {empty} without windows.")
     _assert_disjoint(split, rows, len(rows))
-    return split
+    return check_subject_overlap(split, rows, allow_subject_overlap)
 
 
 def read_split_file(path: str | os.PathLike) -> tuple[dict[str, str], str]:
@@ -581,7 +683,7 @@ def make_split(
         Manifest rows.
     section : mapping
         The config's ``split`` section: ``protocol``, ``seed``, ``val_fraction``, ``test_fraction``,
-        ``patient_specific_by``.
+        ``patient_specific_by``, ``allow_subject_overlap`` (default False).
     assignment : mapping of str to str | None
         Official splits (:func:`assigned_split`); when given, ``section``'s protocol is not used.
     assignment_key : {"subject", "recording"}
@@ -590,14 +692,18 @@ def make_split(
     Returns
     -------
     split : Split
+        Subject-disjoint except for ``patient_specific`` (or as allowed, recorded in
+        :attr:`Split.subject_overlap`).
 
     Raises
     ------
     ValueError
-        On invalid config values (:func:`check_split_config`) or data the protocol cannot split.
+        On invalid config values (:func:`check_split_config`), data the protocol cannot split, or a
+        subject in two splits (:func:`check_subject_overlap`).
     """
+    allow = _check_allow_overlap(section)
     if assignment is not None:
-        return assigned_split(rows, assignment, assignment_key)
+        return assigned_split(rows, assignment, assignment_key, allow)
     check_split_config(section)
     if section["protocol"] == "official":
         raise UsageError(
@@ -605,7 +711,8 @@ def make_split(
             "read with read_split_file)."
         )
     if section["protocol"] == "subject_wise":
-        return subject_wise_split(rows, section["val_fraction"], section["test_fraction"], section["seed"])
+        split = subject_wise_split(rows, section["val_fraction"], section["test_fraction"], section["seed"])
+        return check_subject_overlap(split, rows, allow)
     return patient_specific_split(
         rows,
         section["val_fraction"],

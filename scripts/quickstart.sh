@@ -59,9 +59,15 @@ echo "== 3/5 Fine-tuning onset_detection, seed 42 ($N_SUBJECTS subject(s): $PROT
 echo "== 4/5 Results table"
 "$PYTHON" scripts/make_table.py "$OUT_DIR/finetune" --seeds 42
 
+# How much EEG the demonstration saw (the recordings' length, in s), said on its figures and at the end.
+EEG_S="$("$PYTHON" -c "import sys; from preprocess.reading import find_recordings, read_recording
+raws = [read_recording(p) for p in find_recordings([sys.argv[1]])]
+print(round(sum(r.n_times / r.info['sfreq'] for r in raws)))" "$DATA_DIR")"
+NOTE="DEMONSTRATION, not a result - m4cea_tiny trained on $EEG_S s of EEG of $N_SUBJECTS subject(s)"
+
 echo "== 5/5 Prediction: the fine-tuned model applied to the recordings (events, figures)"
 "$PYTHON" finetune/predict.py --checkpoint "$OUT_DIR/finetune/onset_detection/seed42" --input "$DATA_DIR" \
-    --output "$OUT_DIR/predict"
+    --output "$OUT_DIR/predict" --set "figure.note=$NOTE"
 
 echo
 echo "Outputs:"
@@ -70,3 +76,14 @@ echo "  pretraining:          $OUT_DIR/pretrain/checkpoint-last.pth (log: metric
 echo "  fine-tuning results:  $OUT_DIR/finetune/onset_detection/seed42/results.json"
 echo "  table:                $OUT_DIR/finetune/table_main.csv"
 echo "  prediction:           $OUT_DIR/predict/"
+
+echo
+echo "NOT A RESULT: this model is a demonstration on $EEG_S s of EEG ($N_SUBJECTS subject(s)), trained for"
+echo "10 short epochs and tested on a handful of windows of the same recordings. Its figures show that the"
+echo "pipeline runs end to end, not how well M4CEA detects seizures (see the warnings in results.json)."
+echo "For real figures, on whole datasets with subject-wise splits and the five seeds:"
+echo "  python preprocess/preprocess_main.py --dataset chbmit --task onset_detection --input CHBMIT_ROOT --output DATA"
+echo "  python finetune/finetune_main.py --task onset_detection --seed 42 --data DATA --pretrained CKPT --output RUNS"
+echo "  bash scripts/reproduce_tables.sh CKPT DATA_ROOT RUNS   # every task (DATA_ROOT/<task>) x the five seeds"
+echo "  python scripts/make_table.py RUNS                       # mean +/- std over seeds, n and warnings"
+echo "(README, section 3: fine-tuning, splits, evidence and tables.)"

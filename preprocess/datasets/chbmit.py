@@ -17,7 +17,8 @@ Three things live here:
   female subject"). Split: none by default (fine-tuning makes its subject-wise split), or with
   ``--dataset-option split=biot`` the customary one of BIOT (Yang et al., NeurIPS 2023) and CBraMod
   (Wang et al., ICLR 2025): chb21-22 validation, chb23-24 test, the rest training (it keeps
-  chb01 in training and chb21, the same child, in validation, as published). CHB-MIT was recorded in
+  chb01 in training and chb21, the same child, in validation, as published: fine-tuning refuses it
+  unless ``--set split.allow_subject_overlap=true``, and records the overlap). CHB-MIT was recorded in
   Boston: the adapter sets the 60 Hz notch (``--set notch_freq=50`` gives the official code's setting);
 - single-record downloads for the quickstart (pooch, checked against PhysioNet's sha256) and
   :func:`write_events`.

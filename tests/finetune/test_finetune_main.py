@@ -139,6 +139,10 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
         "undefined",
         "n_units",
         "event_scoring",
+        "n",
+        "ci95",
+        "bootstrap",
+        "warnings",
         "split",
         "checkpoint",
         "training",
@@ -168,7 +172,28 @@ def test_real_run_results_schema(real_run, chbmit, tiny_checkpoint):
     assert results["confusion_matrix"]["classes"] == ["background", "seizure"]
     assert results["confusion_matrix"]["unit"] == "window"
 
+    # Evidence (issue #11): n per split, a bootstrap interval per test metric, warnings (1 child, 4 units).
+    assert results["n"]["test"] == {
+        "units": 4,
+        "subjects": 1,
+        "recordings": 2,
+        "windows": 4,
+        "per_class": {"background": 2, "seizure": 2},
+        "duration_s": 16.0,
+    }
+    assert results["n"]["train"]["windows"] == 11 and results["n"]["val"]["units"] == 4
+    assert list(results["ci95"]) == metrics[:-1]  # no interval for the loss
+    for metric in ("balanced_accuracy", "auroc", "auprc"):
+        low, high = results["ci95"][metric]
+        assert 0 <= low <= high <= 1
+    assert results["bootstrap"]["resampled"]["auroc"] == "unit"  # one subject: its units
+    assert results["bootstrap"]["n_resamples"] == 2000 and results["bootstrap"]["method"] == "percentile"
+    assert len(results["warnings"]) == 4
+    assert "1 subject(s), fewer than 3" in results["warnings"][0]
+    assert "from 16 s of test EEG" in results["warnings"][3]
+
     split = results["split"]
+    assert split["subject_overlap"] == {}
     assert (split["protocol"], split["by"], split["seed"]) == ("patient_specific", "time_block", None)
     assert [split[n]["n_windows"] for n in ("train", "val", "test")] == [11, 4, 4]
     assert split["test"]["labels"] == {"background": 2, "seizure": 2} and split["test"]["subjects"] == [
@@ -250,6 +275,8 @@ def test_real_run_files(real_run):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     log = (run_dir / "log.txt").read_text()
     assert "epoch 3/3" in log and "Test (4 window units" in log
+    assert log.rstrip().splitlines()[-1].endswith("not a measured rate.")  # the warnings come last
+    assert log.count("Not a result yet:") == 4
 
 
 def test_same_seed_same_results_other_seed_same_split(real_run, chbmit, tiny_checkpoint, tmp_path):
@@ -620,3 +647,21 @@ def test_a_rerun_removes_the_temporary_checkpoint_of_a_killed_run(synth, tmp_pat
     assert results["training"]["epochs_run"] == 1
     assert not stale.exists() and foreign.read_text() == "mine"
     assert not list(run_dir.glob(".*.tmp"))
+def test_official_split_with_a_child_in_two_splits_stops_unless_allowed(tmp_path, capsys):
+    """Issue #11: a split.csv sending one child's recordings to train and test is refused (exit 2)."""
+    recordings = [("s0", "r0", ["background", "seizure"] * 2), ("s0", "r0b", ["background", "seizure"] * 2)]
+    recordings += [(f"s{i}", f"r{i}", ["background", "seizure"] * 2) for i in range(1, 4)]
+    data = make_labelled_data(tmp_path / "data", recordings)
+    (data / "split.csv").write_text("recording,split\nr0,train\nr0b,test\nr1,train\nr2,val\nr3,test\n")
+    argv = _argv(
+        data, tmp_path / "runs", "split.protocol=official", task="onset_detection", epochs=1, base=SYNTH
+    )
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "puts 1 subject(s) in more than one split" in err and "s0 in train and test" in err
+    results = main([*argv, "--set", "split.allow_subject_overlap=true"])
+    assert results["split"]["subject_overlap"] == {"s0": ["train", "test"]}
+    assert results["warnings"][-1] == (
+        "Subjects in more than one split (split.allow_subject_overlap): s0 in train and test."
+    )
+    assert results["n"]["test"]["subjects"] == 2 and results["n"]["test"]["recordings"] == 2

@@ -380,6 +380,8 @@ def test_untrained_checkpoint_names_a_bad_task(tmp_path):
         ),
     ],
 )
+
+
 def test_each_kind_of_task_writes_its_outputs(task_name, overrides, edf_dir, tmp_path):
     ckpt, task = save_untrained_checkpoint(
         tmp_path / "checkpoint-best.pth", task_name, ["model.name=m4cea_tiny", *overrides]
@@ -712,10 +714,14 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
 
 
 @pytest.mark.slow  # a real torch.compile on the CPU: minutes on a loaded 2-core machine
+
+
 @pytest.mark.skipif(
     not (shutil.which("c++") or shutil.which("g++")),
     reason="torch.compile's CPU backend needs a C++ compiler",
 )
+
+
 def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
     # The path the long recordings take: a frozen bf16 copy compiled by inductor (about 10 s for the tiny
     # model). It must give the eager model's probabilities, without falling back.
@@ -896,3 +902,16 @@ def test_output_into_the_input_folder_twice_annotates_each_recording_once(run_di
         [SEIZURE, f"{SEIZURE}.edf", "other_raw", "other_raw.fif", "predict_summary.json"]
     )
     assert (data / SEIZURE / f"{SEIZURE}_annotations.edf").is_file()
+def test_figure_note_goes_under_the_title(run_dir, edf_dir, tmp_path, monkeypatch):
+    """figure.note (the quickstart's "demonstration, not a result") is written on the prediction figure."""
+    import finetune.predict_outputs as predict_outputs
+
+    titles = []
+    def plot(path, *args, title, **kwargs):
+        titles.append(title)
+        return Path(path)
+
+    monkeypatch.setattr(predict_outputs, "plot_prediction", plot)
+    note = "DEMONSTRATION, not a result - m4cea_tiny trained on 82 s of EEG of 1 subject(s)"
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], tmp_path / "out", f"figure.note={note}") == 0
+    assert len(titles) == 1 and titles[0].endswith(f"\n{note}")

@@ -220,3 +220,93 @@ def test_read_split_file(tmp_path):
         read_split_file(path)
     with pytest.raises(FileNotFoundError, match="--dataset"):
         read_split_file(tmp_path / "absent.csv")
+
+
+# -- subject disjointness (issue #11, section 2): every protocol except patient_specific -------------------
+
+
+def _two_recordings_per_subject(make_rows):
+    return _rows(make_rows, n_subjects=3, recordings_per_subject=2)
+
+
+def test_official_split_by_recording_with_a_subject_in_two_splits_is_refused(make_rows):
+    rows = _two_recordings_per_subject(make_rows)
+    # sub00's first recording trains, its second tests: a leak that the old code accepted silently.
+    mapping = {
+        "sub00_rec0": "train",
+        "sub00_rec1": "test",
+        "sub01_rec0": "val",
+        "sub01_rec1": "val",
+        "sub02_rec0": "test",
+        "sub02_rec1": "train",
+    }
+    section = {**load_task_config("onset_detection")["split"], "protocol": "official"}
+    with pytest.raises(ValueError, match=r"2 subject\(s\).*sub00 in train and test; sub02 in train and test"):
+        make_split(rows, section, assignment=mapping, assignment_key="recording")
+    with pytest.raises(ValueError, match=r"split.allow_subject_overlap=true"):
+        assigned_split(rows, mapping, key="recording")
+    split = make_split(
+        rows, {**section, "allow_subject_overlap": True}, assignment=mapping, assignment_key="recording"
+    )
+    assert split.subject_overlap == {"sub00": ["train", "test"], "sub02": ["train", "test"]}
+    assert split.describe(rows)["subject_overlap"] == {"sub00": ["train", "test"], "sub02": ["train", "test"]}
+    # A disjoint assignment by recording passes and records no overlap.
+    disjoint = {**mapping, "sub00_rec1": "train", "sub02_rec1": "test"}
+    split = make_split(rows, section, assignment=disjoint, assignment_key="recording")
+    assert split.subject_overlap == {} and split.describe(rows)["subject_overlap"] == {}
+
+
+def test_the_chbmit_biot_split_needs_allow_subject_overlap(make_rows):
+    """chb21 is chb01 1.5 years later: the published split has the child in train and val."""
+    from preprocess.datasets.chbmit import BIOT_SPLIT, subject_of
+
+    cases = ["chb01", "chb02", "chb21", "chb22", "chb23", "chb24"]
+    rows = make_rows([(subject_of(c), f"{c}_01", 0.0, "background") for c in cases])
+    mapping = {f"{c}_01": BIOT_SPLIT.get(c, "train") for c in cases}
+    section = {**load_task_config("onset_detection")["split"], "protocol": "official"}
+    with pytest.raises(ValueError, match=r"1 subject\(s\).*chb01 in train and val"):
+        make_split(rows, section, assignment=mapping, assignment_key="recording")
+    split = make_split(
+        rows, {**section, "allow_subject_overlap": True}, assignment=mapping, assignment_key="recording"
+    )
+    assert split.subject_overlap == {"chb01": ["train", "val"]}
+
+
+def test_subject_wise_split_is_checked_for_subject_overlap(make_rows):
+    rows = _two_recordings_per_subject(make_rows)
+    split = make_split(
+        rows, {**load_task_config("onset_detection")["split"], "val_fraction": 0.3, "test_fraction": 0.3}
+    )
+    assert split.protocol == "subject_wise" and split.subject_overlap == {}
+    assert split.describe(rows)["subject_overlap"] == {}
+    # The check itself, on a subject_wise split that leaks (built by hand): an error naming the subject.
+    from finetune.splits import Split, check_subject_overlap
+
+    leaky = Split(
+        "subject_wise",
+        {"train": np.arange(0, 3), "val": np.arange(3, 12), "test": np.arange(12, 18)},
+    )
+    with pytest.raises(ValueError, match=r"subject_wise split puts 1 subject\(s\).*sub00 in train and val"):
+        check_subject_overlap(leaky, rows)
+    assert check_subject_overlap(leaky, rows, allow=True).subject_overlap == {"sub00": ["train", "val"]}
+
+
+def test_patient_specific_split_is_within_subjects_by_design(make_rows):
+    rows = _rows(make_rows, n_subjects=2, recordings_per_subject=1, windows=10)
+    section = {
+        **load_task_config("onset_detection")["split"],
+        "protocol": "patient_specific",
+        "patient_specific_by": "time_block",
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+    }
+    split = make_split(rows, section)
+    assert _groups(rows, split, "subject") == {name: {"sub00", "sub01"} for name in SPLIT_NAMES}
+    assert split.subject_overlap == {} and split.describe(rows)["subject_overlap"] == {}
+
+
+def test_allow_subject_overlap_must_be_a_boolean():
+    good = load_task_config("onset_detection")["split"]
+    assert good["allow_subject_overlap"] is False
+    with pytest.raises(ValueError, match=r"'split.allow_subject_overlap'.*but got 'yes'"):
+        check_split_config({**good, "allow_subject_overlap": "yes"})

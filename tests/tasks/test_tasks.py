@@ -92,7 +92,8 @@ def test_base_config_holds_the_paper_recipe():
     assert cfg["model"]["name"] == "m4cea_base" and cfg["model"]["drop_path_rate"] == 0.1
     assert cfg["head"]["linear_probe"] is False
     assert cfg["split"] == {"protocol": "subject_wise", "seed": 0, "val_fraction": 0.15,
-                            "test_fraction": 0.15, "patient_specific_by": "recording"}
+                            "test_fraction": 0.15, "patient_specific_by": "recording",
+                            "allow_subject_overlap": False}
     assert cfg["loss"] == {"class_weights": "none", "label_smoothing": 0.0}
     assert cfg["runtime"]["amp"] == "bf16" and cfg["runtime"]["seed"] == 42
     assert cfg["data"]["sampler"] == "shuffle"
