@@ -9,6 +9,7 @@ n_patches=4)``. Each family declares its input contract (:func:`get_input_contra
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from runtime.config import UsageError
@@ -113,8 +114,10 @@ def get_input_contract(name):
 
     Parameters
     ----------
-    name : str
-        A name from :func:`list_models`.
+    name : str | mapping
+        A name from :func:`list_models`, or a config's ``model`` section (``name`` plus size overrides):
+        its non-null ``n_patches``/``patch_samples`` (M4CEA) or ``max_patches``/``patch_samples``
+        (LaBraM, VQ-NSP) then replace the registered patching.
 
     Returns
     -------
@@ -128,10 +131,16 @@ def get_input_contract(name):
     ValueError
         If ``name`` is not registered.
     """
+    overrides = {}
+    if not isinstance(name, str) and hasattr(name, "get"):
+        overrides = {k: v for k, v in name.items() if v is not None}
+        name = name.get("name")
     _check_name(name)
     if _family(name)[0] is not M4CEA:
-        return LABRAM_INPUT
-    config = _MODEL_CONFIGS[name]
+        patching = {k: overrides[k] for k in ("max_patches", "patch_samples") if k in overrides}
+        return dataclasses.replace(LABRAM_INPUT, **patching)
+    patching = {k: overrides[k] for k in ("n_patches", "patch_samples") if k in overrides}
+    config = {**_MODEL_CONFIGS[name], **patching}
     return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],
                          max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
                          normalisation="each channel divided by (95th percentile of |x| over the window + "

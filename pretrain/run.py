@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from timm.optim import param_groups_weight_decay
 
-from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict
+from models import OVERRIDE_KEYS, create_model_from_config, get_input_contract, load_official_state_dict
 from models.attention import configure_attention, use_fused_attention
 from pretrain.data import PretrainDataset, build_pretrain_loader
 from pretrain.engine import EngineSettings, magnitude_statistics, train_one_epoch
@@ -204,7 +204,11 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
     seed_everything(seed + ctx.rank)  # dropout / drop-path differ between ranks
 
     dataset = PretrainDataset(
-        args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens
+        args.data,
+        get_input_contract(cfg["model"]),
+        n_chans=model.n_chans,
+        n_times=model.n_times,
+        n_tokens=model.n_tokens,
     )
     loader, sampler = build_pretrain_loader(
         dataset,
