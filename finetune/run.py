@@ -42,8 +42,9 @@ from finetune.outputs import (
     write_results,
 )
 from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file
+from models import get_input_contract
 from models.attention import configure_attention, use_fused_attention
-from preprocess.segments import read_manifest
+from preprocess.segments import load_segment, read_manifest
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.config import UsageError, check_values, save_config
@@ -265,7 +266,8 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
     )
 
     seed_everything(seed)  # identical initial weights on every rank
-    model = build_model(cfg, task)
+    # LaBraM places channels by name: the stored windows' names go into cfg["model"]["ch_names"].
+    model = build_model(cfg, task, load_segment(root / rows[0]["path"]).get("ch_names"))
     pretrained = None
     if cfg["model"]["pretrained"] is not None:
         pretrained = load_pretrained(model, cfg["model"]["pretrained"])
@@ -277,8 +279,10 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         )
     seed_everything(seed + ctx.rank)  # drop-path differs between ranks
 
+    contract = get_input_contract(cfg["model"])
+    n_times = getattr(model, "n_times", None)  # LaBraM takes any length up to its time table
     datasets = {
-        name: FinetuneDataset(root, split.rows(rows, name), task, model.n_chans, model.n_times)
+        name: FinetuneDataset(root, split.rows(rows, name), task, model.n_chans, n_times, contract)
         for name in SPLIT_NAMES
     }
     data_cfg = cfg["data"]
@@ -329,7 +333,8 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("head.")
     # Classification never masks tokens: the mask token gets no gradient (and DDP refuses unused parameters).
-    model.mask_token.requires_grad_(False)
+    if isinstance(getattr(model, "mask_token", None), torch.nn.Parameter):  # LaBraM's classifier has none
+        model.mask_token.requires_grad_(False)
     amp = (
         cfg["runtime"]["amp"] if device.type == "cuda" else ("bf16" if cfg["runtime"]["amp_cpu"] else "fp32")
     )
