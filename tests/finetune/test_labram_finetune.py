@@ -13,14 +13,16 @@ import yaml
 from scipy.signal import resample_poly
 
 from finetune.checkpoints import BEST_CHECKPOINT, build_model, load_pretrained
+from finetune.data import FinetuneDataset
 from finetune.finetune_main import main
 from finetune.predict_config import load_predict_config
 from finetune.predictor import Predictor, load_finetuned
 from finetune.run import build_optimizer
-from models import DOUBLE_BANANA, create_model, load_official_state_dict
+from models import DOUBLE_BANANA, create_model, get_input_contract, load_official_state_dict
 from runtime.config import CONFIG_DIR
 from tasks import get_task, load_task_config
 from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
+from tests.helpers import shared_path
 
 ONSET = get_task("onset_detection")
 RECIPE = CONFIG_DIR / "finetune" / "recipes" / "labram.yaml"
@@ -149,3 +151,33 @@ def test_predictor_adapts_windows_as_training(scratch_run):
     with torch.no_grad():
         expected = torch.softmax(finetuned.model.cpu()(x), dim=-1).numpy()
     np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_labram_preprocessing_config_makes_200_hz_windows_the_loader_takes_as_they_are(tmp_path):
+    """configs/preprocess/labram.yaml on the real CHB-MIT crop: 0.1-75 Hz, 50 Hz notch, 200 Hz, 4-s windows
+    of 1-s patches with one MFDE weight per LaBraM token; the LaBraM loader does not resample them."""
+    from preprocess.batch import run_preprocessing
+    from preprocess.segments import load_segment, read_manifest
+    from runtime.config import load_config
+
+    edf = shared_path("data", "chbmit", "edf") / "chb01_03_nonseizure_0-41s.edf"
+    config = load_config(
+        CONFIG_DIR / "preprocess" / "m4cea.yaml",
+        CONFIG_DIR / "preprocess" / "labram.yaml",
+        [],
+    )
+    assert (config["l_freq"], config["h_freq"], config["notch_freq"], config["sfreq"]) == (
+        0.1,
+        75.0,
+        50.0,
+        200.0,
+    )
+    run_preprocessing([edf], tmp_path, config, progress=False)
+    rows = read_manifest(tmp_path)
+    assert len(rows) == 10 and {(r["n_times"], r["sfreq"]) for r in rows} == {(800, 200.0)}
+    segment = load_segment(tmp_path / rows[0]["path"])
+    assert segment["mfde"].shape == (16 * 4,) and segment["ch_names"][0].upper() == "FP1-F7"
+    rows = [{**row, "label": "background"} for row in rows]  # no events given: unlabelled windows
+    dataset = FinetuneDataset(tmp_path, rows, ONSET, 16, None, get_input_contract("labram_base"))
+    assert dataset.adapter.identity_rate and dataset.n_times == 800
+    np.testing.assert_allclose(dataset[0][0].numpy(), segment["data"] / 100, rtol=1e-6)
