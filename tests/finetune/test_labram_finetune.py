@@ -181,3 +181,21 @@ def test_labram_preprocessing_config_makes_200_hz_windows_the_loader_takes_as_th
     dataset = FinetuneDataset(tmp_path, rows, ONSET, 16, None, get_input_contract("labram_base"))
     assert dataset.adapter.identity_rate and dataset.n_times == 800
     np.testing.assert_allclose(dataset[0][0].numpy(), segment["data"] / 100, rtol=1e-6)
+
+
+def test_predict_entry_point_on_a_labram_run(scratch_run, tmp_path):
+    """finetune/predict.py on the real CHB-MIT crop with the LaBraM run: every 4-s window classified from
+    the windows adapted to 200 Hz in uV / 100, as in training."""
+    import csv
+
+    from finetune.predict import cli
+
+    run_dir, _ = scratch_run
+    edf = shared_path("data", "chbmit", "edf") / "chb01_03_seizure_2995-3036s.edf"
+    argv = ["--checkpoint", str(run_dir), "--input", str(edf), "--output", str(tmp_path), "--quiet"]
+    assert cli([*argv, "--set", "num_threads=1", "amp_cpu=fp32"]) == 0
+    with open(tmp_path / edf.stem / f"{edf.stem}_probabilities.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 and [float(r["start_s"]) for r in rows[:2]] == [0.0, 4.0]
+    p = np.array([[float(r["p_background"]), float(r["p_seizure"])] for r in rows])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
