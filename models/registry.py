@@ -138,7 +138,7 @@ def get_input_contract(name):
     _check_name(name)
     if _family(name)[0] is not M4CEA:
         patching = {k: overrides[k] for k in ("max_patches", "patch_samples") if k in overrides}
-        return dataclasses.replace(LABRAM_INPUT, **patching)
+        return dataclasses.replace(LABRAM_INPUT, **patching) if patching else LABRAM_INPUT
     patching = {k: overrides[k] for k in ("n_patches", "patch_samples") if k in overrides}
     config = {**_MODEL_CONFIGS[name], **patching}
     return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],
