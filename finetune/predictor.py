@@ -389,14 +389,23 @@ class Predictor:
         model = finetuned.model
         p = self.preprocessor
         # The windows are adapted to the model family as in training (finetune.data): rate and scaling.
-        self.adapter = WindowAdapter(get_input_contract(finetuned.config["model"]), p.sfreq, p.n_times)
-        n_times = getattr(model, "n_times", self.adapter.n_times)  # LaBraM takes any length that fits
-        if (p.montage.n_chans, self.adapter.n_times) != (model.n_chans, n_times):
+        contract = get_input_contract(finetuned.config["model"])
+        try:
+            self.adapter = WindowAdapter(contract, p.sfreq, p.n_times)
+        except UsageError:
+            self.adapter = None
+        adapted = None if self.adapter is None else self.adapter.n_times
+        n_times = getattr(model, "n_times", adapted)  # LaBraM takes any length that fits its contract
+        if self.adapter is None or (p.montage.n_chans, adapted) != (model.n_chans, n_times):
+            takes = f"{model.n_chans} x {n_times}"
+            if n_times is None:
+                patches = f"1 to {contract.max_patches} patches of {contract.patch_s:g} s"
+                takes = f"{model.n_chans} channels x {patches}"
             raise UsageError(
                 f"The preprocessing makes windows of {p.montage.n_chans} channels x {p.n_times} samples "
                 f"(montage {preprocess_config['montage']!r}, window_s={preprocess_config['window_s']} s at "
                 f"sfreq={preprocess_config['sfreq']} Hz), but the model in {finetuned.checkpoint} takes "
-                f"{model.n_chans} x {n_times}: use the preprocessing config of its training data."
+                f"{takes}: use the preprocessing config of its training data."
             )
         self.window_s = float(preprocess_config["window_s"])
         self.stride_s = float(config["stride_s"] if config["stride_s"] is not None else self.window_s)
