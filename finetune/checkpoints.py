@@ -9,6 +9,7 @@ folder. Checkpoints are written by :func:`runtime.checkpoint.save_checkpoint`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,23 @@ import torch
 import yaml
 
 from models import (
+    LaBraM,
     convert_official_state_dict,
     create_model,
     create_model_from_config,
+    get_input_contract,
     load_official_state_dict,
+    read_official_checkpoint,
 )
 from models.zoo import is_zoo_name
-from preprocess.segments import load_segment
-from runtime.checkpoint import CHECKPOINT_FORMAT, CheckpointReadError, load_verified, save_checkpoint
+from preprocess.segments import load_window
+from runtime.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointReadError,
+    load_verified,
+    save_checkpoint,
+    verify_zip_archive,
+)
 from runtime.config import CONFIG_DIR, UsageError, load_config
 from tasks import Task, get_task, load_task_config
 
@@ -50,17 +60,39 @@ PREPROCESS_CONFIG_FILE = "preprocess.yaml"
 PREPROCESS_DEFAULTS = CONFIG_DIR / "preprocess" / "m4cea.yaml"
 
 
-def build_model(cfg: dict, task: Task) -> torch.nn.Module:
+def build_model(cfg: dict, task: Task, ch_names: Sequence[str] | None = None) -> torch.nn.Module:
     """The classification model named in ``cfg["model"]`` with its non-null overrides and the task's classes.
+
+    Parameters
+    ----------
+    cfg : dict
+        Resolved fine-tuning config; its ``model`` section names the size and overrides.
+    task : tasks.Task
+        Gives the number of classes.
+    ch_names : sequence of str | None
+        Channel names of the stored windows, in order (a segment's ``ch_names``). Models that place
+        channels by name (LaBraM's position table, :func:`models.channel_positions`) are built with
+        ``cfg["model"]["ch_names"]`` when set, else with these, which are then written into
+        ``cfg["model"]["ch_names"]`` so that the run's config (and every checkpoint) rebuilds the same
+        model. Other models ignore them.
+
+    Returns
+    -------
+    model : models.M4CEA | models.LaBraM
 
     Raises
     ------
     ValueError
-        If the model name is not registered or an override is invalid.
+        If the model name is not registered, an override is invalid, or a channel name is not in LaBraM's
+        table.
     """
     if is_zoo_name(cfg["model"]["name"]):
         return build_zoo_model(cfg, task)
-    return create_model_from_config(cfg["model"], head="classification", n_outputs=task.n_classes)
+    model_cfg = cfg["model"]
+    if get_input_contract(model_cfg["name"]).channel_names is not None and model_cfg.get("ch_names") is None:
+        if ch_names is not None:
+            model_cfg["ch_names"] = [str(name) for name in ch_names]
+    return create_model_from_config(model_cfg, head="classification", n_outputs=task.n_classes)
 
 
 def zoo_window(root: str | Path, rows: Sequence[Mapping]) -> dict:
@@ -80,7 +112,7 @@ def zoo_window(root: str | Path, rows: Sequence[Mapping]) -> dict:
     FileNotFoundError
         If the first window is missing.
     """
-    segment = load_segment(Path(root) / rows[0]["path"])
+    segment = load_window(root, rows[0])
     n_chans, n_times = (int(n) for n in segment["data"].shape)
     return {
         "sfreq_in": float(segment["sfreq"]),
@@ -196,13 +228,17 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
     Accepts this project's checkpoints (:mod:`runtime.checkpoint`: ``{"model": state dict, "config":
     ...}``, from pretraining or fine-tuning), bare state dicts in this project's or the official
     M4CEA layout (:func:`models.convert_official_state_dict`), and dicts holding one under ``model``,
-    ``state_dict`` or ``module``. A classification head in the checkpoint is dropped (the task's head
-    is new); pretraining heads are ignored; every other key of the model must be loaded, with the
-    same shape (:func:`models.load_official_state_dict`, ``allow_missing_head=True``).
+    ``state_dict`` or ``module``. LaBraM: also the released official checkpoints (``labram-base.pth``:
+    ``model`` with the masked-modelling ``student.*`` keys, ``args`` an ``argparse.Namespace``), read by
+    :func:`models.read_official_checkpoint` (tensors, plain values and ``argparse.Namespace`` only), and
+    official fine-tuned ones. A classification head in the checkpoint is dropped (the task's head is
+    new; LaBraM's is ``fc_norm`` + ``head``, as the official fine-tuning from ``labram-base.pth``
+    starts both afresh); pretraining heads are ignored; every other key of the model must be loaded,
+    with the same shape (:func:`models.load_official_state_dict`, ``allow_missing_head=True``).
 
     Parameters
     ----------
-    model : models.M4CEA
+    model : models.M4CEA | models.LaBraM
         Classification model.
     path : path-like
         The checkpoint, read with ``torch.load(weights_only=True)``.
@@ -210,7 +246,8 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
     Returns
     -------
     info : dict
-        ``path``, ``missing_keys`` (exactly the new head: ``head.weight``, ``head.bias``),
+        ``path``, ``missing_keys`` (exactly the new head: ``head.weight``, ``head.bias``; LaBraM also
+        ``fc_norm.*``),
         ``ignored_keys`` (checkpoint heads not used), ``source_model`` (the checkpoint's
         ``model.name`` when it has a config).
 
@@ -228,16 +265,24 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
     try:
         obj = load_verified(path, what="pretrained checkpoint")
     except CheckpointReadError as err:
-        raise UsageError(
-            f"{err}. A "
-            f"checkpoint that also pickles other objects (e.g. training arguments) must be reduced to its "
-            f"state dict first, in a session that trusts the file: torch.save(torch.load(path, "
-            f"weights_only=False)['model'], 'state_dict.pth')."
-        ) from None
+        # Released LaBraM checkpoints pickle their argparse arguments: read_official_checkpoint allows
+        # argparse.Namespace and nothing else (after the same integrity check of the zip members).
+        try:
+            verify_zip_archive(path, "pretrained checkpoint")
+            obj = read_official_checkpoint(path)
+        except ValueError:
+            raise UsageError(
+                f"{err}. A checkpoint that also pickles other objects than tensors, plain values and "
+                f"argparse.Namespace must be reduced to its state dict first, in a session that trusts the "
+                f"file: torch.save(torch.load(path, weights_only=False)['model'], 'state_dict.pth')."
+            ) from None
     state, source_cfg = _state_dict_of(obj, path)
-    converted = convert_official_state_dict(state)
-    dropped = sorted(k for k in converted if k.startswith("head."))
-    converted = {k: v for k, v in converted.items() if not k.startswith("head.")}
+    labram = isinstance(model, LaBraM)
+    # LaBraM keeps the official names (models.checkpoint); its classification head is fc_norm + head.
+    converted = dict(state) if labram else convert_official_state_dict(state)
+    head = re.compile(r"^(?:(?:module|model|_orig_mod)\.)*(?:head|fc_norm)\." if labram else r"^head\.")
+    dropped = sorted(k for k in converted if head.match(k))
+    converted = {k: v for k, v in converted.items() if not head.match(k)}
     source_model = None
     if isinstance(source_cfg, Mapping) and isinstance(source_cfg.get("model"), Mapping):
         source_model = source_cfg["model"].get("name")
@@ -251,7 +296,7 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> dict:
                 f"(--set model.name={source_model}) and size overrides."
             )
         raise UsageError(f"The pretrained checkpoint {path} does not fit the model: {err}.{hint}") from None
-    head_keys = sorted(k for k in model.state_dict() if k.startswith("head."))
+    head_keys = sorted(k for k in model.state_dict() if head.match(k))
     assert sorted(result.missing_keys) == head_keys, f"unexpected missing keys {result.missing_keys}"
     return {
         "path": str(path),

@@ -1,8 +1,9 @@
 """Fine-tuning data: labelled windows read lazily through the manifest, and their loaders.
 
-:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read from its
-pickle (restricted unpickler) or HDF5 shard (:func:`preprocess.segments.load_window`), scaled per channel
-as the official loader does (:func:`preprocess.segments.scale_window`), and returned with its class index
+:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
+restricted unpickler (:func:`preprocess.segments.load_segment`), adapted to the model family's input
+contract (:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling; LaBraM's 200 Hz
+and uV / 100), and returned with its class index
 (:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
 from any number of ranks map back to manifest rows.
 
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
-from preprocess.segments import load_window, scale_window, window_name
+from models import get_input_contract
+from preprocess.adapt import WindowAdapter, adapter_for_windows
+from preprocess.segments import load_window, window_name
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -43,10 +46,13 @@ __all__ = [
 SAMPLERS = ("shuffle", "balanced")
 
 
-def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chans: int, n_times: int) -> None:
-    """Check that the manifest's windows have the model's shape, before any training.
+def check_window_shapes(
+    root: str | os.PathLike, rows: Sequence[Mapping], n_chans: int, n_times: int | None, contract=None
+) -> WindowAdapter:
+    """Check that the manifest's windows fit the model, before any training; return their adapter.
 
-    Reads the ``n_chans`` and ``n_times`` columns of every row and the first window's ``data``.
+    Reads the ``n_chans``, ``n_times`` and ``sfreq`` columns of every row and the first window
+    (:func:`preprocess.adapt.adapter_for_windows`).
 
     Parameters
     ----------
@@ -54,41 +60,34 @@ def check_window_shapes(root: str | os.PathLike, rows: Sequence[Mapping], n_chan
         Preprocessing output folder (the rows' ``path`` is relative to it).
     rows : sequence of dict
         Manifest rows.
-    n_chans, n_times : int
-        What the model expects (16 channels, 4000 samples for M4CEA).
+    n_chans : int
+        Channels the model takes (16 for the double banana).
+    n_times : int | None
+        Samples the model takes after adaptation (4000 for M4CEA), None for any length the contract
+        accepts (LaBraM).
+    contract : models.contract.InputContract | None
+        The model's input contract (``models.get_input_contract(cfg["model"])``); None: M4CEA's
+        (per-channel scaling of exactly ``n_times`` samples at 1000 Hz).
+
+    Returns
+    -------
+    adapter : preprocess.adapt.WindowAdapter
 
     Raises
     ------
     ValueError
-        If a row or the first window has another shape; the message names a file, the shapes found
-        and the model's.
+        If a row or the first window does not fit; the message names a file, the shapes found and the
+        model's.
     FileNotFoundError
         If the first window's file is missing.
     """
-    root = Path(root)
-    for key, want in (("n_chans", n_chans), ("n_times", n_times)):
-        values = {row[key] for row in rows if isinstance(row.get(key), int)}
-        wrong = sorted(values - {want})
-        if wrong:
-            example = next(row["path"] for row in rows if row.get(key) in wrong)
-            raise UsageError(
-                f"The data folder {root} holds windows with {key}={wrong} (e.g. {example}), but the model "
-                f"expects {key}={want}: preprocess with the model's montage and window, or set the model's "
-                f"size (model.n_chans, model.n_patches, model.patch_samples) to match the data."
-            )
-    if rows:
-        path = root / window_name(rows[0])
-        shape = np.shape(load_window(root, rows[0])["data"])
-        if shape != (n_chans, n_times):
-            raise UsageError(
-                f"The window {path} has shape {shape} (n_chans, n_times), but the model expects "
-                f"({n_chans}, {n_times}): preprocess with the model's montage and window, or set the model's "
-                f"size to match the data."
-            )
+    if contract is None:
+        contract = get_input_contract({"name": "m4cea_base", "n_patches": 1, "patch_samples": n_times})
+    return adapter_for_windows(contract, root, rows, n_chans, n_times)
 
 
 class FinetuneDataset(Dataset):
-    """The labelled windows of one split, scaled, with class indices and positions.
+    """The labelled windows of one split, adapted to the model, with class indices and positions.
 
     Parameters
     ----------
@@ -99,14 +98,27 @@ class FinetuneDataset(Dataset):
         :meth:`finetune.splits.Split.rows`).
     task : Task
         Gives the classes: ``label`` -> index.
-    n_chans, n_times : int
-        The model's input shape, checked up front (:func:`check_window_shapes`) and per item.
+    n_chans : int
+        Channels the model takes.
+    n_times : int | None
+        Samples the model takes after adaptation (M4CEA: 4000), None for any length the contract accepts
+        (LaBraM); checked up front (:func:`check_window_shapes`) and per item.
+    contract : models.contract.InputContract | None
+        The model's input contract (``models.get_input_contract(cfg["model"])``); None: M4CEA's.
+    adapter : preprocess.adapt.WindowAdapter | None
+        A ready adapter (a braindecode model's, :mod:`models.zoo`), used instead of one built from
+        ``contract``; ``n_times`` is then the stored length.
 
     Attributes
     ----------
     rows : list of dict
     labels : ndarray of int64, shape (n_windows,)
         Class index of each window.
+    label_probs : ndarray of float32, shape (n_windows, n_classes) | None
+        The true class distribution of each window (:func:`tasks.encode_label_probs`) when a row of the
+        split carries a soft label (``label_probs``, e.g. HMS expert votes), else None.
+    adapter : preprocess.adapt.WindowAdapter
+        Resamples and scales every window (:mod:`preprocess.adapt`).
     label_probs : ndarray of float32, shape (n_windows, n_classes) | None
         The true class distribution of each window (:func:`tasks.encode_label_probs`) when a row of the
         split carries a soft label (``label_probs``, e.g. HMS expert votes), else None.
@@ -117,7 +129,7 @@ class FinetuneDataset(Dataset):
         If ``root`` is not a folder or the first window is missing.
     ValueError
         If ``rows`` is empty, a label is missing or not one of ``task.classes`` (the message names the
-        allowed values), or the windows do not have the model's shape.
+        allowed values), or the windows do not fit the model.
 
     Notes
     -----
@@ -125,6 +137,11 @@ class FinetuneDataset(Dataset):
     divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official loader);
     ``label`` int64 tensor () (float32 tensor (n_classes,), the distribution, when :attr:`label_probs`
     is set: the engine then trains with the KL divergence); ``i`` int64 tensor (), the position in ``rows``.
+    ``dataset[i]`` returns ``(x, label, i)``: ``x`` float32 tensor (n_chans, adapted n_times): M4CEA:
+    each channel divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official
+    loader); LaBraM: resampled to 200 Hz, in uV / 100. ``label`` int64 tensor () (float32 tensor
+    (n_classes,), the distribution, when :attr:`label_probs` is set: the engine then trains with the KL
+    divergence); ``i`` int64 tensor (), the position in ``rows``.
     """
 
     def __init__(
@@ -133,8 +150,10 @@ class FinetuneDataset(Dataset):
         rows: Sequence[Mapping],
         task: Task,
         n_chans: int,
-        n_times: int,
-        adapter=None,
+        n_times: int | None,
+        contract=None,
+        *,
+        adapter: WindowAdapter | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -148,11 +167,13 @@ class FinetuneDataset(Dataset):
         self.labels = encode_labels(self.rows, task)
         soft = any(row.get("label_probs") for row in self.rows)
         self.label_probs = encode_label_probs(self.rows, task).astype(np.float32) if soft else None
-        self.n_chans, self.n_times = int(n_chans), int(n_times)
-        check_window_shapes(self.root, self.rows, self.n_chans, self.n_times)
-        # H6 (model zoo), until feat/labram-finetune's contract loader lands: an optional
-        # preprocess.adapt.WindowAdapter replaces the per-channel scaling (n_times is then the stored length).
-        self.adapter = adapter
+        self.n_chans = int(n_chans)
+        if adapter is None:
+            self.adapter = check_window_shapes(self.root, self.rows, self.n_chans, n_times, contract)
+        else:  # a braindecode model's adapter (models.zoo), checked when built; each item is checked below
+            self.adapter = adapter
+        self.n_times = self.adapter.n_times
+        self.stored_shape = (self.n_chans, self.adapter.n_times_in)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -161,13 +182,12 @@ class FinetuneDataset(Dataset):
         row = self.rows[index]
         path = self.root / window_name(row)
         data = np.asarray(load_window(self.root, row)["data"], dtype=np.float32)
-        if data.shape != (self.n_chans, self.n_times):
+        if data.shape != self.stored_shape:
             raise UsageError(
-                f"The window {path} has shape {data.shape} (n_chans, n_times), but the model "
-                f"expects ({self.n_chans}, {self.n_times})."
+                f"The window {path} has shape {data.shape} (n_chans, n_times), but the folder's windows "
+                f"are {self.stored_shape}: preprocess the folder with one montage and window."
             )
-        x = scale_window(data) if self.adapter is None else self.adapter(data)
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.ascontiguousarray(self.adapter(data)))
         if self.label_probs is not None:
             target = torch.from_numpy(self.label_probs[index])
         else:

@@ -122,7 +122,7 @@ def _member_dataset(member, model, root, rows, task):
     if is_zoo_name(member.model_name):
         window = member.cfg["model"]["zoo_window"]
         adapter = WindowAdapter(model.contract, window["sfreq_in"], window["n_times_in"])
-        return FinetuneDataset(root, rows, task, model.n_chans, window["n_times_in"], adapter)
+        return FinetuneDataset(root, rows, task, model.n_chans, window["n_times_in"], adapter=adapter)
     return FinetuneDataset(root, rows, task, model.n_chans, model.n_times)
 
 

@@ -119,7 +119,7 @@ def apply_head_mode(model: torch.nn.Module, cfg: dict) -> torch.nn.Module:
     if mode != "full":
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(heads) or (mode == "lora" and ".lora_" in name)
-    if hasattr(model, "mask_token"):  # classification never masks: no gradient (DDP refuses unused ones)
+    if isinstance(getattr(model, "mask_token", None), torch.nn.Parameter):  # classification never masks
         model.mask_token.requires_grad_(False)
     return model
 

@@ -7,8 +7,9 @@
    ``configs/preprocess/m4cea.yaml`` with a warning).
 2. **Windows** (:meth:`Predictor.window_probabilities`): the recording is windowed block by block with the
    training preprocessing (:meth:`preprocess.pipeline.Preprocessor.iter_windows`: montage, filters,
-   resampling, NaN/flat/amplitude checks), each accepted window is scaled as in training
-   (:func:`preprocess.segments.scale_window`) and classified; rejected windows keep NaN probabilities and
+   resampling, NaN/flat/amplitude checks), each accepted window is adapted to the model as in training
+   (:class:`preprocess.adapt.WindowAdapter`: M4CEA's per-channel scaling, LaBraM's 200 Hz and uV / 100)
+   and classified; rejected windows keep NaN probabilities and
    their reason. Memory is a few preprocessing blocks (one per ``preprocess_threads``, plus the one
    ahead) plus one batch, whatever the recording's length.
 
@@ -42,9 +43,10 @@ from finetune.predict_config import (
     COMPILE_MIN_WINDOWS,
     MAX_PREPROCESS_THREADS,
 )
+from models import get_input_contract
 from models.attention import configure_attention, use_fused_attention
+from preprocess.adapt import WindowAdapter
 from preprocess.pipeline import OpenRecording, Preprocessor
-from preprocess.segments import scale_window
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import CHECKPOINT_FORMAT, HASH_KEY, load_verified
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, load_config, merge_config
@@ -402,12 +404,24 @@ class Predictor:
             raise UsageError(f"Invalid preprocessing config for prediction: {err}") from err
         model = finetuned.model
         p = self.preprocessor
-        if (p.montage.n_chans, p.n_times) != (model.n_chans, model.n_times):
+        # The windows are adapted to the model family as in training (finetune.data): rate and scaling.
+        contract = get_input_contract(finetuned.config["model"])
+        try:
+            self.adapter = WindowAdapter(contract, p.sfreq, p.n_times)
+        except UsageError:
+            self.adapter = None
+        adapted = None if self.adapter is None else self.adapter.n_times
+        n_times = getattr(model, "n_times", adapted)  # LaBraM takes any length that fits its contract
+        if self.adapter is None or (p.montage.n_chans, adapted) != (model.n_chans, n_times):
+            takes = f"{model.n_chans} x {n_times}"
+            if n_times is None:
+                patches = f"1 to {contract.max_patches} patches of {contract.patch_s:g} s"
+                takes = f"{model.n_chans} channels x {patches}"
             raise UsageError(
                 f"The preprocessing makes windows of {p.montage.n_chans} channels x {p.n_times} samples "
                 f"(montage {preprocess_config['montage']!r}, window_s={preprocess_config['window_s']} s at "
                 f"sfreq={preprocess_config['sfreq']} Hz), but the model in {finetuned.checkpoint} takes "
-                f"{model.n_chans} x {model.n_times}: use the preprocessing config of its training data."
+                f"{takes}: use the preprocessing config of its training data."
             )
         self.window_s = float(preprocess_config["window_s"])
         self.stride_s = float(config["stride_s"] if config["stride_s"] is not None else self.window_s)
@@ -458,14 +472,14 @@ class Predictor:
         Parameters
         ----------
         windows : ndarray of float32, shape (n, n_chans, n_times)
-            In uV; scaled here per channel as in training (:func:`preprocess.segments.scale_window`),
-            unless ``scaled``.
+            In uV; adapted here to the model as in training (:class:`preprocess.adapt.WindowAdapter`:
+            M4CEA's per-channel scaling, LaBraM's 200 Hz and uV / 100), unless ``scaled``.
         compiled : bool
             Run the ``torch.compile``d model (every batch padded to ``batch_size`` windows, so that it
             compiles once). If the compilation fails (e.g. no C++ compiler for the CPU backend), a warning
             names the error and the model runs uncompiled from then on.
         scaled : bool
-            The windows are already scaled (:func:`preprocess.segments.scale_window`).
+            The windows are already adapted (``self.adapter``).
 
         Returns
         -------
@@ -478,7 +492,7 @@ class Predictor:
         if compiled and self._compiled is None and not self._compile_failed:
             self._compiled = self._compile()
         for i in range(0, len(windows), batch):
-            x = windows[i : i + batch] if scaled else scale_window(windows[i : i + batch])
+            x = windows[i : i + batch] if scaled else self.adapter(windows[i : i + batch])
             n = len(x)
             use = compiled and not self._compile_failed
             if use and n < batch:
@@ -557,9 +571,9 @@ class Predictor:
             dynamic_ncols=True,
         )
         blocks = self.preprocessor.iter_windows(recording, self.stride_s, n_threads=self.preprocess_threads)
-        # scaled where the blocks are made, in the prefetch thread (a quantile per channel and window:
-        # 3-4 s for 24 h, off the model's thread)
-        blocks = ((starts_s, scale_window(w), reasons_) for starts_s, w, reasons_ in blocks)
+        # adapted (M4CEA: scaled) where the blocks are made, in the prefetch thread (a quantile per channel
+        # and window: 3-4 s for 24 h, off the model's thread)
+        blocks = ((starts_s, self.adapter(w), reasons_) for starts_s, w, reasons_ in blocks)
         # The next block is preprocessed while the model runs on this one (on the CPU too: MNE's filters
         # and FFTs release the GIL, and a 4-h recording took 6% less time than without on 2 cores).
         with bar, prefetch(blocks) as blocks:

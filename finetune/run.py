@@ -53,10 +53,11 @@ from finetune.outputs import (
     write_results,
 )
 from finetune.splits import SPLIT_FILE, SPLIT_NAMES, Split, make_split, read_split_file
+from models import get_input_contract
 from models.attention import configure_attention, use_fused_attention
 from models.zoo import is_zoo_name
 from preprocess.adapt import WindowAdapter
-from preprocess.segments import read_manifest
+from preprocess.segments import load_window, read_manifest
 from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.config import UsageError, check_values, save_config
@@ -285,7 +286,8 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
     if zoo:  # a braindecode model is built for the stored windows (rate, length, channel names)
         cfg["model"]["zoo_window"] = zoo_window(root, rows)
     seed_everything(seed)  # identical initial weights on every rank
-    model = build_model(cfg, task)
+    # LaBraM places channels by name: the stored windows' names go into cfg["model"]["ch_names"].
+    model = build_model(cfg, task, load_window(root, rows[0]).get("ch_names"))
     pretrained = None
     if cfg["model"]["pretrained"] is not None:
         pretrained = load_pretrained(model, cfg["model"]["pretrained"])
@@ -297,13 +299,18 @@ def setup_run(args: argparse.Namespace) -> FinetuneRun:
         )
     seed_everything(seed + ctx.rank)  # drop-path differs between ranks
 
-    adapter, n_times = None, model.n_times
+    adapter, contract = None, None
+    n_times = getattr(model, "n_times", None)  # LaBraM takes any length up to its time table
     if zoo:  # the model's own input contract (models/zoo.py), applied to the stored windows
         window = cfg["model"]["zoo_window"]
         n_times = window["n_times_in"]
         adapter = WindowAdapter(model.contract, window["sfreq_in"], n_times)
+    else:
+        contract = get_input_contract(cfg["model"])
     datasets = {
-        name: FinetuneDataset(root, split.rows(rows, name), task, model.n_chans, n_times, adapter)
+        name: FinetuneDataset(
+            root, split.rows(rows, name), task, model.n_chans, n_times, contract, adapter=adapter
+        )
         for name in SPLIT_NAMES
     }
     data_cfg = cfg["data"]

@@ -9,6 +9,7 @@ n_patches=4)``. Each family declares its input contract (:func:`get_input_contra
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from runtime.config import UsageError
@@ -120,8 +121,11 @@ def get_input_contract(name):
 
     Parameters
     ----------
-    name : str
-        A name from :func:`list_models`, or ``"braindecode.<Class>"`` (:func:`models.zoo.zoo_contract`).
+    name : str | mapping
+        A name from :func:`list_models` or ``"braindecode.<Class>"`` (:func:`models.zoo.zoo_contract`),
+        or a config's ``model`` section (``name`` plus size overrides):
+        its non-null ``n_patches``/``patch_samples`` (M4CEA) or ``max_patches``/``patch_samples``
+        (LaBraM, VQ-NSP) then replace the registered patching.
 
     Returns
     -------
@@ -136,10 +140,15 @@ def get_input_contract(name):
     ValueError
         If ``name`` is not registered.
     """
+    overrides = {}
+    if not isinstance(name, str) and hasattr(name, "get"):
+        overrides = {k: v for k, v in name.items() if v is not None}
+        name = name.get("name")
     if is_zoo_name(name):  # braindecode.<Class>: models/zoo.py's table
         return zoo_contract(name)
     _check_name(name)
-    config = _MODEL_CONFIGS[name]
+    patching = {k: overrides[k] for k in ("n_patches", "patch_samples") if k in overrides}
+    config = {**_MODEL_CONFIGS[name], **patching}
     if _family(name)[0] is HMSMobileNetV3:
         return InputContract(
             family="hms", sfreq=config["sfreq"], patch_samples=config["patch_samples"],
@@ -148,7 +157,8 @@ def get_input_contract(name):
                           "loader; log spectrograms standardised in the model",
             channel_names=None)
     if _family(name)[0] is not M4CEA:
-        return LABRAM_INPUT
+        patching = {k: overrides[k] for k in ("max_patches", "patch_samples") if k in overrides}
+        return dataclasses.replace(LABRAM_INPUT, **patching) if patching else LABRAM_INPUT
     return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],
                          max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
                          normalisation="each channel divided by (95th percentile of |x| over the window + "

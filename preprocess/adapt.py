@@ -17,15 +17,18 @@ does not import ``models`` (see the import layers in the README).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
 
-from preprocess.segments import scale_window
+from preprocess.segments import load_window, scale_window, window_name
 from runtime.config import UsageError
 
-__all__ = ["WindowAdapter"]
+__all__ = ["WindowAdapter", "adapter_for_windows"]
 
 
 class WindowAdapter:
@@ -46,8 +49,8 @@ class WindowAdapter:
     ----------
     up, down : int
         Resampling factors, ``sfreq_out / sfreq_in = up / down`` (1 and 1 when the rates agree).
-    n_times : int
-        Samples per adapted window.
+    n_times_in, n_times : int
+        Samples per stored and per adapted window.
 
     Raises
     ------
@@ -67,6 +70,7 @@ class WindowAdapter:
     def __init__(self, contract, sfreq_in: float, n_times_in: int) -> None:
         self.contract = contract
         self.sfreq_in, self.sfreq = float(sfreq_in), float(contract.sfreq)
+        self.n_times_in = int(n_times_in)
         ratio = Fraction(self.sfreq / self.sfreq_in).limit_denominator(10_000)
         self.up, self.down = ratio.numerator, ratio.denominator
         out = Fraction(int(n_times_in) * self.up, self.down)
@@ -113,3 +117,90 @@ class WindowAdapter:
         if self.contract.uv_scale is None:
             return scale_window(data)
         return data * np.float32(self.contract.uv_scale)
+
+
+def _column(rows: Sequence[Mapping], key: str) -> list:
+    return sorted(
+        {row[key] for row in rows if isinstance(row.get(key), (int, float)) and row[key] == row[key]}
+    )
+
+
+def adapter_for_windows(
+    contract, root: str | os.PathLike, rows: Sequence[Mapping], n_chans: int, n_times: int | None = None
+) -> WindowAdapter:
+    """The adapter of a folder's windows, after checking them against the model, before any training.
+
+    Reads the manifest's ``n_chans``, ``n_times`` and ``sfreq`` columns of every row and the first window
+    (its ``data`` shape, and its ``sfreq`` when the manifest has none).
+
+    Parameters
+    ----------
+    contract : models.contract.InputContract
+        The model's contract (``models.get_input_contract(model_config)``).
+    root : path-like
+        Preprocessing output folder (the rows' ``path`` is relative to it).
+    rows : sequence of dict
+        Manifest rows (:func:`preprocess.segments.read_manifest`), at least one.
+    n_chans : int
+        Channels the model takes (the stored windows must have as many, in the model's order).
+    n_times : int | None
+        Samples per window the model takes after adaptation (M4CEA: 4000), or None when any length that
+        fits the contract works (LaBraM: up to 16 patches of 1 s).
+
+    Returns
+    -------
+    adapter : WindowAdapter
+        For the folder's rate and window length; ``adapter.n_times`` is the adapted length.
+
+    Raises
+    ------
+    UsageError
+        If windows have another channel count, several lengths or rates, no known rate, or give a length
+        the model does not take; the message names a file, the values found and the setting to change.
+    FileNotFoundError
+        If the first window's file is missing.
+    """
+    root = Path(root)
+    first_path = root / window_name(rows[0])
+    first = load_window(root, rows[0])
+    wrong = [value for value in _column(rows, "n_chans") if value != n_chans]
+    if wrong:
+        example = next(row["path"] for row in rows if row.get("n_chans") in wrong)
+        raise UsageError(
+            f"The data folder {root} holds windows with n_chans={wrong} (e.g. {example}), but the model "
+            f"expects n_chans={n_chans}: preprocess with the model's montage, or set the model's channels "
+            "to match the data."
+        )
+    sfreqs = _column(rows, "sfreq") or [float(first.get("sfreq") or 0.0)]
+    if len(sfreqs) != 1 or not sfreqs[0] > 0:
+        raise UsageError(
+            f"The windows of {root} must share one known sampling rate, but the manifest's sfreq column "
+            f"gives {sfreqs} Hz: preprocess the folder with one configuration."
+        )
+    sfreq_in = sfreqs[0]
+    want_in = None if n_times is None else n_times * sfreq_in / float(contract.sfreq)
+    lengths = _column(rows, "n_times")
+    shape = tuple(getattr(first["data"], "shape", ()))
+    if want_in is not None and any(value != want_in for value in lengths):
+        found = [value for value in lengths if value != want_in]
+        example = next(row["path"] for row in rows if row.get("n_times") in found)
+        raise UsageError(
+            f"The data folder {root} holds windows with n_times={found} (e.g. {example}), but the model "
+            f"expects n_times={n_times} at {float(contract.sfreq):g} Hz ({want_in:g} samples at "
+            f"{sfreq_in:g} Hz): preprocess with the model's window, or set the model's size "
+            "(model.n_patches, model.patch_samples) to match the data."
+        )
+    if len(lengths) > 1:
+        raise UsageError(
+            f"The data folder {root} holds windows of several lengths, n_times={lengths}: preprocess it with "
+            "one window_s."
+        )
+    n_times_in = lengths[0] if lengths else (shape[-1] if shape else 0)
+    if shape != (n_chans, n_times_in) or (want_in is not None and n_times_in != want_in):
+        expected = (n_chans, int(want_in) if want_in is not None else n_times_in)
+        raise UsageError(
+            f"The window {first_path} has shape {shape} (n_chans, n_times), but the model expects "
+            f"{expected} at {sfreq_in:g} Hz: preprocess with the model's montage and window, or set the "
+            "model's size to match the data."
+        )
+    return WindowAdapter(contract, sfreq_in=sfreq_in, n_times_in=n_times_in)

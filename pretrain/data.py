@@ -3,8 +3,9 @@
 A preprocessing output folder holds ``manifest.csv`` and one pickle per window, or HDF5 shards of
 windows (:mod:`preprocess.segments`). :class:`PretrainDataset` reads one window per item
 (:func:`preprocess.segments.load_window`: pickles with the restricted unpickler, shards memory-mapped),
-applies the official per-channel 95th-percentile scaling, and returns float32 tensors;
-:func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
+adapts it to the model family's input contract (:mod:`preprocess.adapt`: the
+official per-channel 95th-percentile scaling for M4CEA; 200 Hz and uV / 100 for LaBraM), and returns
+float32 tensors; :func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
 process, so that one code path serves both) and a ``DataLoader`` with worker processes.
 """
 
@@ -17,50 +18,59 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from preprocess.segments import load_window, read_manifest, scale_window, window_name
+from preprocess.adapt import adapter_for_windows
+from preprocess.segments import load_window, read_manifest, window_name
 from runtime.config import UsageError
 
 __all__ = ["PretrainDataset", "build_pretrain_loader"]
 
 
 class PretrainDataset(Dataset):
-    """Windows of a preprocessing output folder, scaled, with their MFDE weights.
+    """Windows of a preprocessing output folder, adapted to the model's input contract, with their MFDE.
 
     Parameters
     ----------
     root : path-like
         Preprocessing output folder with ``manifest.csv``.
+    contract : models.contract.InputContract
+        The model's input contract (``models.get_input_contract(cfg["model"])``): rate, patching and
+        scaling the windows are adapted to (:class:`preprocess.adapt.WindowAdapter`).
     n_chans : int
-        Channels the model expects (16 for M4CEA's double banana).
-    n_times : int
-        Samples per window the model expects (4000 = 4 s at 1000 Hz).
-    n_tokens : int
-        MFDE weights per window, ``n_chans * n_patches`` (320).
-    adapter : preprocess.adapt.WindowAdapter | None
-        Applied to each stored window instead of the M4CEA scaling (LaBraM: 1000 -> 200 Hz, uV / 100);
-        ``n_chans``/``n_times`` are then those of the stored windows.
+        Channels the model expects (16 for the double banana); the stored windows must have as many.
+    n_times : int | None
+        Samples per window the model expects after adaptation (4000 = 4 s at 1000 Hz for M4CEA), or None
+        when any length the contract accepts works (LaBraM).
+    n_tokens : int | None
+        MFDE weights per window the model uses, ``n_chans * n_patches`` (M4CEA: 320). Stored weights
+        (one per stored 200-sample patch) that are ``k`` times as many are summed in groups of ``k``
+        consecutive patches of a channel (LaBraM's 1-s patch holds five 0.2-s patches of M4CEA). None:
+        the stored weights as they are.
 
     Raises
     ------
     FileNotFoundError
         If ``root`` has no ``manifest.csv``, or the first listed pickle is missing.
     ValueError
-        If the manifest lists no window, or its ``n_chans``/``n_times`` columns or the first window
-        disagree with the model's shape (checked once, up front, before training starts).
+        If the manifest lists no window, or its ``n_chans``/``n_times``/``sfreq`` columns or the first
+        window disagree with the model (checked once, up front, before training starts).
 
     Notes
     -----
-    ``__getitem__`` returns ``(x, weights)``: ``x`` float32 tensor (n_chans, n_times), each channel
-    divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official loader),
-    and ``weights`` float32 tensor (n_tokens,), the window's MFDE (sums to 1). Each item's shape is
-    checked again when it is read (a cheap tuple comparison in the loader worker), and an
-    inconsistent file raises a ``ValueError`` that names it.
+    ``__getitem__`` returns ``(x, weights)``: ``x`` float32 tensor (n_chans, adapted n_times): for M4CEA
+    each channel divided by the 95th percentile of its absolute value + 1e-8 (dimensionless; official
+    loader), for LaBraM resampled to 200 Hz and in uV / 100; ``weights`` float32 tensor (n_tokens,), the
+    window's MFDE (sums to 1). Each item's stored shape is checked again when it is read (a cheap tuple
+    comparison in the loader worker), and an inconsistent file raises a ``ValueError`` that names it.
     """
 
     def __init__(
-        self, root: str | os.PathLike, n_chans: int, n_times: int, n_tokens: int, adapter=None
+        self,
+        root: str | os.PathLike,
+        contract,
+        n_chans: int,
+        n_times: int | None = None,
+        n_tokens: int | None = None,
     ) -> None:
-        self.adapter = adapter  # H5: a preprocess.adapt.WindowAdapter (LaBraM) until H4's loader wiring lands
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(
@@ -69,21 +79,12 @@ class PretrainDataset(Dataset):
         self.rows = read_manifest(self.root)
         if not self.rows:
             raise UsageError(f"The manifest {self.root / 'manifest.csv'} lists no window.")
-        self.n_chans, self.n_times, self.n_tokens = int(n_chans), int(n_times), int(n_tokens)
-        self._check_manifest_shapes()
+        self.n_chans = int(n_chans)
+        self.n_tokens = None if n_tokens is None else int(n_tokens)
+        self.adapter = adapter_for_windows(contract, self.root, self.rows, self.n_chans, n_times)
+        self.n_times = self.adapter.n_times
+        self.stored_shape = (self.n_chans, self.adapter.n_times_in)
         self[0]  # read the first window: its shape and weights must fit the model
-
-    def _check_manifest_shapes(self) -> None:
-        for key, want in (("n_chans", self.n_chans), ("n_times", self.n_times)):
-            values = {row[key] for row in self.rows if isinstance(row.get(key), int)}
-            wrong = sorted(values - {want})
-            if wrong:
-                example = next(row["path"] for row in self.rows if row.get(key) in wrong)
-                raise UsageError(
-                    f"The data folder {self.root} holds windows with {key}={wrong} (e.g. {example}), but the "
-                    f"model expects {key}={want}: preprocess with the model's montage and window, or pick a "
-                    "model config that matches the data."
-                )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -93,19 +94,22 @@ class PretrainDataset(Dataset):
         path = self.root / window_name(row)
         segment = load_window(self.root, row)
         data = np.asarray(segment["data"], dtype=np.float32)
-        if data.shape != (self.n_chans, self.n_times):
+        if data.shape != self.stored_shape:
             raise UsageError(
-                f"The window {path} has shape {data.shape} (n_chans, n_times), but the model expects "
-                f"({self.n_chans}, {self.n_times}): preprocess with the model's montage and window, or pick "
-                "a model config that matches the data."
+                f"The window {path} has shape {data.shape} (n_chans, n_times), but the folder's windows "
+                f"are {self.stored_shape}: preprocess the folder with one montage and window."
             )
         weights = np.asarray(segment["mfde"], dtype=np.float32).reshape(-1)
-        if weights.shape != (self.n_tokens,) or not np.isfinite(weights).all() or (weights < 0).any():
+        n_tokens = weights.size if self.n_tokens is None else self.n_tokens
+        group = weights.size // n_tokens if n_tokens and weights.size % n_tokens == 0 else 0
+        if not group or not np.isfinite(weights).all() or (weights < 0).any():
             raise UsageError(
-                f"The MFDE weights of {path} must be {self.n_tokens} finite non-negative values "
-                f"(n_chans * n_patches), but got shape {weights.shape}."
+                f"The MFDE weights of {path} must be {n_tokens} finite non-negative values "
+                f"(n_chans * n_patches, or a whole multiple of it), but got shape {weights.shape}."
             )
-        x = scale_window(data) if self.adapter is None else self.adapter(data)  # H5: see __init__
+        if group > 1:
+            weights = weights.reshape(n_tokens, group).sum(axis=-1)
+        x = self.adapter(data)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(weights)
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from timm.optim import param_groups_weight_decay
 
-from models import OVERRIDE_KEYS, create_model_from_config, load_official_state_dict
+from models import OVERRIDE_KEYS, create_model_from_config, get_input_contract, load_official_state_dict
 from models.attention import configure_attention, use_fused_attention
 from pretrain.data import PretrainDataset, build_pretrain_loader
 from pretrain.engine import PRETRAIN_TARGETS, EngineSettings, magnitude_statistics, train_one_epoch
@@ -426,7 +426,11 @@ def _m4cea_parts(cfg: dict, args: argparse.Namespace, rank: int, accum: int, amp
     model = build_model(cfg)
     seed_everything(seed + rank)  # dropout / drop-path differ between ranks
     dataset = PretrainDataset(
-        args.data, n_chans=model.n_chans, n_times=model.n_times, n_tokens=model.n_tokens
+        args.data,
+        get_input_contract(cfg["model"]),
+        n_chans=model.n_chans,
+        n_times=model.n_times,
+        n_tokens=model.n_tokens,
     )
     settings = EngineSettings(
         micro_batch_size=cfg["optim"]["micro_batch_size"],

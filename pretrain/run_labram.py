@@ -207,7 +207,9 @@ def build_labram_parts(
         n_masked = 0
     seed_everything(seed + rank)  # dropout / drop-path differ between ranks
 
-    dataset = PretrainDataset(data, n_chans=n_chans, n_times=n_times_in, n_tokens=n_weights, adapter=adapter)
+    dataset = PretrainDataset(
+        data, adapter.contract, n_chans=n_chans, n_times=adapter.n_times, n_tokens=n_weights
+    )
     settings = LabramSettings(
         micro_batch_size=cfg["optim"]["micro_batch_size"],
         accum_steps=accum,

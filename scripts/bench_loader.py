@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from models import get_input_contract  # noqa: E402
 from preprocess.segments import load_window, read_manifest, save_segment, save_shard, write_manifest  # noqa: E402
 from preprocess.synthetic import synthetic_eeg  # noqa: E402
 from pretrain.data import PretrainDataset, build_pretrain_loader  # noqa: E402
@@ -96,7 +97,7 @@ def write_corpus(root: Path, n_windows: int, n_recordings: int, shard_size: int,
 
 def loader_rate(folder: Path, workers: int, batch: int) -> float:
     """Windows/s of one epoch of the pretraining loader (worker start-up included)."""
-    dataset = PretrainDataset(folder, N_CHANS, N_TIMES, N_TOKENS)
+    dataset = PretrainDataset(folder, get_input_contract("m4cea_base"), N_CHANS, N_TIMES, N_TOKENS)
     loader, sampler = build_pretrain_loader(dataset, micro_batch_size=batch, num_workers=workers, seed=0)
     sampler.set_epoch(0)
     start = time.perf_counter()

@@ -1,14 +1,17 @@
-"""Training-step throughput (samples/s) and peak memory of M4CEA pretraining.
+"""Training-step throughput (samples/s) and peak memory of M4CEA pretraining and LaBraM fine-tuning.
 
 Usage::
 
     python scripts/bench_train.py                      # CPU (2 threads) and, when present, the GPU
+    python scripts/bench_train.py --model labram_base  # LaBraM fine-tuning step vs the official-style one
     python scripts/bench_train.py --device cpu --threads 2 --batch-size 16 --steps 6
     python scripts/bench_train.py --device cuda --gpu-batch-size 256
 
 One training step is what :func:`pretrain.engine.train_one_epoch` does per optimiser step:
 knowledge-guided masking (Gumbel top-k), rFFT targets, forward, loss, backward, gradient clipping,
-AdamW. Data come from memory (no loader), so the figure is the step itself.
+AdamW. With ``--model labram_base`` the step is LaBraM's fine-tuning step (:func:`labram_finetune_step`:
+forward, label-smoothed cross-entropy, backward, AdamW with layer decay). Data come from memory (no
+loader), so the figure is the step itself.
 
 Variants, each measured in its own process (so that the CPU peak resident memory is its own):
 
@@ -106,8 +109,97 @@ def _official_masks(weights: np.ndarray, k: int, rng: np.random.Generator) -> np
     return mask
 
 
+def _explicit_labram_attention(self, x: torch.Tensor) -> torch.Tensor:
+    """The official LaBraM ``Attention.forward`` (modeling_finetune.py): ``softmax(q k^T / sqrt(d)) v``
+    written out, in place of :class:`models.labram.Attention`'s ``scaled_dot_product_attention``."""
+    batch, n_tokens, dim = x.shape
+    bias = None
+    if self.q_bias is not None:
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+    qkv = torch.nn.functional.linear(x, self.qkv.weight, bias).reshape(batch, n_tokens, 3, self.num_heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = self.q_norm(q).type_as(v), self.k_norm(k).type_as(v)
+    attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(batch, n_tokens, dim)))
+
+
+def labram_finetune_step(variant: dict, model_name: str, batch_size: int, device: torch.device):
+    """One LaBraM fine-tuning step (``finetune.engine``'s work per optimiser step) and its model.
+
+    Classification of 4-s windows at 200 Hz (16 x 800, LaBraM's units), label-smoothed (0.1)
+    cross-entropy, backward, AdamW with LaBraM's layer decay (0.65, timm groups by
+    ``LaBraM.group_matcher``). The ``*-reference`` variants run it as the official run_class_finetuning.py
+    / engine_for_finetuning.py does: explicit softmax attention, torch's default AdamW, fp32 on the CPU
+    and fp16 autocast with a gradient scaler on a GPU.
+    """
+    import types
+
+    from timm.optim import create_optimizer_v2
+
+    from models import create_model
+    from models.labram import Attention
+
+    torch.manual_seed(0)
+    model = create_model(model_name, head="classification", n_outputs=2).to(device)
+    if variant["official"]:
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.forward = types.MethodType(_explicit_labram_attention, module)
+    optimizer = create_optimizer_v2(
+        model, opt="adamw", lr=5e-4, weight_decay=0.05, layer_decay=0.65, foreach=None,
+        **({} if variant["official"] else {"fused": True}),
+    )  # fmt: skip
+    step_model = torch.compile(model) if variant["compile"] else model
+    amp_dtype = torch.float16 if variant["official"] and device.type == "cuda" else variant["amp"]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(batch_size, model.n_chans, 800, generator=generator) * 0.3).to(device)
+    y = torch.randint(0, 2, (batch_size,), generator=generator).to(device)
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = step_model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+def labram_flops_per_sample(model: torch.nn.Module, n_times: int = 800) -> float:
+    """Training FLOPs per window of a LaBraM classifier: 3 x the forward's Linear/Conv2d multiply-adds x 2
+    plus ``2 * 2 * n_tokens**2 * embed_dim`` per block of attention (CLS included)."""
+    counted = [0]
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            counted[0] += 2 * module.in_features * output.numel()
+        else:
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            counted[0] += 2 * fan_in * output.numel()
+
+    modules = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    handles = [m.register_forward_hook(hook) for m in modules]
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, model.n_chans, n_times, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    n_tokens = 1 + model.n_chans * (n_times // model.patch_samples)
+    embed_dim = model.cls_token.shape[-1]
+    return 3.0 * (counted[0] + model.depth * 4 * n_tokens**2 * embed_dim)
+
+
 def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup: int, threads: int) -> dict:
-    """Time ``steps`` training steps of one variant after ``warmup`` steps; return the figures."""
+    """Time ``steps`` training steps of one variant after ``warmup`` steps; return the figures.
+
+    M4CEA models: a pretraining step; LaBraM models: a fine-tuning step (:func:`labram_finetune_step`).
+    """
     from timm.optim import param_groups_weight_decay
 
     from models import create_model, patch_spectrum
@@ -120,6 +212,11 @@ def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup:
     device = torch.device(variant["device"])
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+    if model_name.startswith("labram"):
+        model, step = labram_finetune_step(variant, model_name, batch_size, device)
+        return _time_steps(name, model_name, batch_size, steps, warmup, threads, device, step) | {
+            "flops_per_sample": labram_flops_per_sample(model)
+        }
     torch.manual_seed(0)
     model = create_model(model_name, head="pretrain").to(device)
     configure_attention(model, variant["fused_attn"])
@@ -154,6 +251,12 @@ def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup:
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
+    return _time_steps(name, model_name, batch_size, steps, warmup, threads, device, step) | {
+        "flops_per_sample": model_flops_per_sample(model)
+    }
+
+
+def _time_steps(name, model_name, batch_size, steps, warmup, threads, device, step) -> dict:
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -182,7 +285,6 @@ def run_variant(name: str, model_name: str, batch_size: int, steps: int, warmup:
         "samples_per_s": batch_size / statistics.median(times),
         "best_samples_per_s": batch_size / min(times),
         "peak_memory_mib": peak_mib,
-        "flops_per_sample": model_flops_per_sample(model),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
     }
 
@@ -247,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = by_name.get(f"{r['variant'].split('-')[0]}-reference")
         ratio = f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-"
         on_cpu = r["variant"].startswith("cpu")
-        official = f"{r['samples_per_s'] / OFFICIAL_CPU_SAMPLES_PER_S:.2f}x" if on_cpu else "-"
+        m4cea = args.model.startswith("m4cea")
+        official = f"{r['samples_per_s'] / OFFICIAL_CPU_SAMPLES_PER_S:.2f}x" if on_cpu and m4cea else "-"
         mfu = (
             "-" if on_cpu else f"{r['samples_per_s'] * r['flops_per_sample'] / (args.peak_tflops * 1e12):.1%}"
         )
@@ -256,10 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_memory_mib']:>9.0f} "
             f"{ratio:>13} {official:>12} {mfu:>6}"
         )
-    print(
-        f"(official implementation: {OFFICIAL_CPU_SAMPLES_PER_S} samples/s at batch 16 with 2 threads "
-        "on this CPU type)"
-    )
+    if args.model.startswith("m4cea"):
+        print(
+            f"(official implementation: {OFFICIAL_CPU_SAMPLES_PER_S} samples/s at batch 16 with 2 threads "
+            "on this CPU type)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if len(results) == len(variants) else 1

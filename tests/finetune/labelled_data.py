@@ -25,6 +25,7 @@ def make_labelled_data(
     stride_s: float | None = None,
     classes=("background", "seizure"),
     seed: int = 0,
+    ch_names=None,
 ) -> Path:
     """Write a labelled preprocessing output: one pickle per window and ``manifest.csv``.
 
@@ -39,6 +40,8 @@ def make_labelled_data(
         Window length and step in s (default ``n_times / sfreq``; a smaller stride overlaps windows).
     classes : sequence of str
         Class names in the order of :data:`_RHYTHM_HZ`: label ``classes[k]`` gets rhythm ``k``.
+    ch_names : sequence of str | None
+        Channel names stored with each window (default ``C0``, ``C1``...; LaBraM needs 10-20 names).
     """
     rng = np.random.default_rng(seed)
     window_s = n_times / sfreq if window_s is None else window_s
@@ -57,7 +60,7 @@ def make_labelled_data(
                 {
                     "data": data.astype(np.float32),
                     "mfde": np.full(n_tokens, 1.0 / n_tokens),
-                    "ch_names": [f"C{c}" for c in range(n_chans)],
+                    "ch_names": list(ch_names) if ch_names else [f"C{c}" for c in range(n_chans)],
                     "sfreq": sfreq,
                     "recording": recording,
                     "subject": subject,

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from scipy.signal import resample_poly
 
 from finetune.data import (
     BalancedSampler,
@@ -15,6 +16,7 @@ from finetune.data import (
     build_eval_loader,
     build_train_loader,
 )
+from models import get_input_contract
 from preprocess.segments import load_segment, read_manifest, scale_window
 from runtime.seeding import derive_seed
 from tasks import get_task
@@ -137,3 +139,24 @@ def test_eval_loader_covers_every_window_once_over_ranks(data):
     assert [p for _, _, pos in build_eval_loader(dataset, batch_size=5) for p in pos.tolist()] == list(
         range(12)
     )
+
+
+def test_a_10_hz_window_stays_10_hz_through_the_labram_dataset(tmp_path):
+    """The same stored folder (1000 Hz, uV) is fed to LaBraM at 200 Hz in uV / 100, channel order kept."""
+    folder = make_labelled_data(tmp_path / "d", [("s0", "r0", ["background", "seizure"])], n_times=4000)
+    rows = read_manifest(folder)
+    dataset = FinetuneDataset(folder, rows, ONSET, 16, None, get_input_contract("labram_tiny"))
+    assert dataset.n_times == 800 and (dataset.adapter.up, dataset.adapter.down) == (1, 5)
+    x, label, _ = dataset[0]  # background: a 30-uV 10-Hz rhythm + 5-uV noise
+    assert tuple(x.shape) == (16, 800) and label.item() == 0
+    spectrum = np.abs(np.fft.rfft(x.numpy(), axis=-1))
+    peak_hz = np.fft.rfftfreq(800, d=1 / 200.0)[spectrum.argmax(axis=-1)]
+    np.testing.assert_array_equal(peak_hz, np.full(16, 10.0))
+    stored = load_segment(folder / rows[0]["path"])["data"]
+    np.testing.assert_allclose(x.numpy(), resample_poly(stored, 1, 5, axis=-1) / 100, rtol=1e-5, atol=1e-6)
+    # the 30-uV rhythm is 0.3 in LaBraM's units (not the M4CEA scaling, whose 95th percentile is 1)
+    assert 0.25 < np.abs(x.numpy()[:, 100:-100]).max(axis=-1).mean() < 0.5
+    m4cea = FinetuneDataset(folder, rows, ONSET, 16, 4000, get_input_contract("m4cea_base"))
+    np.testing.assert_array_equal(m4cea[0][0].numpy(), scale_window(stored))
+    with pytest.raises(ValueError, match=r"n_times=\[4000\] .* model expects n_times=2000 at 1000 Hz"):
+        FinetuneDataset(folder, rows, ONSET, 16, 2000, get_input_contract("m4cea_base"))

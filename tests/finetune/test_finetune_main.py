@@ -572,46 +572,55 @@ def test_finished_run_is_refused_unless_overwrite(real_run, chbmit, tiny_checkpo
 
 @pytest.mark.slow  # the shell script sets up its environment, then fine-tunes and tabulates
 def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
-    """Finished runs are kept, the missing seed is run, tasks without data are skipped, then the table."""
+    """Finished runs are kept, the missing seed is run, tasks without data are skipped, then the tables:
+    the first model's and, with an ablation variant, one row per task and variant."""
     run_dir, _ = real_run
     data_root = tmp_path / "data"
     data_root.mkdir()
     (data_root / "onset_detection").symlink_to(chbmit, target_is_directory=True)
     runs_dir = tmp_path / "runs"
-    for seed in (42, 2024, 3407, 4399):  # four seeds already done: copies of the seed-42 results
-        (runs_dir / "onset_detection" / f"seed{seed}").mkdir(parents=True)
-        shutil.copy(run_dir / "results.json", runs_dir / "onset_detection" / f"seed{seed}" / "results.json")
+    done_seeds = {
+        "m4cea_tiny": (42, 2024, 3407, 4399),
+        "m4cea_tiny-random_masking": (42, 2024, 3407, 4399, 114514),
+    }
+    for variant, seeds in done_seeds.items():  # finished runs: copies of the seed-42 results
+        for seed in seeds:
+            (runs_dir / variant / "onset_detection" / f"seed{seed}").mkdir(parents=True)
+            shutil.copy(run_dir / "results.json", runs_dir / variant / "onset_detection" / f"seed{seed}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        "bash",
-        str(ROOT / "scripts" / "reproduce_tables.sh"),
-        str(tiny_checkpoint),
-        str(data_root),
-        str(runs_dir),
-        "--epochs",
-        "1",
-        "--set",
-        *REAL,
-    ]
+    script = str(ROOT / "scripts" / "reproduce_tables.sh")
+    options = ["--models", "m4cea_tiny", "--random-masking-pretrained", str(tiny_checkpoint)]
+    cmd = ["bash", script, *options, str(tiny_checkpoint), str(data_root), str(runs_dir), "--epochs", "1"]
+    cmd += ["--set", *REAL]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "== onset_detection, seed 42: already done" in done.stdout
-    assert "== onset_detection, seed 114514\n" in done.stdout
-    assert "== hie_grading: skipped, no data" in done.stdout and done.stdout.count("skipped, no data") == 7
-    new = _read_json(runs_dir / "onset_detection" / "seed114514" / "results.json")
+    assert "== m4cea_tiny, onset_detection, seed 42: already done" in done.stdout
+    assert "== m4cea_tiny, onset_detection, seed 114514\n" in done.stdout
+    assert "== m4cea_tiny-random_masking, onset_detection, seed 114514: already done" in done.stdout
+    assert "== m4cea_tiny-no_tie: skipped, no checkpoint (--no-tie-pretrained FILE)" in done.stdout
+    assert "== m4cea_tiny, hie_grading: skipped, no data" in done.stdout
+    assert done.stdout.count("skipped, no data") == 14
+    new = _read_json(runs_dir / "m4cea_tiny" / "onset_detection" / "seed114514" / "results.json")
     assert new["seed"] == 114514 and new["training"]["epochs_run"] == 1
     table = {row["task"]: row for row in _read_csv(runs_dir / "table_main.csv")}
     assert table["onset_detection"]["seeds"] == "42 2024 3407 4399 114514"
     assert table["onset_detection"]["missing_seeds"] == "" and table["sleep_staging"]["status"] == "missing"
     assert "| onset_detection | 5 |" in done.stdout
+    compared = _read_csv(runs_dir / "table_comparison.csv")
+    onset = sorted(row["variant"] for row in compared if row["task"] == "onset_detection")
+    assert onset == ["m4cea_tiny", "m4cea_tiny-random_masking"]
     usage = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "reproduce_tables.sh"), str(tiny_checkpoint)],
+        ["bash", script, str(tiny_checkpoint)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert usage.returncode == 2 and "usage: bash scripts/reproduce_tables.sh [--models LIST]" in usage.stderr
+    labram = subprocess.run(
+        ["bash", script, str(tiny_checkpoint), str(data_root), str(runs_dir)],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
-    assert usage.returncode == 2 and "usage: bash scripts/reproduce_tables.sh PRETRAINED" in usage.stderr
+    assert labram.returncode == 2 and "labram_base needs --labram-pretrained FILE" in labram.stderr
 
 
 def test_official_split_from_the_data_folders_split_csv(tmp_path, capsys):

@@ -109,3 +109,16 @@ def test_create_model_from_a_config_section():
     assert model.depth == 3 and model.embed_dim == 64 and model.n_outputs == 2
     with pytest.raises(ValueError, match="m4cea_base"):
         create_model_from_config({"name": "m4cea_huge"})
+
+
+def test_input_contract_of_a_model_config_follows_its_size_overrides():
+    """The loaders take the contract of the model a config builds: overridden patching included."""
+    from models import get_input_contract
+
+    m4cea = get_input_contract({"name": "m4cea_tiny", "n_patches": 5, "patch_samples": None})
+    assert (m4cea.family, m4cea.sfreq, m4cea.patch_samples, m4cea.max_patches) == ("m4cea", 1000.0, 200, 5)
+    assert get_input_contract({"name": "m4cea_base"}) == get_input_contract("m4cea_base")
+    labram = get_input_contract({"name": "labram_base", "max_patches": 8, "tie": False})
+    assert (labram.sfreq, labram.max_patches, labram.uv_scale) == (200.0, 8, 0.01)
+    with pytest.raises(ValueError, match="Allowed values are"):
+        get_input_contract({"name": "nope"})

@@ -5,6 +5,7 @@ import pytest
 
 import preprocess.pipeline as pipeline
 from finetune.data import FinetuneDataset
+from models import get_input_contract
 from preprocess.batch import run_preprocessing
 from preprocess.segments import load_window, read_manifest, save_shard, scale_window
 from preprocess.synthetic import synthetic_raw, write_edf
@@ -97,8 +98,8 @@ def test_float16_shards_are_half_the_size(outputs):
 
 
 def test_loaders_read_both_formats_alike(outputs):
-    pickled = PretrainDataset(outputs["pickle"], n_chans=16, n_times=4000, n_tokens=320)
-    sharded = PretrainDataset(outputs["float32"], n_chans=16, n_times=4000, n_tokens=320)
+    pickled = PretrainDataset(outputs["pickle"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320)
+    sharded = PretrainDataset(outputs["float32"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320)
     for i in (0, 4, 9):
         for a, b in zip(pickled[i], sharded[i], strict=True):
             assert a.dtype == b.dtype

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import create_model, load_official_state_dict, patch_spectrum
+from models import create_model, get_input_contract, load_official_state_dict, patch_spectrum
 from preprocess.preprocess_main import main as preprocess_main
 from pretrain.data import PretrainDataset
 from pretrain.engine import reconstruction_loss
@@ -23,6 +23,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHBMIT.is_dir(), reason=f"real recordings not found in {CHBMIT}"),
 ]
+
+M4CEA = get_input_contract("m4cea_base")
 
 
 def _fixed_mask_loss(model: torch.nn.Module, dataset: PretrainDataset) -> float:
@@ -40,7 +42,7 @@ def _fixed_mask_loss(model: torch.nn.Module, dataset: PretrainDataset) -> float:
 def test_short_pretraining_on_real_windows_lowers_the_loss(tmp_path):
     data = tmp_path / "data"
     assert preprocess_main(["--input", str(CHBMIT), "--output", str(data), "--quiet"]) == 0
-    dataset = PretrainDataset(data, n_chans=16, n_times=4000, n_tokens=320)
+    dataset = PretrainDataset(data, M4CEA, n_chans=16, n_times=4000, n_tokens=320)
     assert len(dataset) == 20  # 2 crops of 41 s -> 10 windows of 4 s each
 
     history = pretrain_main(
