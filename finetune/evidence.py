@@ -151,8 +151,8 @@ def evidence_warnings(task: Task, n_test: Mapping, split_protocol: str | None = 
     rates = [m for m in task.metrics if m in _RATE_METRICS]
     if rates and n_test.get("duration_s", 0.0) < MIN_RATE_DURATION_S:
         out.append(
-            f"{', '.join(rates)} extrapolate(s) to a longer time from {n_test['duration_s']:.0f} s of test EEG "
-            f"(less than {MIN_RATE_DURATION_S / 60:.0f} min): not a measured rate."
+            f"{', '.join(rates)} extrapolate(s) to a longer time from {n_test['duration_s']:.0f} s of test "
+            f"EEG (less than {MIN_RATE_DURATION_S / 60:.0f} min): not a measured rate."
         )
     return out
 
@@ -384,7 +384,9 @@ def bootstrap_ci(
                     sensitivity = np.where(n_ref > 0, tp / n_ref, np.nan)
                     values["event_sensitivity"] = sensitivity
                     values["event_precision"] = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
-                    values["event_f1"] = np.where(n_ref + fp > 0, 2 * tp / (2 * tp + fp + (n_ref - tp)), np.nan)
+                    values["event_f1"] = np.where(
+                        n_ref + fp > 0, 2 * tp / (2 * tp + fp + (n_ref - tp)), np.nan
+                    )
                     values["false_alarms_per_hour"] = np.where(hours > 0, fp / hours, np.nan)
                     values["false_alarms_per_24h"] = np.where(hours > 0, 24 * fp / hours, np.nan)
         if any(m in _SWI for m in recording_metrics):

@@ -72,8 +72,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_EVENT_METRICS = ("event_sensitivity", "event_precision", "event_f1", "false_alarms_per_24h",
-                  "false_alarms_per_hour")
+_EVENT_METRICS = (
+    "event_sensitivity",
+    "event_precision",
+    "event_f1",
+    "false_alarms_per_24h",
+    "false_alarms_per_hour",
+)
 _SWI_METRICS = ("swi_mae", "swi_pearson_r")
 
 
@@ -117,8 +122,10 @@ def classification_metrics(
             elif name in ("auroc", "auprc"):
                 if len(present) < 2:
                     values[name] = float("nan")
-                    undefined[name] = (f"only one class ({present[0]}) among the {len(labels)} true units: "
-                                       f"{name} needs both classes")
+                    undefined[name] = (
+                        f"only one class ({present[0]}) among the {len(labels)} true units: "
+                        f"{name} needs both classes"
+                    )
                     continue
                 positive = (labels == task.positive_index).astype(np.int64)
                 score = p[:, task.positive_index]
@@ -128,11 +135,20 @@ def classification_metrics(
                 kappa = skm.cohen_kappa_score(labels, predicted, labels=list(range(task.n_classes)))
                 values[name] = float(kappa)
                 if not np.isfinite(kappa):
-                    undefined[name] = (f"true and predicted labels are all {present[0]}: chance agreement "
-                                       "is 1 and kappa is 0 / 0")
+                    undefined[name] = (
+                        f"true and predicted labels are all {present[0]}: chance agreement "
+                        "is 1 and kappa is 0 / 0"
+                    )
             elif name == "weighted_f1":
-                values[name] = float(skm.f1_score(labels, predicted, labels=list(range(task.n_classes)),
-                                                  average="weighted", zero_division=0))
+                values[name] = float(
+                    skm.f1_score(
+                        labels,
+                        predicted,
+                        labels=list(range(task.n_classes)),
+                        average="weighted",
+                        zero_division=0,
+                    )
+                )
     return values, undefined
 
 
@@ -423,8 +439,10 @@ def kl_divergence(true_probs: np.ndarray, predicted_probs: np.ndarray, eps: floa
     p = np.asarray(true_probs, dtype=np.float64)
     q = np.asarray(predicted_probs, dtype=np.float64)
     if p.ndim != 2 or p.shape != q.shape:
-        raise ValueError(f"Invalid shapes for kl_divergence: true {p.shape} and predicted {q.shape} must be "
-                         "equal (n_windows, n_classes).")
+        raise ValueError(
+            f"Invalid shapes for kl_divergence: true {p.shape} and predicted {q.shape} must be "
+            "equal (n_windows, n_classes)."
+        )
     q = np.clip(q, eps, 1.0 - eps)
     terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q), 0.0)
     return float(terms.sum(axis=1).mean())
@@ -498,8 +516,9 @@ def evaluate_predictions(
         values["kl_divergence"] = kl_divergence(encode_label_probs(rows, task), probabilities)
     for name, reason in undefined.items():
         logger.warning("%s is undefined for the task '%s' (NaN): %s.", name, task.name, reason)
-    confusion = skm.confusion_matrix(units.labels, predict(task, units.probabilities),
-                                     labels=list(range(task.n_classes)))
+    confusion = skm.confusion_matrix(
+        units.labels, predict(task, units.probabilities), labels=list(range(task.n_classes))
+    )
     results: dict = {name: float(values[name]) for name in task.metrics}
     results["confusion_matrix"] = confusion.astype(int).tolist()
     results["n_units"] = len(units.keys)

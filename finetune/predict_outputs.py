@@ -82,7 +82,6 @@ logger = logging.getLogger("finetune.predict_outputs")
 BATCH_SUMMARY_FILE = "predict_summary.json"
 
 
-
 def project_version() -> dict:
     """Where this code comes from: the git commit of the checkout (read from ``.git``, no git command).
 

@@ -242,11 +242,19 @@ def _metric_value(results: dict, split: str, metric: str, source: str) -> float 
     return float(value)
 
 
-def _task_row(task: str, by_seed: Mapping[int, dict], split: str, metrics: Sequence[str],
-              expected_seeds: Sequence[int], ddof: int, variant: str | None = None) -> TableRow:
+def _task_row(
+    task: str,
+    by_seed: Mapping[int, dict],
+    split: str,
+    metrics: Sequence[str],
+    expected_seeds: Sequence[int],
+    ddof: int,
+    variant: str | None = None,
+) -> TableRow:
     seeds = sorted(by_seed)
-    row = TableRow(task=task, variant=variant, seeds=seeds,
-                   missing_seeds=[s for s in expected_seeds if s not in by_seed])
+    row = TableRow(
+        task=task, variant=variant, seeds=seeds, missing_seeds=[s for s in expected_seeds if s not in by_seed]
+    )
     for metric in metrics:
         by_value = {s: _metric_value(by_seed[s], split, metric, f"{task}/seed{s}") for s in seeds}
         by_value = {s: v for s, v in by_value.items() if v is not None}
@@ -345,15 +353,20 @@ def ablation_table(
     items = list(variants.items()) if isinstance(variants, Mapping) else list(variants)
     names = [name for name, _ in items]
     if not items or len(set(names)) != len(names):
-        raise ValueError(f"Invalid value for the 'variants' parameter: expected distinct variant names, "
-                         f"but got {names!r} instead.")
+        raise ValueError(
+            f"Invalid value for the 'variants' parameter: expected distinct variant names, "
+            f"but got {names!r} instead."
+        )
     collected = {}
     notes = []
     for name, runs_dir in items:
         collected[name], variant_notes = collect_runs(runs_dir)
         notes += [f"[{name}] {note}" for note in variant_notes]
-    rows = [_task_row(task, collected[name].get(task, {}), split, metrics, expected_seeds, ddof, variant=name)
-            for task in TASKS for name in names]
+    rows = [
+        _task_row(task, collected[name].get(task, {}), split, metrics, expected_seeds, ddof, variant=name)
+        for task in TASKS
+        for name in names
+    ]
     return rows, notes + _missing_notes(rows)
 
 
@@ -441,10 +454,15 @@ def write_csv(
         for row in rows:
             line = ([row.model or ""] if with_model else []) + [row.task]
             line += [row.variant or ""] if with_variant else []
-            line += ["missing" if row.missing else "ok", len(row.seeds), " ".join(map(str, row.seeds)),
-                     " ".join(map(str, row.missing_seeds)), " ".join(map(str, row.n_units)),
-                     " ".join(map(str, row.n_subjects)),
-                     " ".join(f"{s}:{'+'.join(n)}" for s, n in sorted(row.subject_overlap.items()))]
+            line += [
+                "missing" if row.missing else "ok",
+                len(row.seeds),
+                " ".join(map(str, row.seeds)),
+                " ".join(map(str, row.missing_seeds)),
+                " ".join(map(str, row.n_units)),
+                " ".join(map(str, row.n_subjects)),
+                " ".join(f"{s}:{'+'.join(n)}" for s, n in sorted(row.subject_overlap.items())),
+            ]
             for metric in metrics:
                 if metric in row.metrics:
                     mean, std, n_defined, _ = row.metrics[metric]
@@ -488,10 +506,13 @@ def paired_difference(
     from scipy import stats
 
     if test not in PAIRED_TESTS:
-        raise ValueError(f"Invalid value for the 'test' parameter. Allowed values are {list(PAIRED_TESTS)}, "
-                         f"but got {test!r} instead.")
-    seeds = sorted(s for s in values if s in reference and math.isfinite(values[s])
-                   and math.isfinite(reference[s]))
+        raise ValueError(
+            f"Invalid value for the 'test' parameter. Allowed values are {list(PAIRED_TESTS)}, "
+            f"but got {test!r} instead."
+        )
+    seeds = sorted(
+        s for s in values if s in reference and math.isfinite(values[s]) and math.isfinite(reference[s])
+    )
     x = np.array([values[s] for s in seeds], dtype=np.float64)
     y = np.array([reference[s] for s in seeds], dtype=np.float64)
     if not seeds:
@@ -511,8 +532,10 @@ def _model_name(results: Mapping, source: str) -> str:
     model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
     name = model.get("name") or results.get("model")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"Results of {source} name no model (config.model.name): the comparison table "
-                         f"needs it to label the row.")
+        raise ValueError(
+            f"Results of {source} name no model (config.model.name): the comparison table "
+            f"needs it to label the row."
+        )
     return name
 
 
@@ -551,8 +574,10 @@ def comparison_table(
     """
     dirs = [Path(d) for d in run_dirs]
     if len(dirs) < 2 or len({d.resolve() for d in dirs}) != len(dirs):
-        raise ValueError(f"Invalid value for the 'run_dirs' parameter: expected two or more distinct runs "
-                         f"folders, but got {[str(d) for d in dirs]}.")
+        raise ValueError(
+            f"Invalid value for the 'run_dirs' parameter: expected two or more distinct runs "
+            f"folders, but got {[str(d) for d in dirs]}."
+        )
     notes: list[str] = []
     found: list[tuple[str, str, Path, dict]] = []  # (task, model, folder, seed -> results)
     for folder in dirs:
@@ -577,10 +602,15 @@ def comparison_table(
             if reference is None:
                 reference = row
             else:
-                row.diff = {m: paired_difference(row.values[m], reference.values[m], test)
-                            for m in row.values if m in reference.values}
+                row.diff = {
+                    m: paired_difference(row.values[m], reference.values[m], test)
+                    for m in row.values
+                    if m in reference.values
+                }
             rows.append(row)
     test_name = "paired t-test" if test == "ttest" else "Wilcoxon signed-rank test"
-    notes.append(f"Δ: mean difference to the task's first row over the seeds both have; p: two-sided "
-                 f"{test_name} over those seeds (training randomness on one test set, not other children).")
+    notes.append(
+        f"Δ: mean difference to the task's first row over the seeds both have; p: two-sided "
+        f"{test_name} over those seeds (training randomness on one test set, not other children)."
+    )
     return rows, notes + _missing_notes(rows)

@@ -92,7 +92,7 @@ def _strip_wrappers(key):
         stripped = False
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     return key
 
 
@@ -106,19 +106,25 @@ def _map_key(key):
 
 def _convert_with_sources(state_dict):
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
-                        f"names to tensors, but got {type(state_dict).__name__} instead.")
+        raise TypeError(
+            f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
+            f"names to tensors, but got {type(state_dict).__name__} instead."
+        )
     not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise TypeError(f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
-                        f"{_listing(not_tensors)} are not (a whole checkpoint? pass its model state dict, "
-                        f"e.g. checkpoint['model']).")
+        raise TypeError(
+            f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
+            f"{_listing(not_tensors)} are not (a whole checkpoint? pass its model state dict, "
+            f"e.g. checkpoint['model'])."
+        )
     converted, sources = {}, {}
     for key, value in state_dict.items():
         new_key = _map_key(_strip_wrappers(key))
         if new_key in converted:
-            raise ValueError(f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
-                             f"{key!r} both map to {new_key!r}.")
+            raise ValueError(
+                f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
+                f"{key!r} both map to {new_key!r}."
+            )
         converted[new_key] = value
         sources[new_key] = key
     return converted, sources
@@ -182,13 +188,17 @@ _LABRAM_HEADS = {"classification": ("fc_norm.", "head."), "pretrain": ("mask_tok
 def _convert_labram(state_dict, model):
     """Official LaBraM / VQ-NSP state dict -> our keys (the same names), with the keys to drop."""
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
-                        f"names to tensors, but got {type(state_dict).__name__} instead.")
+        raise TypeError(
+            f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
+            f"names to tensors, but got {type(state_dict).__name__} instead."
+        )
     not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise TypeError(f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
-                        f"{_listing(not_tensors)} are not (a whole checkpoint? pass checkpoint['model'], or "
-                        f"read it with read_official_checkpoint).")
+        raise TypeError(
+            f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
+            f"{_listing(not_tensors)} are not (a whole checkpoint? pass checkpoint['model'], or "
+            f"read it with read_official_checkpoint)."
+        )
     unused = _VQNSP_UNUSED if isinstance(model, VQNSP) else _LABRAM_UNUSED
     converted, sources, ignored = {}, {}, []
     for key, value in state_dict.items():
@@ -199,10 +209,12 @@ def _convert_labram(state_dict, model):
             ignored.append(key)
             continue
         if new_key.startswith("student."):
-            new_key = new_key[len("student."):]
+            new_key = new_key[len("student.") :]
         if new_key in converted:
-            raise ValueError(f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
-                             f"{key!r} both map to {new_key!r}.")
+            raise ValueError(
+                f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
+                f"{key!r} both map to {new_key!r}."
+            )
         converted[new_key] = value
         sources[new_key] = key
     return converted, sources, ignored
@@ -247,17 +259,21 @@ def read_official_checkpoint(path):
     except pickle.UnpicklingError as error:  # what torch raises for a global outside the allow-list
         found = re.search(r"GLOBAL (\S+)", str(error))
         culprit = found[1] if found else str(error).splitlines()[0]
-        raise ValueError(f"Refusing to load {path}: it holds an object outside the allow-list (tensors, "
-                         f"plain types, argparse.Namespace): {culprit}. Nothing was executed.") from None
+        raise ValueError(
+            f"Refusing to load {path}: it holds an object outside the allow-list (tensors, "
+            f"plain types, argparse.Namespace): {culprit}. Nothing was executed."
+        ) from None
     if isinstance(checkpoint, Mapping):
         for key in ("model", "module", "state_dict"):
             if isinstance(checkpoint.get(key), Mapping):
                 return dict(checkpoint[key])
         if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             return dict(checkpoint)
-    raise ValueError(f"Invalid checkpoint {path}: expected a state dict or a dict with 'model', 'module' or "
-                     f"'state_dict', but got {type(checkpoint).__name__} with keys "
-                     f"{sorted(checkpoint)[:_MAX_LISTED] if isinstance(checkpoint, Mapping) else '-'}.")
+    raise ValueError(
+        f"Invalid checkpoint {path}: expected a state dict or a dict with 'model', 'module' or "
+        f"'state_dict', but got {type(checkpoint).__name__} with keys "
+        f"{sorted(checkpoint)[:_MAX_LISTED] if isinstance(checkpoint, Mapping) else '-'}."
+    )
 
 
 def load_official_state_dict(model, state_dict, allow_missing_head=False):
@@ -329,21 +345,28 @@ def load_official_state_dict(model, state_dict, allow_missing_head=False):
         named = [k if sources[k] == k else f"{k} (from {sources[k]})" for k in unexpected]
         problems.append(f"not in the model: {_listing(named)}")
     if mismatched:
-        shapes = [f"{k}{'' if sources[k] == k else f' (from {sources[k]})'}: checkpoint "
-                  f"{tuple(converted[k].shape)}, model {tuple(target[k].shape)}" for k in mismatched]
+        shapes = [
+            f"{k}{'' if sources[k] == k else f' (from {sources[k]})'}: checkpoint "
+            f"{tuple(converted[k].shape)}, model {tuple(target[k].shape)}"
+            for k in mismatched
+        ]
         problems.append(f"shape mismatch for {_listing(shapes)}")
     if problems:
         hints = []
         ckpt_depth, model_depth = _n_blocks(converted), _n_blocks(target)
         if ckpt_depth != model_depth:
             hints.append(f"the checkpoint has {ckpt_depth} transformer blocks, the model {model_depth}")
-        head_problem = (any(_is_head(k, heads) for k in bad_missing)
-                        or any(_is_head(k, other_heads) for k in unexpected))
+        head_problem = any(_is_head(k, heads) for k in bad_missing) or any(
+            _is_head(k, other_heads) for k in unexpected
+        )
         if head_problem and not allow_missing_head:
             hints.append("to start a new head from a backbone checkpoint pass allow_missing_head=True")
         hint = f" ({'; '.join(hints)})" if hints else ""
-        raise ValueError(f"Cannot load the state dict into {type(model).__name__} "
-                         f"(head_type={getattr(model, 'head_type', None)!r}): " + "; ".join(problems) + hint)
+        raise ValueError(
+            f"Cannot load the state dict into {type(model).__name__} "
+            f"(head_type={getattr(model, 'head_type', None)!r}): " + "; ".join(problems) + hint
+        )
     model.load_state_dict(converted, strict=False)
-    return LoadResult(missing_keys=sorted(set(missing) & allowed_missing, key=missing.index),
-                      ignored_keys=ignored)
+    return LoadResult(
+        missing_keys=sorted(set(missing) & allowed_missing, key=missing.index), ignored_keys=ignored
+    )

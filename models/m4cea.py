@@ -125,8 +125,10 @@ def patch_spectrum(x, patch_samples):
     _check_positive_int("patch_samples", patch_samples)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
-                        f"but got {got} instead.")
+        raise TypeError(
+            f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
+            f"but got {got} instead."
+        )
     if x.ndim != 3 or x.shape[-1] % patch_samples != 0:
         raise ValueError(
             f"Invalid value for the 'x' parameter. Expected shape (batch, n_chans, n_times) with n_times a "
@@ -177,8 +179,10 @@ class TemporalEmbedding(nn.Module):
         super().__init__()
         _check_positive_int("patch_samples", patch_samples)
         if not isinstance(tie, bool):
-            raise TypeError(f"Invalid value for the 'tie' parameter. Allowed values are True or False, "
-                            f"but got {tie!r} instead.")
+            raise TypeError(
+                f"Invalid value for the 'tie' parameter. Allowed values are True or False, "
+                f"but got {tie!r} instead."
+            )
         self.patch_samples = patch_samples
         self.tie = tie
         self.out_features = temporal_feature_dim(patch_samples)
@@ -186,11 +190,17 @@ class TemporalEmbedding(nn.Module):
         n = _N_FILTERS
         if tie:
             self.scale_factor = nn.Parameter(torch.randn(patch_samples))  # standard normal, as official
-            self.tie_conv = nn.Conv2d(1, n, (1, _TIE_KERNEL_SAMPLES), padding=(0, _TIE_KERNEL_SAMPLES // 2),
-                                      bias=False)
+            self.tie_conv = nn.Conv2d(
+                1, n, (1, _TIE_KERNEL_SAMPLES), padding=(0, _TIE_KERNEL_SAMPLES // 2), bias=False
+            )
             self.tie_norm = nn.GroupNorm(_N_GROUPS, n)
-        self.conv1 = nn.Conv2d(n if tie else 1, n, (1, _STEM_KERNEL_SAMPLES),
-                               stride=(1, _STEM_STRIDE_SAMPLES), padding=(0, _STEM_KERNEL_SAMPLES // 2))
+        self.conv1 = nn.Conv2d(
+            n if tie else 1,
+            n,
+            (1, _STEM_KERNEL_SAMPLES),
+            stride=(1, _STEM_STRIDE_SAMPLES),
+            padding=(0, _STEM_KERNEL_SAMPLES // 2),
+        )
         self.norm1 = nn.GroupNorm(_N_GROUPS, n)
         self.conv2 = nn.Conv2d(n, n, (1, 3), padding=(0, 1))
         self.norm2 = nn.GroupNorm(_N_GROUPS, n)
@@ -287,8 +297,9 @@ class TemporalEmbedding(nn.Module):
                 h = h + bias[:, None]
             # rows (channel, step): channel c's statistics over all its steps and all tokens of a sample,
             # as GroupNorm over the (batch, 8, n_tokens, n_steps) image of the convolution form
-            h = F.gelu(F.group_norm(h.reshape(batch, _N_FILTERS, -1), _N_GROUPS, norm.weight, norm.bias,
-                                    norm.eps)).reshape(h.shape)
+            h = F.gelu(
+                F.group_norm(h.reshape(batch, _N_FILTERS, -1), _N_GROUPS, norm.weight, norm.bias, norm.eps)
+            ).reshape(h.shape)
         n_steps = h.shape[1] // _N_FILTERS
         h = h.reshape(batch, _N_FILTERS, n_steps, n_tokens)
         return h.permute(0, 3, 2, 1).reshape(batch, n_tokens, -1)
@@ -342,8 +353,9 @@ def _conv_matrix(conv, n_in_steps):
     """
     n_in = conv.in_channels * n_in_steps
     basis = torch.eye(n_in, device=conv.weight.device, dtype=conv.weight.dtype)
-    response = F.conv2d(basis.view(n_in, conv.in_channels, 1, n_in_steps), conv.weight, None, conv.stride,
-                        conv.padding)  # (n_in, out_channels, 1, n_out_steps)
+    response = F.conv2d(
+        basis.view(n_in, conv.in_channels, 1, n_in_steps), conv.weight, None, conv.stride, conv.padding
+    )  # (n_in, out_channels, 1, n_out_steps)
     return response.reshape(n_in, -1).T
 
 
@@ -454,27 +466,57 @@ class M4CEA(nn.Module):
        Data in BCI", ICLR 2024; https://github.com/935963004/LaBraM
     """
 
-    def __init__(self, n_chans=16, n_patches=20, patch_samples=200, embed_dim=200, depth=12, num_heads=8,
-                 mlp_ratio=4.0, drop_path_rate=0.1, drop_rate=0.0, attn_drop_rate=0.0, tie=True,
-                 head="pretrain", n_outputs=None):
+    def __init__(
+        self,
+        n_chans=16,
+        n_patches=20,
+        patch_samples=200,
+        embed_dim=200,
+        depth=12,
+        num_heads=8,
+        mlp_ratio=4.0,
+        drop_path_rate=0.1,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        tie=True,
+        head="pretrain",
+        n_outputs=None,
+    ):
         super().__init__()
         if head not in HEAD_TYPES:
-            raise ValueError(f"Invalid value for the 'head' parameter. Allowed values are {HEAD_TYPES}, "
-                             f"but got {head!r} instead.")
-        for name, value in (("n_chans", n_chans), ("n_patches", n_patches), ("patch_samples", patch_samples),
-                            ("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
+            raise ValueError(
+                f"Invalid value for the 'head' parameter. Allowed values are {HEAD_TYPES}, "
+                f"but got {head!r} instead."
+            )
+        for name, value in (
+            ("n_chans", n_chans),
+            ("n_patches", n_patches),
+            ("patch_samples", patch_samples),
+            ("embed_dim", embed_dim),
+            ("depth", depth),
+            ("num_heads", num_heads),
+        ):
             _check_positive_int(name, value)
         if embed_dim % num_heads != 0:
-            raise UsageError(f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
-                             f"{embed_dim}, but got {num_heads} instead.")
-        for name, value in (("drop_path_rate", drop_path_rate), ("drop_rate", drop_rate),
-                            ("attn_drop_rate", attn_drop_rate)):
+            raise UsageError(
+                f"Invalid value for the 'num_heads' parameter. It must divide embed_dim="
+                f"{embed_dim}, but got {num_heads} instead."
+            )
+        for name, value in (
+            ("drop_path_rate", drop_path_rate),
+            ("drop_rate", drop_rate),
+            ("attn_drop_rate", attn_drop_rate),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise UsageError(f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
-                                 f"[0, 1), but got {value!r} instead.")
+                raise UsageError(
+                    f"Invalid value for the '{name}' parameter. Allowed values are numbers in "
+                    f"[0, 1), but got {value!r} instead."
+                )
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise UsageError(f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
-                             f"numbers, but got {mlp_ratio!r} instead.")
+            raise UsageError(
+                f"Invalid value for the 'mlp_ratio' parameter. Allowed values are positive "
+                f"numbers, but got {mlp_ratio!r} instead."
+            )
         self.n_chans = n_chans
         self.n_patches = n_patches
         self.patch_samples = patch_samples
@@ -493,21 +535,34 @@ class M4CEA(nn.Module):
         self.pos_embed = nn.Parameter(torch.empty(self.n_tokens, embed_dim))
         norm_layer = partial(nn.LayerNorm, eps=_LAYER_NORM_EPS)  # timm passes it to q_norm/k_norm too
         drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=False, qk_norm=True,
-                  proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path[i],
-                  act_layer=nn.GELU, norm_layer=norm_layer)
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=False,
+                    qk_norm=True,
+                    proj_drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=drop_path[i],
+                    act_layer=nn.GELU,
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
         self.norm = norm_layer(embed_dim)
 
         self.head_type = head
         self.n_outputs = None
         if head == "pretrain":
             if n_outputs is not None:
-                raise ValueError(f"Invalid value for the 'n_outputs' parameter. The pretraining head "
-                                 f"predicts {self.n_freqs} rFFT bins per token and takes no n_outputs, "
-                                 f"but got {n_outputs!r} instead.")
+                raise ValueError(
+                    f"Invalid value for the 'n_outputs' parameter. The pretraining head "
+                    f"predicts {self.n_freqs} rFFT bins per token and takes no n_outputs, "
+                    f"but got {n_outputs!r} instead."
+                )
             self.head_magnitude = self._spectrum_head()
             self.head_phase = self._spectrum_head()
         else:
@@ -518,18 +573,22 @@ class M4CEA(nn.Module):
 
     # construction helpers -------------------------------------------------------------------------------
     def _spectrum_head(self):
-        return nn.Sequential(nn.Linear(self.embed_dim, self.embed_dim), nn.Tanh(),
-                             nn.Linear(self.embed_dim, self.n_freqs))
+        return nn.Sequential(
+            nn.Linear(self.embed_dim, self.embed_dim), nn.Tanh(), nn.Linear(self.embed_dim, self.n_freqs)
+        )
 
     def _set_classifier(self, n_outputs):
         if n_outputs is None:
-            raise ValueError("Invalid value for the 'n_outputs' parameter. A classification head needs the "
-                             "number of classes, but got None instead.")
+            raise ValueError(
+                "Invalid value for the 'n_outputs' parameter. A classification head needs the "
+                "number of classes, but got None instead."
+            )
         _check_positive_int("n_outputs", n_outputs)
         self.n_outputs = n_outputs
         self.head_act = nn.ELU()
-        self.head = nn.Linear(self.embed_dim, n_outputs, device=self.pos_embed.device,
-                              dtype=self.pos_embed.dtype)
+        self.head = nn.Linear(
+            self.embed_dim, n_outputs, device=self.pos_embed.device, dtype=self.pos_embed.dtype
+        )
 
     def _standard_normal_parameters(self):
         params = [self.mask_token, self.pos_embed]
@@ -541,20 +600,28 @@ class M4CEA(nn.Module):
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
-                            f"but got {got} instead.")
+            raise TypeError(
+                f"Invalid value for the 'x' parameter. Expected a floating-point torch.Tensor, "
+                f"but got {got} instead."
+            )
         if x.ndim != 3 or x.shape[1] != self.n_chans or x.shape[2] != self.n_times:
-            raise ValueError(f"Invalid value for the 'x' parameter. Expected shape (batch, n_chans="
-                             f"{self.n_chans}, n_times={self.n_times}), but got {tuple(x.shape)} instead.")
+            raise ValueError(
+                f"Invalid value for the 'x' parameter. Expected shape (batch, n_chans="
+                f"{self.n_chans}, n_times={self.n_times}), but got {tuple(x.shape)} instead."
+            )
 
     def _check_mask(self, mask, batch):
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             got = f"a tensor of {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise TypeError(f"Invalid value for the 'mask' parameter. Expected a bool torch.Tensor (True = "
-                            f"masked), but got {got} instead.")
+            raise TypeError(
+                f"Invalid value for the 'mask' parameter. Expected a bool torch.Tensor (True = "
+                f"masked), but got {got} instead."
+            )
         if tuple(mask.shape) != (batch, self.n_tokens):
-            raise ValueError(f"Invalid value for the 'mask' parameter. Expected shape (batch={batch}, "
-                             f"n_tokens={self.n_tokens}), but got {tuple(mask.shape)} instead.")
+            raise ValueError(
+                f"Invalid value for the 'mask' parameter. Expected shape (batch={batch}, "
+                f"n_tokens={self.n_tokens}), but got {tuple(mask.shape)} instead."
+            )
 
     def forward_features(self, x, mask=None):
         """Backbone: temporal embedding, masking, input projection, transformer, final norm.
@@ -704,8 +771,7 @@ class M4CEA(nn.Module):
         -------
         matcher : dict
         """
-        return dict(stem=r"^patch_embed|^mask_token|^input_proj|^pos_embed",
-                    blocks=r"^blocks\.(\d+)")
+        return dict(stem=r"^patch_embed|^mask_token|^input_proj|^pos_embed", blocks=r"^blocks\.(\d+)")
 
     def get_layer_id(self, param_name):
         """Layer index of a parameter for layer-wise learning-rate decay.
@@ -730,7 +796,7 @@ class M4CEA(nn.Module):
         name = param_name
         for prefix in ("module.", "_orig_mod."):
             while name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         if name.startswith(("patch_embed.", "input_proj.")) or name in ("mask_token", "pos_embed"):
             return 0
         if name.startswith("blocks."):
@@ -739,9 +805,13 @@ class M4CEA(nn.Module):
                 return int(index) + 1
         if name.startswith(("norm.", "head.", "head_magnitude.", "head_phase.")):
             return self.depth + 1
-        raise ValueError(f"Invalid value for the 'param_name' parameter: {param_name!r} is not a parameter "
-                         f"of this M4CEA model.")
+        raise ValueError(
+            f"Invalid value for the 'param_name' parameter: {param_name!r} is not a parameter "
+            f"of this M4CEA model."
+        )
 
     def extra_repr(self):
-        return (f"n_chans={self.n_chans}, n_patches={self.n_patches}, patch_samples={self.patch_samples}, "
-                f"head_type={self.head_type!r}, n_outputs={self.n_outputs}")
+        return (
+            f"n_chans={self.n_chans}, n_patches={self.n_patches}, patch_samples={self.patch_samples}, "
+            f"head_type={self.head_type!r}, n_outputs={self.n_outputs}"
+        )

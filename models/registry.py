@@ -32,32 +32,81 @@ __all__ = [
 
 _MODEL_CONFIGS = {
     # The paper's model: 16 channels x 20 patches of 200 samples (4 s at 1000 Hz), 6.0 M parameters.
-    "m4cea_base": dict(n_chans=16, n_patches=20, patch_samples=200, embed_dim=200, depth=12, num_heads=8,
-                       mlp_ratio=4.0, drop_path_rate=0.1, tie=True),
+    "m4cea_base": dict(
+        n_chans=16,
+        n_patches=20,
+        patch_samples=200,
+        embed_dim=200,
+        depth=12,
+        num_heads=8,
+        mlp_ratio=4.0,
+        drop_path_rate=0.1,
+        tie=True,
+    ),
     # Same input and temporal embedding as the base model, small transformer: tests and quickstart.
-    "m4cea_tiny": dict(n_chans=16, n_patches=20, patch_samples=200, embed_dim=64, depth=2, num_heads=4,
-                       mlp_ratio=4.0, drop_path_rate=0.0, tie=True),
+    "m4cea_tiny": dict(
+        n_chans=16,
+        n_patches=20,
+        patch_samples=200,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=4.0,
+        drop_path_rate=0.0,
+        tie=True,
+    ),
     # LaBraM-Base as released (labram-base.pth): 200 Hz, 1-s patches, width 200, 12 blocks of 10 heads,
     # qk-norm, layer scale 0.1, no qkv bias, vocabulary 8192; channels default to the double banana.
-    "labram_base": dict(depth=12, num_heads=10, mlp_ratio=4.0, qkv_bias=False, qk_norm=True, init_values=0.1,
-                        drop_path_rate=0.1, vocab_size=8192),
+    "labram_base": dict(
+        depth=12,
+        num_heads=10,
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        qk_norm=True,
+        init_values=0.1,
+        drop_path_rate=0.1,
+        vocab_size=8192,
+    ),
     # Same input and embedding, small transformer and vocabulary: tests.
-    "labram_tiny": dict(depth=2, num_heads=4, mlp_ratio=1.0, qkv_bias=False, qk_norm=True, init_values=0.1,
-                        drop_path_rate=0.0, vocab_size=64),
+    "labram_tiny": dict(
+        depth=2,
+        num_heads=4,
+        mlp_ratio=1.0,
+        qkv_bias=False,
+        qk_norm=True,
+        init_values=0.1,
+        drop_path_rate=0.0,
+        vocab_size=64,
+    ),
     # The released tokenizer (vqnsp.pth): encoder 12 blocks, decoder 3, codebook 8192 x 64.
     "vqnsp_base": dict(depth=12, decoder_depth=3, num_heads=10, n_codes=8192, code_dim=64, kmeans_init=True),
     "vqnsp_tiny": dict(depth=1, decoder_depth=1, num_heads=4, n_codes=64, code_dim=16, kmeans_init=True),
     # The HMS seed's baseline (models/hms.py): timm MobileNetV3-Small 0.5 on 0.5-20 Hz log spectrograms of
     # the four double-banana chains of the project's windows (16 x 4000 at 1000 Hz), 0.57 M parameters.
-    "hms_mobilenetv3": dict(n_chans=16, n_patches=20, patch_samples=200, sfreq=1000.0,
-                            variant="mobilenetv3_small_050", chains=True, win_s=1.0, hop_s=0.125, fmin_hz=0.5,
-                            fmax_hz=20.0, drop_rate=0.0, drop_path_rate=0.0),
+    "hms_mobilenetv3": dict(
+        n_chans=16,
+        n_patches=20,
+        patch_samples=200,
+        sfreq=1000.0,
+        variant="mobilenetv3_small_050",
+        chains=True,
+        win_s=1.0,
+        hop_s=0.125,
+        fmin_hz=0.5,
+        fmax_hz=20.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+    ),
 }
 
 _HEAD_ARGS = ("head", "n_outputs")
 # family of each name: (class, heads it offers, whether the class takes head/n_outputs)
-_FAMILIES = {"m4cea": (M4CEA, HEAD_TYPES, True), "labram": (LaBraM, LABRAM_HEAD_TYPES, True),
-             "vqnsp": (VQNSP, ("pretrain",), False), "hms": (HMSMobileNetV3, ("classification",), True)}
+_FAMILIES = {
+    "m4cea": (M4CEA, HEAD_TYPES, True),
+    "labram": (LaBraM, LABRAM_HEAD_TYPES, True),
+    "vqnsp": (VQNSP, ("pretrain",), False),
+    "hms": (HMSMobileNetV3, ("classification",), True),
+}
 _INTERNAL_ARGS = ("self", "code_dim") + _HEAD_ARGS
 
 
@@ -89,8 +138,10 @@ def list_models():
 
 def _check_name(name):
     if not isinstance(name, str) or name not in _MODEL_CONFIGS:
-        raise UsageError(f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
-                         f"but got {name!r} instead.")
+        raise UsageError(
+            f"Invalid value for the 'name' parameter. Allowed values are {list_models()}, "
+            f"but got {name!r} instead."
+        )
 
 
 def get_model_config(name):
@@ -151,18 +202,30 @@ def get_input_contract(name):
     config = {**_MODEL_CONFIGS[name], **patching}
     if _family(name)[0] is HMSMobileNetV3:
         return InputContract(
-            family="hms", sfreq=config["sfreq"], patch_samples=config["patch_samples"],
-            max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
+            family="hms",
+            sfreq=config["sfreq"],
+            patch_samples=config["patch_samples"],
+            max_patches=config["n_patches"],
+            fixed_patches=True,
+            uv_scale=None,
             normalisation="each channel divided by (95th percentile of |x| over the window + 1e-8), in the "
-                          "loader; log spectrograms standardised in the model",
-            channel_names=None)
+            "loader; log spectrograms standardised in the model",
+            channel_names=None,
+        )
     if _family(name)[0] is not M4CEA:
         patching = {k: overrides[k] for k in ("max_patches", "patch_samples") if k in overrides}
         return dataclasses.replace(LABRAM_INPUT, **patching) if patching else LABRAM_INPUT
-    return InputContract(family="m4cea", sfreq=1000.0, patch_samples=config["patch_samples"],
-                         max_patches=config["n_patches"], fixed_patches=True, uv_scale=None,
-                         normalisation="each channel divided by (95th percentile of |x| over the window + "
-                                       "1e-8), in the loader", channel_names=None)
+    return InputContract(
+        family="m4cea",
+        sfreq=1000.0,
+        patch_samples=config["patch_samples"],
+        max_patches=config["n_patches"],
+        fixed_patches=True,
+        uv_scale=None,
+        normalisation="each channel divided by (95th percentile of |x| over the window + "
+        "1e-8), in the loader",
+        channel_names=None,
+    )
 
 
 def create_model(name, head="pretrain", n_outputs=None, **overrides):
@@ -207,21 +270,28 @@ def create_model(name, head="pretrain", n_outputs=None, **overrides):
     _check_name(name)
     cls, heads, takes_head = _family(name)
     if head not in heads:
-        raise ValueError(f"Invalid value for the 'head' parameter. Allowed values for {name!r} are {heads}, "
-                         f"but got {head!r} instead.")
+        raise ValueError(
+            f"Invalid value for the 'head' parameter. Allowed values for {name!r} are {heads}, "
+            f"but got {head!r} instead."
+        )
     if head == "classification" and n_outputs is None:
-        raise ValueError("Invalid value for the 'n_outputs' parameter. head='classification' needs the "
-                         "number of classes, but got None instead.")
+        raise ValueError(
+            "Invalid value for the 'n_outputs' parameter. head='classification' needs the "
+            "number of classes, but got None instead."
+        )
     allowed = _allowed_overrides(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise UsageError(f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are "
-                         f"{list(allowed)}.")
+        raise UsageError(
+            f"Unknown override(s) {unknown} for model {name!r}. Allowed overrides are {list(allowed)}."
+        )
     config = {**_MODEL_CONFIGS[name], **overrides}
     if not takes_head:
         if n_outputs is not None:
-            raise ValueError(f"Invalid value for the 'n_outputs' parameter. {name!r} has no classification "
-                             f"head, but got {n_outputs!r} instead.")
+            raise ValueError(
+                f"Invalid value for the 'n_outputs' parameter. {name!r} has no classification "
+                f"head, but got {n_outputs!r} instead."
+            )
         return cls(**config)
     return cls(**config, head=head, n_outputs=n_outputs)
 

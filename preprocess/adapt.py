@@ -83,8 +83,10 @@ class WindowAdapter:
             )
         self.n_times = int(out)
         patch, most = int(contract.patch_samples), int(contract.max_patches)
-        if self.n_times % patch or self.n_times > patch * most or (
-            contract.fixed_patches and self.n_times != patch * most
+        if (
+            self.n_times % patch
+            or self.n_times > patch * most
+            or (contract.fixed_patches and self.n_times != patch * most)
         ):
             need = f"exactly {most}" if contract.fixed_patches else f"1 to {most}"
             raise UsageError(

@@ -348,9 +348,7 @@ def run_preprocessing(
         )
 
 
-def _run_locked(
-    preprocessor, recordings, clashes, output, events, table, subjects, workers, shard, progress
-):
+def _run_locked(preprocessor, recordings, clashes, output, events, table, subjects, workers, shard, progress):
     """The batch of :func:`run_preprocessing`, with the shard's lock held."""
     summary = BatchSummary()
     jobs = []

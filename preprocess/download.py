@@ -68,12 +68,24 @@ from preprocess.download_registry import (  # noqa: E402
 from runtime.files import atomic_write  # noqa: E402
 
 __all__ = [
-    "DATASETS", "ChecksumError", "DownloadSummary", "MissingChecksumError", "OpenDataset",
-    "RegisteredCorpus", "RemoteFile", "ResumableDownloader", "download_dataset", "fetch_file",
-    "plan_files", "read_sha256sums", "read_zenodo_listing", "registered_instructions",
+    "DATASETS",
+    "ChecksumError",
+    "DownloadSummary",
+    "MissingChecksumError",
+    "OpenDataset",
+    "RegisteredCorpus",
+    "RemoteFile",
+    "ResumableDownloader",
+    "download_dataset",
+    "fetch_file",
+    "plan_files",
+    "read_sha256sums",
+    "read_zenodo_listing",
+    "registered_instructions",
 ]
 
 logger = logging.getLogger("preprocess.download")
+
 
 class ChecksumError(ValueError):
     """A downloaded file's hash differs from the published one (the download was deleted)."""
@@ -105,8 +117,10 @@ def _verified_checksums_file(spec: OpenDataset) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"The checksum registry {path} of {spec.name} is missing from the project.")
     if spec.checksums_file_sha256 and (digest := pooch.file_hash(str(path))) != spec.checksums_file_sha256:
-        raise ChecksumError(f"The checksum registry {path} was modified: its sha256 is {digest}, "
-                            f"PhysioNet's file has {spec.checksums_file_sha256}.")
+        raise ChecksumError(
+            f"The checksum registry {path} was modified: its sha256 is {digest}, "
+            f"PhysioNet's file has {spec.checksums_file_sha256}."
+        )
     return path
 
 
@@ -128,8 +142,9 @@ def _index(
         # The listing itself has no published hash: it is the root of trust, fetched over HTTPS.
         dest.mkdir(parents=True, exist_ok=True)
         logger.info("Fetching the file list and hashes of %s from %s", spec.name, url)
-        fetcher = pooch.create(path=dest, base_url=base_url, registry={fname: None}, urls={fname: url},
-                               retry_if_failed=retries)
+        fetcher = pooch.create(
+            path=dest, base_url=base_url, registry={fname: None}, urls={fname: url}, retry_if_failed=retries
+        )
         downloader = ResumableDownloader(dest / f"{fname}.part", progressbar=progressbar)
         with _pooch_quiet():
             fetcher.fetch(fname, downloader=downloader)
@@ -154,15 +169,19 @@ def _select(spec: OpenDataset, index: dict[str, str | None], subjects: Sequence[
     if not subjects:
         return paths
     if spec.subject_pattern is None:
-        raise ValueError(f"Invalid value for the 'subjects' parameter: {spec.name} cannot be selected by "
-                         f"subject (its recordings come in archives), but got {list(subjects)} instead.")
+        raise ValueError(
+            f"Invalid value for the 'subjects' parameter: {spec.name} cannot be selected by "
+            f"subject (its recordings come in archives), but got {list(subjects)} instead."
+        )
     owner = _subject_ids(spec, paths)
     available = sorted(set(owner.values()))
     wanted = {s: spec.normalize_subject(s) for s in subjects}
     unknown = [s for s, norm in wanted.items() if norm not in available]
     if unknown:
-        raise ValueError(f"Invalid value for the 'subjects' parameter. Allowed values are "
-                         f"{spec.subject_help}: {' '.join(available)}, but got {unknown} instead.")
+        raise ValueError(
+            f"Invalid value for the 'subjects' parameter. Allowed values are "
+            f"{spec.subject_help}: {' '.join(available)}, but got {unknown} instead."
+        )
     keep = set(wanted.values())
     return [p for p in paths if p not in owner or owner[p] in keep]
 
@@ -207,8 +226,9 @@ def plan_files(
     """
     spec = get_dataset(name)
     if isinstance(spec, RegisteredCorpus):
-        raise ValueError(f"{name} needs registration and cannot be downloaded here:\n"
-                         f"{registered_instructions(name)}")
+        raise ValueError(
+            f"{name} needs registration and cannot be downloaded here:\n{registered_instructions(name)}"
+        )
     base_url = _with_slash(base_url or spec.base_url)
     index = _index(spec, Path(dest), base_url, retries, progressbar)
     paths = _select(spec, index, subjects)
@@ -251,8 +271,14 @@ class ResumableDownloader:
         ``ALG:HEX`` of the last complete download (None before).
     """
 
-    def __init__(self, part_path: str | os.PathLike, progressbar: bool = True, hash_alg: str | None = None,
-                 timeout_s: float = 60.0, chunk_size: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        part_path: str | os.PathLike,
+        progressbar: bool = True,
+        hash_alg: str | None = None,
+        timeout_s: float = 60.0,
+        chunk_size: int = 1 << 16,
+    ) -> None:
         self.part_path = Path(part_path)
         self.progressbar = progressbar
         self.hash_alg = hash_alg
@@ -284,7 +310,8 @@ class ResumableDownloader:
                         part.unlink()
                         raise requests.exceptions.RequestException(
                             f"{url}: asked for bytes {offset}- but got "
-                            f"{response.headers.get('Content-Range')!r}; the partial download was discarded")
+                            f"{response.headers.get('Content-Range')!r}; the partial download was discarded"
+                        )
                     logger.info("Resuming %s at byte %d", part.name, offset)
                 else:
                     offset = 0  # a full answer: the server ignored the Range, start again
@@ -301,17 +328,28 @@ class ResumableDownloader:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab" if offset else "wb") as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
-            disable=not self.progressbar, leave=True, ncols=79, file=sys.stderr,
-        ) as bar:
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=part.name[: -len(".part")],
+                disable=not self.progressbar,
+                leave=True,
+                ncols=79,
+                file=sys.stderr,
+            ) as bar,
+        ):
             for chunk in response.iter_content(chunk_size=self.chunk_size):
                 f.write(chunk)
                 bar.update(len(chunk))
         size = part.stat().st_size
         if total is not None and size != total:
             raise requests.exceptions.ConnectionError(
-                f"{response.url}: connection closed after {size} of {total} bytes; rerun to resume")
+                f"{response.url}: connection closed after {size} of {total} bytes; rerun to resume"
+            )
 
 
 def _file_digest(path: Path, alg: str) -> str:
@@ -323,7 +361,10 @@ def _file_digest(path: Path, alg: str) -> str:
 
 
 def fetch_file(
-    remote: RemoteFile, dest: str | os.PathLike, retries: int = 2, progressbar: bool = True,
+    remote: RemoteFile,
+    dest: str | os.PathLike,
+    retries: int = 2,
+    progressbar: bool = True,
 ) -> tuple[Path, bool]:
     """Download one file into ``dest`` with pooch unless it is there with the right hash.
 
@@ -364,13 +405,24 @@ def fetch_file(
         digest = pooch.file_hash(str(target), alg=alg)
         if digest == expected:
             return target, False
-        logger.warning("%s is present but its %s is %s, not the published %s: downloading it again",
-                       remote.path, alg, digest, expected)
+        logger.warning(
+            "%s is present but its %s is %s, not the published %s: downloading it again",
+            remote.path,
+            alg,
+            digest,
+            expected,
+        )
         target.unlink()
-    downloader = ResumableDownloader(target.with_name(target.name + ".part"), progressbar=progressbar,
-                                     hash_alg=alg)
-    fetcher = pooch.create(path=dest, base_url="", registry={remote.path: remote.known_hash},
-                           urls={remote.path: remote.url}, retry_if_failed=retries)
+    downloader = ResumableDownloader(
+        target.with_name(target.name + ".part"), progressbar=progressbar, hash_alg=alg
+    )
+    fetcher = pooch.create(
+        path=dest,
+        base_url="",
+        registry={remote.path: remote.known_hash},
+        urls={remote.path: remote.url},
+        retry_if_failed=retries,
+    )
     logger.info("Downloading %s from %s", remote.path, remote.url)
     try:
         with _pooch_quiet():
@@ -381,7 +433,8 @@ def fetch_file(
         got = downloader.digest or f"another hash ({err})"
         raise ChecksumError(
             f"Rejected {remote.path} from {remote.url}: hash mismatch, expected {remote.known_hash} but got "
-            f"{got}. The download was deleted; {target} was not written.") from err
+            f"{got}. The download was deleted; {target} was not written."
+        ) from err
     return target, True
 
 
@@ -421,15 +474,23 @@ class DownloadSummary:
     def to_text(self) -> str:
         """A human-readable report (one line per failure and unverified file)."""
         if self.planned:
-            return "\n".join([f"{self.dataset}: {len(self.planned)} files would be fetched into {self.dest}",
-                              *self.planned])
+            return "\n".join(
+                [
+                    f"{self.dataset}: {len(self.planned)} files would be fetched into {self.dest}",
+                    *self.planned,
+                ]
+            )
         n_ok = len(self.downloaded) + len(self.present) - len(self.unverified)
-        lines = [f"{self.dataset} -> {self.dest}: {len(self.downloaded)} downloaded, {len(self.present)} "
-                 f"already present, {len(self.failed)} failed; zip archives extracted: {len(self.extracted)}",
-                 f"{n_ok} files verified against {self.hash_source}"]
+        lines = [
+            f"{self.dataset} -> {self.dest}: {len(self.downloaded)} downloaded, {len(self.present)} "
+            f"already present, {len(self.failed)} failed; zip archives extracted: {len(self.extracted)}",
+            f"{n_ok} files verified against {self.hash_source}",
+        ]
         lines += [f"FAILED {path}: {reason}" for path, reason in self.failed.items()]
-        lines += [f"UNVERIFIED {path}: sha256:{digest} (no published hash; compare it with the publisher's)"
-                  for path, digest in self.unverified.items()]
+        lines += [
+            f"UNVERIFIED {path}: sha256:{digest} (no published hash; compare it with the publisher's)"
+            for path, digest in self.unverified.items()
+        ]
         return "\n".join(lines)
 
 
@@ -519,11 +580,15 @@ def download_dataset(
     listed = {f.path: f for f in files}
     for path in known_hashes:
         if path not in listed:
-            raise ValueError(f"Invalid value for the 'known_hashes' parameter: {path!r} is not a file of "
-                             f"{name} (selected files: {', '.join(sorted(listed)[:10])}...).")
+            raise ValueError(
+                f"Invalid value for the 'known_hashes' parameter: {path!r} is not a file of "
+                f"{name} (selected files: {', '.join(sorted(listed)[:10])}...)."
+            )
         if listed[path].known_hash is not None:
-            raise ValueError(f"{path} has a published hash ({listed[path].known_hash}); --known-hash is "
-                             "only for files without one.")
+            raise ValueError(
+                f"{path} has a published hash ({listed[path].known_hash}); --known-hash is "
+                "only for files without one."
+            )
     files = [dataclasses.replace(f, known_hash=f.known_hash or known_hashes.get(f.path)) for f in files]
     missing = [f.path for f in files if f.known_hash is None]
     if missing and not allow_unverified:
@@ -531,7 +596,8 @@ def download_dataset(
             f"{name}: the publisher gives no hash for {', '.join(missing)}, so these files cannot be "
             "verified. Pass the publisher's checksum with --known-hash FILE=ALG:HEX, or accept them "
             "unverified with --unverified (their sha256 is then printed and marked UNVERIFIED). Nothing "
-            "was downloaded.")
+            "was downloaded."
+        )
     summary = DownloadSummary(name, dest, _hash_source(spec, base))
     if dry_run:
         summary.planned = [f"{f.path}  {f.known_hash or 'UNVERIFIED (no published hash)'}" for f in files]
@@ -580,20 +646,22 @@ def registered_instructions(name: str, dest: str | os.PathLike | None = None) ->
     if not isinstance(spec, RegisteredCorpus):
         raise ValueError(f"{name} is openly downloadable: python preprocess/download.py {name} --dest DIR")
     target = str(dest) if dest else f"DIR/{spec.name}"
-    return "\n".join([
-        f"{spec.title}: {spec.contents} (task {spec.tasks}).",
-        "It is distributed by the Neural Engineering Data Consortium (Temple University) to registered",
-        "users only and may not be redistributed, so this tool does not download it. To obtain it:",
-        "  1. Request access at https://isip.piconepress.com/projects/nedc/html/tuh_eeg/ : fill in and sign",
-        "     the data request form found there and email it as instructed (help@nedcdata.org).",
-        "  2. When the request is approved you receive the rsync login (user nedc-tuh-eeg; the password or",
-        "     the SSH key you register with them).",
-        f"  3. rsync -auxvL nedc-tuh-eeg@www.isip.piconepress.com:{spec.rsync_path}/{spec.version}/"
-        f" {target}/",
-        f"     ({spec.version} at the time of writing: use the newest version listed on the corpus page,",
-        "     and keep its official train/dev/eval split folders as they are.)",
-        "  4. Then read it with the TUH adapter in preprocess/datasets/ (see README.md).",
-    ])
+    return "\n".join(
+        [
+            f"{spec.title}: {spec.contents} (task {spec.tasks}).",
+            "It is distributed by the Neural Engineering Data Consortium (Temple University) to registered",
+            "users only and may not be redistributed, so this tool does not download it. To obtain it:",
+            "  1. Request access at https://isip.piconepress.com/projects/nedc/html/tuh_eeg/ : fill in and",
+            "     sign the data request form found there and email it as instructed (help@nedcdata.org).",
+            "  2. When the request is approved you receive the rsync login (user nedc-tuh-eeg; the password",
+            "     or the SSH key you register with them).",
+            f"  3. rsync -auxvL nedc-tuh-eeg@www.isip.piconepress.com:{spec.rsync_path}/{spec.version}/"
+            f" {target}/",
+            f"     ({spec.version} at the time of writing: use the newest version listed on the corpus page,",
+            "     and keep its official train/dev/eval split folders as they are.)",
+            "  4. Then read it with the TUH adapter in preprocess/datasets/ (see README.md).",
+        ]
+    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -605,10 +673,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dest", metavar="DIR", help="destination folder (required for open datasets)")
     parser.add_argument("--subjects", nargs="+", metavar="ID", help="subjects to fetch (default: all)")
     parser.add_argument("--base-url", metavar="URL", help="mirror to use instead of the publisher's URL")
-    parser.add_argument("--known-hash", action="append", default=[], metavar="FILE=ALG:HEX",
-                        help="hash of a file the publisher lists without one (repeatable)")
-    parser.add_argument("--unverified", action="store_true",
-                        help="download files without a published hash too, printing their sha256")
+    parser.add_argument(
+        "--known-hash",
+        action="append",
+        default=[],
+        metavar="FILE=ALG:HEX",
+        help="hash of a file the publisher lists without one (repeatable)",
+    )
+    parser.add_argument(
+        "--unverified",
+        action="store_true",
+        help="download files without a published hash too, printing their sha256",
+    )
     parser.add_argument("--retries", type=int, default=2, help="extra attempts per file (default 2)")
     parser.add_argument("--no-extract", action="store_true", help="keep zip archives unextracted")
     parser.add_argument("--dry-run", action="store_true", help="list the files and hashes, download nothing")
@@ -621,8 +697,10 @@ def _parse_known_hashes(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         path, sep, value = item.partition("=")
         if not sep or not path:
-            raise ValueError(f"Invalid value for the '--known-hash' parameter: expected FILE=ALG:HEX, "
-                             f"but got {item!r} instead.")
+            raise ValueError(
+                f"Invalid value for the '--known-hash' parameter: expected FILE=ALG:HEX, "
+                f"but got {item!r} instead."
+            )
         known[path] = value
     return known
 
@@ -652,12 +730,20 @@ def _run(args: argparse.Namespace) -> int:
         if not args.dest:
             raise ValueError(f"The --dest parameter is required to download {args.name}.")
         if args.retries < 0:
-            raise ValueError(f"Invalid value for the '--retries' parameter: expected 0 or more, "
-                             f"but got {args.retries} instead.")
+            raise ValueError(
+                f"Invalid value for the '--retries' parameter: expected 0 or more, "
+                f"but got {args.retries} instead."
+            )
         summary = download_dataset(
-            args.name, args.dest, args.subjects, base_url=args.base_url,
-            known_hashes=_parse_known_hashes(args.known_hash), allow_unverified=args.unverified,
-            retries=args.retries, extract=not args.no_extract, dry_run=args.dry_run,
+            args.name,
+            args.dest,
+            args.subjects,
+            base_url=args.base_url,
+            known_hashes=_parse_known_hashes(args.known_hash),
+            allow_unverified=args.unverified,
+            retries=args.retries,
+            extract=not args.no_extract,
+            dry_run=args.dry_run,
             progressbar=not args.quiet,
         )
     except requests.exceptions.RequestException as err:  # the listing could not be fetched

@@ -33,6 +33,7 @@ HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 
 REGISTRY_DIR = Path(__file__).resolve().parent / "registry"
 
+
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
     """One file of a dataset.
@@ -115,7 +116,7 @@ def _number(prefix: str, width: int) -> Callable[[str], str | None]:
     def normalize(subject: str) -> str | None:
         text = subject.strip().lower()
         if prefix and text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
         return f"{int(text):0{width}d}" if text.isdigit() else None
 
     return normalize
@@ -123,53 +124,80 @@ def _number(prefix: str, width: int) -> Callable[[str], str | None]:
 
 DATASETS: dict[str, OpenDataset | RegisteredCorpus] = {
     "chbmit": OpenDataset(
-        name="chbmit", title="CHB-MIT Scalp EEG Database 1.0.0", host="physionet",
+        name="chbmit",
+        title="CHB-MIT Scalp EEG Database 1.0.0",
+        host="physionet",
         base_url="https://physionet.org/files/chbmit/1.0.0/",
         checksums_file=REGISTRY_DIR / "chbmit-1.0.0-SHA256SUMS.txt",
         checksums_file_sha256="f1698efeb9fef887e55cedf6eda13386d9a888db663aec48b2aa194b7b753d2b",
-        subject_pattern=r"^(chb\d\d)/", normalize_subject=str.lower,
+        subject_pattern=r"^(chb\d\d)/",
+        normalize_subject=str.lower,
         subject_help="cases chb01 ... chb24 (chb21 is chb01 recorded later)",
         source="PhysioNet, ODC-By 1.0; cite Shoeb 2009 and Goldberger et al. 2000",
     ),
     "sleep_edf": OpenDataset(
-        name="sleep_edf", title="Sleep-EDF Expanded 1.0.0, sleep-cassette recordings", host="physionet",
+        name="sleep_edf",
+        title="Sleep-EDF Expanded 1.0.0, sleep-cassette recordings",
+        host="physionet",
         base_url="https://physionet.org/files/sleep-edfx/1.0.0/",
-        subject_pattern=r"^sleep-cassette/SC4(\d\d)\d", normalize_subject=_number("", 2),
+        subject_pattern=r"^sleep-cassette/SC4(\d\d)\d",
+        normalize_subject=_number("", 2),
         exclude_pattern=r"^sleep-telemetry/",
         subject_help="sleep-cassette subject numbers 0 ... 82 (ss in SC4ssN)",
         source="PhysioNet, ODC-By 1.0; cite Kemp et al. 2000 and Goldberger et al. 2000",
     ),
     "helsinki_neonatal": OpenDataset(
-        name="helsinki_neonatal", title="Helsinki neonatal EEG with seizure annotations", host="zenodo",
-        base_url="https://zenodo.org/", record_id="4940267",
-        subject_pattern=r"^eeg(\d+)\.edf$", normalize_subject=_number("eeg", 1),
+        name="helsinki_neonatal",
+        title="Helsinki neonatal EEG with seizure annotations",
+        host="zenodo",
+        base_url="https://zenodo.org/",
+        record_id="4940267",
+        subject_pattern=r"^eeg(\d+)\.edf$",
+        normalize_subject=_number("eeg", 1),
         subject_help="babies 1 ... 79 (eegN.edf)",
         source="Zenodo, CC-BY 4.0; cite Stevenson et al., Sci. Data 6, 190039 (2019)",
     ),
     "cork_hie": OpenDataset(
-        name="cork_hie", title="Cork neonatal EEG graded for HIE background severity", host="zenodo",
-        base_url="https://zenodo.org/", record_id="7477575",
+        name="cork_hie",
+        title="Cork neonatal EEG graded for HIE background severity",
+        host="zenodo",
+        base_url="https://zenodo.org/",
+        record_id="7477575",
         source="Zenodo, CC-BY 4.0; cite O'Toole et al., Sci. Data 10, 129 (2023)",
     ),
     "tusz": RegisteredCorpus(
-        name="tusz", title="TUH EEG Seizure Corpus (TUSZ)", rsync_path="data/tuh_eeg/tuh_eeg_seizure",
-        version="v2.0.3", tasks="seizure_type", contents="EDF with .csv/.csv_bi seizure annotations",
+        name="tusz",
+        title="TUH EEG Seizure Corpus (TUSZ)",
+        rsync_path="data/tuh_eeg/tuh_eeg_seizure",
+        version="v2.0.3",
+        tasks="seizure_type",
+        contents="EDF with .csv/.csv_bi seizure annotations",
     ),
     "tuev": RegisteredCorpus(
-        name="tuev", title="TUH EEG Events Corpus (TUEV)", rsync_path="data/tuh_eeg/tuh_eeg_events",
-        version="v2.0.1", tasks="epileptiform_detection", contents="EDF with .rec event annotations",
+        name="tuev",
+        title="TUH EEG Events Corpus (TUEV)",
+        rsync_path="data/tuh_eeg/tuh_eeg_events",
+        version="v2.0.1",
+        tasks="epileptiform_detection",
+        contents="EDF with .rec event annotations",
     ),
     "tuar": RegisteredCorpus(
-        name="tuar", title="TUH EEG Artifact Corpus (TUAR)", rsync_path="data/tuh_eeg/tuh_eeg_artifact",
-        version="v3.0.1", tasks="artifact_detection", contents="EDF with .csv artefact annotations",
+        name="tuar",
+        title="TUH EEG Artifact Corpus (TUAR)",
+        rsync_path="data/tuh_eeg/tuh_eeg_artifact",
+        version="v3.0.1",
+        tasks="artifact_detection",
+        contents="EDF with .csv artefact annotations",
     ),
 }
 
 
 def get_dataset(name: str) -> OpenDataset | RegisteredCorpus:
     if name not in DATASETS:
-        raise ValueError(f"Invalid value for the 'name' parameter. Allowed values are "
-                         f"{', '.join(DATASETS)}, but got {name!r} instead.")
+        raise ValueError(
+            f"Invalid value for the 'name' parameter. Allowed values are "
+            f"{', '.join(DATASETS)}, but got {name!r} instead."
+        )
     return DATASETS[name]
 
 
@@ -186,8 +214,10 @@ def checked_hash(value: str, source: str) -> str:
     alg, _, digest = value.strip().partition(":")
     alg, digest = alg.lower(), digest.lower()
     if alg not in HEX_LENGTHS or not re.fullmatch(f"[0-9a-f]{{{HEX_LENGTHS[alg]}}}", digest):
-        raise ValueError(f"{source}: invalid hash {value!r}; expected ALG:HEX with ALG one of "
-                         f"{', '.join(HEX_LENGTHS)} (e.g. md5:{'0' * 32}).")
+        raise ValueError(
+            f"{source}: invalid hash {value!r}; expected ALG:HEX with ALG one of "
+            f"{', '.join(HEX_LENGTHS)} (e.g. md5:{'0' * 32})."
+        )
     return f"{alg}:{digest}"
 
 
@@ -220,8 +250,10 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
                 continue
             match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *]?(\S.*)", line.rstrip("\r\n"))
             if match is None:
-                raise ValueError(f"{path}, line {number}: cannot parse {line.strip()[:80]!r}; expected "
-                                 "'<sha256> <file>'. Delete the file if it is a damaged download.")
+                raise ValueError(
+                    f"{path}, line {number}: cannot parse {line.strip()[:80]!r}; expected "
+                    "'<sha256> <file>'. Delete the file if it is a damaged download."
+                )
             hashes[checked_relpath(match.group(2), path)] = f"sha256:{match.group(1).lower()}"
     return hashes
 
@@ -252,8 +284,10 @@ def read_zenodo_listing(path: str | os.PathLike) -> dict[str, str | None]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a Zenodo record listing (invalid JSON: {err}). Delete it if it is "
-                         "a damaged download.") from err
+        raise ValueError(
+            f"{path}: not a Zenodo record listing (invalid JSON: {err}). Delete it if it is "
+            "a damaged download."
+        ) from err
     files = data.get("files", data) if isinstance(data, dict) else None
     if isinstance(files, dict):
         files = files.get("entries")

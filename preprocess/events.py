@@ -125,8 +125,10 @@ def read_events_csv(
         prob_columns = [c for c in reader.fieldnames if c.startswith("p_")]
         unknown = [c for c in prob_columns if c[2:] not in classes]
         if unknown:
-            raise EventsError(f"Events file {path} has soft-label columns {unknown} of classes outside the "
-                              f"allowed labels {classes}; name them p_<class>.")
+            raise EventsError(
+                f"Events file {path} has soft-label columns {unknown} of classes outside the "
+                f"allowed labels {classes}; name them p_<class>."
+            )
         for row_number, row in enumerate(reader, start=1):
             where = f"{path}, row {row_number}"
             recording = (row["recording"] or "").strip()

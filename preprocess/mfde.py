@@ -302,7 +302,7 @@ def mfde_reference(patch, m=2, c=6, tau=1, n_scales=5):
             series = []
             for block in range(n_times // scale):
                 total = 0.0
-                for value in x[block * scale:(block + 1) * scale]:
+                for value in x[block * scale : (block + 1) * scale]:
                     total += value
                 series.append(total / scale)
         cdf = ndtr((np.array(series) - mu) / sigma)
@@ -525,8 +525,20 @@ def _mfde_rows(rows, plan, name):
     if rows.shape[0] == 0:
         return out
     bad_row = _mfde_kernel.mfde_rows(
-        rows, plan.official, plan.c, plan.n_classes, plan.m, plan.tau, plan.n_scales, plan.y_bounds,
-        plan.z_edges, plan.z_zero, _BAND, plan.counted, plan.count_log_count, out,
+        rows,
+        plan.official,
+        plan.c,
+        plan.n_classes,
+        plan.m,
+        plan.tau,
+        plan.n_scales,
+        plan.y_bounds,
+        plan.z_edges,
+        plan.z_zero,
+        _BAND,
+        plan.counted,
+        plan.count_log_count,
+        out,
     )
     if bad_row >= 0:
         raise _non_finite_error(rows[bad_row], name)

@@ -203,8 +203,10 @@ def parse_label_probs(cell: str | None, source: str | os.PathLike = "manifest") 
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise UsageError(f"Invalid label_probs cell {cell!r} in {source}: expected class=probability "
-                             "pairs joined by ';'.")
+            raise UsageError(
+                f"Invalid label_probs cell {cell!r} in {source}: expected class=probability "
+                "pairs joined by ';'."
+            )
     return probs
 
 

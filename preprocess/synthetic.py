@@ -108,8 +108,11 @@ def write_long_edf(
     signals = []
     for i, name in enumerate(ch_names):
         data = synthetic_eeg(1, n_times, sfreq, seed=i)[0]
-        signals.append(edfio.EdfSignal(data, sfreq, label=name, physical_dimension="uV",
-                                       physical_range=(-3000.0, 3000.0)))
+        signals.append(
+            edfio.EdfSignal(
+                data, sfreq, label=name, physical_dimension="uV", physical_range=(-3000.0, 3000.0)
+            )
+        )
         del data
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

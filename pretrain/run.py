@@ -53,7 +53,6 @@ logger = logging.getLogger("pretrain.run")
 DEFAULT_CONFIG = CONFIG_DIR / "pretrain" / "m4cea_base.yaml"
 
 
-
 def _model_name(args: argparse.Namespace):
     """``model.name`` as ``--set`` or ``--config`` give it (None when neither does)."""
     for text in reversed(list(args.overrides)):
@@ -256,7 +255,6 @@ def setup_run(args: argparse.Namespace) -> PretrainRun:
             f"The data folder {args.data} holds {len(dataset)} windows, fewer than one optimiser step of "
             f"optim.batch_size={cfg['optim']['batch_size']} windows: use more data or a smaller batch size."
         )
-
 
     model.to(device)
     configure_attention(model, use_fused_attention(device, cfg["runtime"]["fused_attn"]))

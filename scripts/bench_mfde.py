@@ -32,24 +32,40 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "mfde_reference_chb01.npz"
 _THREAD_VARIABLES = (
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
 )
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-patches", type=int, default=288_000,
-                        help="patches for the vectorised mfde (default: 288000 = 1 h of 16-channel EEG "
-                             "cut into 0.2 s patches)")
-    parser.add_argument("--loop-patches", type=int, default=200,
-                        help="patches for the per-patch loop reference (default: 200)")
+    parser.add_argument(
+        "--n-patches",
+        type=int,
+        default=288_000,
+        help="patches for the vectorised mfde (default: 288000 = 1 h of 16-channel EEG "
+        "cut into 0.2 s patches)",
+    )
+    parser.add_argument(
+        "--loop-patches",
+        type=int,
+        default=200,
+        help="patches for the per-patch loop reference (default: 200)",
+    )
     parser.add_argument("--patch-samples", type=int, default=200, help="samples per patch (default: 200)")
     parser.add_argument("--threads", type=int, default=1, help="numpy/BLAS/OpenMP threads (default: 1)")
     parser.add_argument("--variant", choices=("official", "textbook"), default="official")
     parser.add_argument("--data", choices=("auto", "reference", "synthetic"), default="auto")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="timed runs of each; medians and fastest runs are reported (default: 5)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="timed runs of each; medians and fastest runs are reported (default: 5)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
     args = parser.parse_args(argv)
     for name in ("n_patches", "loop_patches", "threads", "repeat"):
@@ -110,7 +126,7 @@ def main(argv=None):
     start = time.perf_counter()
     mfde(patches[:1000], variant=args.variant)  # compiles the kernel or loads it from numba's cache
     print(f"first call (compile or cache load): {time.perf_counter() - start:.1f} s")
-    loop_patches = patches[:args.loop_patches] if args.variant == "official" else None
+    loop_patches = patches[: args.loop_patches] if args.variant == "official" else None
     wall, cpu, loop_wall, loop_cpu = [], [], [], []
     for _ in range(args.repeat):  # alternately, so that a change of load hits both
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -123,17 +139,23 @@ def main(argv=None):
             loop_wall.append((time.perf_counter() - start) / len(loop_patches) * 1e6)
             loop_cpu.append((time.process_time() - cpu_start) / len(loop_patches) * 1e6)
     median = statistics.median
-    print(f"mfde (compiled kernel):  {median(wall):8.3f} us/patch wall, {median(cpu):.3f} us/patch CPU "
-          f"(median of {args.repeat}; fastest {min(wall):.3f} wall; {len(patches)} patches)")
+    print(
+        f"mfde (compiled kernel):  {median(wall):8.3f} us/patch wall, {median(cpu):.3f} us/patch CPU "
+        f"(median of {args.repeat}; fastest {min(wall):.3f} wall; {len(patches)} patches)"
+    )
     if loop_patches is None:
         print("per-patch loop: only for --variant official (test the textbook variant against EntropyHub)")
         return 0
-    print(f"per-patch loop:          {median(loop_wall):8.1f} us/patch wall, {median(loop_cpu):.1f} us/patch "
-          f"CPU (median of {args.repeat}; fastest {min(loop_wall):.1f} wall; {len(loop_patches)} patches)")
-    print(f"speed-up:                {median(loop_wall) / median(wall):8.0f} x wall, "
-          f"{median(loop_cpu) / median(cpu):.0f} x CPU (medians); "
-          f"{min(loop_wall) / min(wall):.0f} x wall (fastest runs)")
-    max_difference = float(np.abs(loop_values - values[:len(loop_patches)]).max())
+    print(
+        f"per-patch loop:          {median(loop_wall):8.1f} us/patch wall, {median(loop_cpu):.1f} us/patch "
+        f"CPU (median of {args.repeat}; fastest {min(loop_wall):.1f} wall; {len(loop_patches)} patches)"
+    )
+    print(
+        f"speed-up:                {median(loop_wall) / median(wall):8.0f} x wall, "
+        f"{median(loop_cpu) / median(cpu):.0f} x CPU (medians); "
+        f"{min(loop_wall) / min(wall):.0f} x wall (fastest runs)"
+    )
+    max_difference = float(np.abs(loop_values - values[: len(loop_patches)]).max())
     print(f"max |loop - vectorised|: {max_difference:.1e}")
     if max_difference > 1e-12:
         print("ERROR: the compiled and per-patch results differ", file=sys.stderr)

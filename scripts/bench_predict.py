@@ -170,8 +170,8 @@ def compute_floor(batch_size: int) -> dict:
     with torch.inference_mode():
         tokens = torch.randn(batch_size * n_tokens, width, dtype=bf16)
         weight = torch.randn(4 * width, width, dtype=bf16)
-        gemm_flops_per_s = 2 * tokens.shape[0] * width * 4 * width / _seconds_per_call(
-            lambda: F.linear(tokens, weight)
+        gemm_flops_per_s = (
+            2 * tokens.shape[0] * width * 4 * width / _seconds_per_call(lambda: F.linear(tokens, weight))
         )
         scores = torch.randn(batch_size, model.num_heads, n_tokens, n_tokens, dtype=bf16)
         softmax_s_per_score = _seconds_per_call(lambda: scores.softmax(-1)) / scores.numel()

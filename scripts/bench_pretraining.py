@@ -229,9 +229,7 @@ def window_features(model: torch.nn.Module, data: Path):
     from preprocess.segments import load_window, read_manifest, scale_window
 
     rows = [row for row in read_manifest(data) if row.get("label")]
-    x = np.stack(
-        [scale_window(np.asarray(load_window(data, row)["data"], np.float32)) for row in rows]
-    )
+    x = np.stack([scale_window(np.asarray(load_window(data, row)["data"], np.float32)) for row in rows])
     model.eval()
     with torch.no_grad():
         feats = torch.cat(

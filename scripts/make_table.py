@@ -43,8 +43,9 @@ from tasks import METRIC_NAMES  # noqa: E402
 def _variant(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=RUNS_DIR (e.g. no_tie=runs/no_tie), "
-                                         f"but got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=RUNS_DIR (e.g. no_tie=runs/no_tie), but got {text!r}"
+        )
     return name, path
 
 
@@ -67,25 +68,55 @@ def _seed_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs_dir", nargs="*", help="folder(s) of <task>/seed<S>/results.json: one gives the "
-                        "main table, several the comparison table (first folder = reference rows)")
-    parser.add_argument("--ablation", nargs="+", type=_variant, metavar="NAME=RUNS_DIR",
-                        help="ablation variants, each a runs folder, in table order")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "runs_dir",
+        nargs="*",
+        help="folder(s) of <task>/seed<S>/results.json: one gives the "
+        "main table, several the comparison table (first folder = reference rows)",
+    )
+    parser.add_argument(
+        "--ablation",
+        nargs="+",
+        type=_variant,
+        metavar="NAME=RUNS_DIR",
+        help="ablation variants, each a runs folder, in table order",
+    )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="results to tabulate")
-    parser.add_argument("--metrics", type=_metric_list, default=list(METRIC_NAMES),
-                        help="comma-separated metric columns (default: all)")
-    parser.add_argument("--seeds", nargs="+", type=_seed_list, action="extend", default=None, metavar="SEED",
-                        help="expected seeds, reported when missing: 42 2024 or 42,2024 "
-                             f"(default: {' '.join(map(str, PAPER_SEEDS))})")
-    parser.add_argument("--test", choices=PAIRED_TESTS, default="ttest",
-                        help="paired test over seeds of the comparison table (default: ttest)")
+    parser.add_argument(
+        "--metrics",
+        type=_metric_list,
+        default=list(METRIC_NAMES),
+        help="comma-separated metric columns (default: all)",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=_seed_list,
+        action="extend",
+        default=None,
+        metavar="SEED",
+        help="expected seeds, reported when missing: 42 2024 or 42,2024 "
+        f"(default: {' '.join(map(str, PAPER_SEEDS))})",
+    )
+    parser.add_argument(
+        "--test",
+        choices=PAIRED_TESTS,
+        default="ttest",
+        help="paired test over seeds of the comparison table (default: ttest)",
+    )
     parser.add_argument("--digits", type=int, default=4, help="decimals in the Markdown table")
-    parser.add_argument("--csv", help="main table CSV (default RUNS_DIR/table_main.csv; comparison: "
-                        "table_comparison.csv in the folders' common parent)")
-    parser.add_argument("--ablation-csv", help="ablation CSV (default: table_ablation.csv in the variants' "
-                                               "common parent folder)")
+    parser.add_argument(
+        "--csv",
+        help="main table CSV (default RUNS_DIR/table_main.csv; comparison: "
+        "table_comparison.csv in the folders' common parent)",
+    )
+    parser.add_argument(
+        "--ablation-csv",
+        help="ablation CSV (default: table_ablation.csv in the variants' common parent folder)",
+    )
     return parser
 
 
@@ -108,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = [m for m in args.metrics if any(m in row.metrics for row in rows)] or args.metrics
             parent = Path(os.path.commonpath([Path(p).resolve() for p in args.runs_dir]))
             csv_path = write_csv(rows, args.csv or parent / "table_comparison.csv", metrics)
-            title = (f"Comparison table ({args.split}, mean ± std over seeds; Δ to each task's first row, "
-                     f"{args.test} over seeds): {', '.join(args.runs_dir)}")
+            title = (
+                f"Comparison table ({args.split}, mean ± std over seeds; Δ to each task's first row, "
+                f"{args.test} over seeds): {', '.join(args.runs_dir)}"
+            )
             _print(title, rows, notes, csv_path, args, metrics)
         if args.ablation:
             rows, notes = ablation_table(args.ablation, **options)

@@ -139,8 +139,10 @@ def recording_timelines(rows: Sequence[Mapping], task: Task) -> dict[str, tuple[
     durations = window_durations(rows, task)
     strides = durations if task.stride_s is None else np.full(len(rows), float(task.stride_s))
     starts = np.array([float(row_value(rows, i, "start_s")) for i in range(len(rows))])
-    return {recording: (order, contiguous_segments(starts[order], strides[order]))
-            for recording, order in _windows_by_recording(rows).items()}
+    return {
+        recording: (order, contiguous_segments(starts[order], strides[order]))
+        for recording, order in _windows_by_recording(rows).items()
+    }
 
 
 def _windows_by_recording(rows: Sequence[Mapping]) -> dict[str, np.ndarray]:
@@ -156,8 +158,10 @@ def _windows_by_recording(rows: Sequence[Mapping]) -> dict[str, np.ndarray]:
         dup = np.flatnonzero(np.diff(starts[order]) <= TIME_TOL_S)
         if dup.size:
             a, b = order[dup[0]], order[dup[0] + 1]
-            raise UsageError(f"Recording {recording!r} has two windows starting at {starts[a]} s (rows {a} "
-                             f"and {b}: {rows[a].get('path', '?')}, {rows[b].get('path', '?')}).")
+            raise UsageError(
+                f"Recording {recording!r} has two windows starting at {starts[a]} s (rows {a} "
+                f"and {b}: {rows[a].get('path', '?')}, {rows[b].get('path', '?')})."
+            )
         out[recording] = order
     return out
 
@@ -218,13 +222,18 @@ def unit_index(
     n = len(rows)
     if task.unit == "window":
         _windows_by_recording(rows)  # refuses duplicated windows
-        row_keys = [(str(row_value(rows, i, "recording")), float(row_value(rows, i, "start_s")))
-                    for i in range(n)]
+        row_keys = [
+            (str(row_value(rows, i, "recording")), float(row_value(rows, i, "start_s"))) for i in range(n)
+        ]
     elif task.unit == "epoch":
         _windows_by_recording(rows)  # refuses duplicated windows
-        row_keys = [(str(row_value(rows, i, "recording")),
-                     int(math.floor(float(row_value(rows, i, "start_s")) / task.epoch_s + TIME_TOL_S)))
-                    for i in range(n)]
+        row_keys = [
+            (
+                str(row_value(rows, i, "recording")),
+                int(math.floor(float(row_value(rows, i, "start_s")) / task.epoch_s + TIME_TOL_S)),
+            )
+            for i in range(n)
+        ]
     elif task.unit == "event":
         labels = encode_labels(rows, task) if labels is None else np.asarray(labels)
         row_keys = [None] * n
@@ -315,13 +324,17 @@ def check_probabilities(probabilities, n_rows: int, task: Task) -> np.ndarray:
     """
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape != (n_rows, task.n_classes):
-        raise UsageError(f"Invalid value for the 'probabilities' parameter: expected shape (n_rows, "
-                         f"n_classes) = ({n_rows}, {task.n_classes}) for the task '{task.name}', "
-                         f"but got {p.shape}.")
+        raise UsageError(
+            f"Invalid value for the 'probabilities' parameter: expected shape (n_rows, "
+            f"n_classes) = ({n_rows}, {task.n_classes}) for the task '{task.name}', "
+            f"but got {p.shape}."
+        )
     if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
-        raise UsageError("Invalid value for the 'probabilities' parameter: expected finite class "
-                         "probabilities (softmax of the logits, each row summing to 1), but got values "
-                         "outside that.")
+        raise UsageError(
+            "Invalid value for the 'probabilities' parameter: expected finite class "
+            "probabilities (softmax of the logits, each row summing to 1), but got values "
+            "outside that."
+        )
     return p
 
 
@@ -358,8 +371,13 @@ def aggregate(
     n_windows = np.bincount(index, minlength=len(keys)).astype(np.int64)
     sums = np.zeros((len(keys), task.n_classes))
     np.add.at(sums, index, p)
-    return Units(keys=keys, probabilities=sums / n_windows[:, None],
-                 labels=_unit_labels(task, labels, index, keys), n_windows=n_windows, index=index)
+    return Units(
+        keys=keys,
+        probabilities=sums / n_windows[:, None],
+        labels=_unit_labels(task, labels, index, keys),
+        n_windows=n_windows,
+        index=index,
+    )
 
 
 def predict(task: Task, probabilities: np.ndarray) -> np.ndarray:

@@ -74,16 +74,28 @@ METRIC_NAMES = (
 )
 
 #: Metrics that need a binary task (two classes and a positive class).
-BINARY_METRICS = ("auroc", "auprc", "event_sensitivity", "event_precision", "event_f1",
-                  "false_alarms_per_24h", "false_alarms_per_hour", "swi_mae", "swi_pearson_r")
+BINARY_METRICS = (
+    "auroc",
+    "auprc",
+    "event_sensitivity",
+    "event_precision",
+    "event_f1",
+    "false_alarms_per_24h",
+    "false_alarms_per_hour",
+    "swi_mae",
+    "swi_pearson_r",
+)
 
 #: ``configs/finetune``: ``_base.yaml`` (defaults and schema) and one ``<task>.yaml`` per task.
 FINETUNE_CONFIG_DIR = CONFIG_DIR / "finetune"
 BASE_CONFIG = FINETUNE_CONFIG_DIR / "_base.yaml"
 
+
 def _allowed(name: str, allowed: Sequence, got) -> str:
-    return (f"Invalid value for the '{name}' parameter. Allowed values are {list(allowed)}, "
-            f"but got {got!r} instead.")
+    return (
+        f"Invalid value for the '{name}' parameter. Allowed values are {list(allowed)}, "
+        f"but got {got!r} instead."
+    )
 
 
 @dataclass(frozen=True)
@@ -149,26 +161,32 @@ class Task:
         object.__setattr__(self, "extra_labels", tuple(self.extra_labels))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if not isinstance(self.name, str) or not self.name:
-            raise UsageError(f"Invalid value for the 'name' parameter: expected a task name, "
-                             f"but got {self.name!r}.")
+            raise UsageError(
+                f"Invalid value for the 'name' parameter: expected a task name, but got {self.name!r}."
+            )
         where = f"of the task '{self.name}'"
         if len(self.classes) < 2 or not all(isinstance(c, str) and c for c in self.classes):
-            raise UsageError(f"Invalid value for 'task.classes' {where}: expected at least two class names, "
-                             f"but got {list(self.classes)!r} instead.")
+            raise UsageError(
+                f"Invalid value for 'task.classes' {where}: expected at least two class names, "
+                f"but got {list(self.classes)!r} instead."
+            )
         duplicated = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if duplicated:
             raise UsageError(f"Invalid value for 'task.classes' {where}: {duplicated} listed more than once.")
         if self.unit not in UNITS:
             raise UsageError(_allowed("task.unit", UNITS, self.unit))
         if not self.metrics:
-            raise UsageError(f"Invalid value for 'task.metrics' {where}: expected at least one of "
-                             f"{list(METRIC_NAMES)}, but got an empty list.")
+            raise UsageError(
+                f"Invalid value for 'task.metrics' {where}: expected at least one of "
+                f"{list(METRIC_NAMES)}, but got an empty list."
+            )
         for metric in self.metrics:
             if metric not in METRIC_NAMES:
                 raise UsageError(_allowed("task.metrics", METRIC_NAMES, metric))
         if len(set(self.metrics)) != len(self.metrics):
-            raise UsageError(f"Invalid value for 'task.metrics' {where}: a metric is listed twice "
-                             f"({list(self.metrics)}).")
+            raise UsageError(
+                f"Invalid value for 'task.metrics' {where}: a metric is listed twice ({list(self.metrics)})."
+            )
         if self.is_binary:
             if self.positive_class not in self.classes:
                 raise UsageError(
@@ -190,22 +208,30 @@ class Task:
                     f"Multi-class metrics: balanced_accuracy, cohen_kappa, weighted_f1."
                 )
         if not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
-            raise UsageError(f"Invalid value for 'task.threshold' {where}: expected a number in [0, 1], "
-                             f"but got {self.threshold!r} instead.")
+            raise UsageError(
+                f"Invalid value for 'task.threshold' {where}: expected a number in [0, 1], "
+                f"but got {self.threshold!r} instead."
+            )
         for key in ("epoch_s", "window_s", "stride_s"):
             value = getattr(self, key)
             if value is None and key != "epoch_s":
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise UsageError(f"Invalid value for 'task.{key}' {where}: expected a positive number of "
-                                 f"seconds, but got {value!r} instead.")
+                raise UsageError(
+                    f"Invalid value for 'task.{key}' {where}: expected a positive number of "
+                    f"seconds, but got {value!r} instead."
+                )
         k, n = self.smoothing_k, self.smoothing_n
         if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
-            raise UsageError(f"Invalid value for 'task.events' {where}: expected integers "
-                             f"1 <= smoothing_k <= smoothing_n, but got k={k!r}, n={n!r} instead.")
+            raise UsageError(
+                f"Invalid value for 'task.events' {where}: expected integers "
+                f"1 <= smoothing_k <= smoothing_n, but got k={k!r}, n={n!r} instead."
+            )
         if not isinstance(self.strict_any_overlap, bool):
-            raise UsageError(f"Invalid value for 'task.events.strict_any_overlap' {where}: expected true or "
-                             f"false, but got {self.strict_any_overlap!r} instead.")
+            raise UsageError(
+                f"Invalid value for 'task.events.strict_any_overlap' {where}: expected true or "
+                f"false, but got {self.strict_any_overlap!r} instead."
+            )
 
     @property
     def n_classes(self) -> int:
@@ -251,15 +277,18 @@ class Task:
         unknown = sorted(set(section) - allowed)
         unknown += sorted(f"events.{k}" for k in events if k not in event_keys)
         if unknown:
-            raise UsageError(f"Unknown keys {unknown} in the task config. Allowed keys are "
-                             f"{sorted(allowed) + ['events.' + k for k in event_keys]}.")
+            raise UsageError(
+                f"Unknown keys {unknown} in the task config. Allowed keys are "
+                f"{sorted(allowed) + ['events.' + k for k in event_keys]}."
+            )
         missing = [k for k in ("name", "classes", "unit", "metrics") if section.get(k) is None]
         if missing:
             raise UsageError(f"The task config lacks the keys {['task.' + k for k in missing]}.")
         for key in ("classes", "metrics", "extra_labels"):
             if key in section and not isinstance(section[key], (list, tuple)):
-                raise UsageError(f"Invalid value for 'task.{key}': expected a list, "
-                                 f"but got {section[key]!r}.")
+                raise UsageError(
+                    f"Invalid value for 'task.{key}': expected a list, but got {section[key]!r}."
+                )
         return cls(**section, **events)
 
 
@@ -317,8 +346,10 @@ def load_task_config(
     """
     resolved = load_config(BASE_CONFIG, [task_config_path(name), config], overrides)
     if resolved["task"]["name"] != name:
-        raise UsageError(f"Invalid value for 'task.name': the config is for the task --task {name!r}, "
-                         f"but got {resolved['task']['name']!r} instead (from --config or --set).")
+        raise UsageError(
+            f"Invalid value for 'task.name': the config is for the task --task {name!r}, "
+            f"but got {resolved['task']['name']!r} instead (from --config or --set)."
+        )
     return resolved
 
 
@@ -352,14 +383,18 @@ def get_task(name: str, config: Mapping | None = None) -> Task:
     if config is None:
         config = load_task_config(name)
     if not isinstance(config, Mapping) or not isinstance(config.get("task"), Mapping):
-        raise UsageError("Invalid value for the 'config' parameter: expected a resolved fine-tuning config "
-                         "with a 'task' mapping (tasks.load_task_config).")
+        raise UsageError(
+            "Invalid value for the 'config' parameter: expected a resolved fine-tuning config "
+            "with a 'task' mapping (tasks.load_task_config)."
+        )
     section = dict(config["task"])
     if section.get("name") is None:
         section["name"] = name
     if section["name"] != name:
-        raise UsageError(f"Invalid value for the 'config' parameter: it configures the task "
-                         f"{section['name']!r}, but the task {name!r} was asked for.")
+        raise UsageError(
+            f"Invalid value for the 'config' parameter: it configures the task "
+            f"{section['name']!r}, but the task {name!r} was asked for."
+        )
     return Task.from_config(section)
 
 

@@ -41,9 +41,18 @@ def make_rows():
         rows = []
         for item in windows:
             subject, recording, start_s, label = item if len(item) == 4 else (item[0], *item)
-            rows.append(dict(path=f"segments/{recording}/{recording}_{int(start_s * 1000)}ms.pkl",
-                             subject=subject, recording=recording, start_s=float(start_s), label=label,
-                             n_chans=16, n_times=int(round(window_s * 1000)), sfreq=1000.0))
+            rows.append(
+                dict(
+                    path=f"segments/{recording}/{recording}_{int(start_s * 1000)}ms.pkl",
+                    subject=subject,
+                    recording=recording,
+                    start_s=float(start_s),
+                    label=label,
+                    n_chans=16,
+                    n_times=int(round(window_s * 1000)),
+                    sfreq=1000.0,
+                )
+            )
         return rows
 
     return make

@@ -102,8 +102,9 @@ def parse_option(text: str) -> tuple[str, Any]:
     """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"Invalid value for --dataset-option: expected key=value (e.g. rule=consensus), "
-                         f"but got {text!r}.")
+        raise ValueError(
+            f"Invalid value for --dataset-option: expected key=value (e.g. rule=consensus), but got {text!r}."
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -157,7 +158,8 @@ class DatasetAdapter:
         if unknown:
             raise ValueError(
                 f"Invalid option(s) {unknown} for the dataset '{self.name}'. Allowed options are "
-                + "; ".join(f"{k} ({o.help}; default {o.default!r})" for k, o in spec.items()) + "."
+                + "; ".join(f"{k} ({o.help}; default {o.default!r})" for k, o in spec.items())
+                + "."
             )
         self.opts: dict[str, Any] = {}
         for key, option in spec.items():
@@ -172,8 +174,11 @@ class DatasetAdapter:
                 kind = option.kind or (type(option.default) if option.default is not None else None)
                 if kind is float and isinstance(value, int) and not isinstance(value, bool):
                     value = float(value)
-                wrong = kind is not None and value is not None and (
-                    not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool))
+                wrong = (
+                    kind is not None
+                    and value is not None
+                    and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool))
+                )
                 if wrong:
                     raise ValueError(
                         f"Invalid value for the '{key}' option of the dataset '{self.name}': expected "
@@ -415,8 +420,11 @@ def intervals_to_events(
     conflict_s : float
         Seconds left unlabelled because several labels covered them and ``priority`` did not decide.
     """
-    items = [(float(a), float(b) if end_s is None else min(float(b), end_s), lab)
-             for a, b, lab in intervals if lab is not None]
+    items = [
+        (float(a), float(b) if end_s is None else min(float(b), end_s), lab)
+        for a, b, lab in intervals
+        if lab is not None
+    ]
     items = [(a, b, lab) for a, b, lab in items if b > a]
     if not items:
         return [], 0.0
@@ -458,5 +466,6 @@ def mask_to_events(mask: np.ndarray, label: str, step_s: float = 1.0) -> list[Ev
     mask = np.asarray(mask, dtype=bool)
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [Event(float(a * step_s), float((b - a) * step_s), label)
-            for a, b in zip(starts, stops, strict=True)]
+    return [
+        Event(float(a * step_s), float((b - a) * step_s), label) for a, b in zip(starts, stops, strict=True)
+    ]

@@ -144,8 +144,11 @@ def read_summary(path: str | os.PathLike) -> list[dict]:
         if pending is not None:
             raise fail(pending[1], f"seizure start without an end in {record['file']}")
         if record["n_seizures"] is not None and record["n_seizures"] != len(record["seizures"]):
-            raise fail(record["line"], f"{record['file']} declares {record['n_seizures']} seizure(s) but "
-                                       f"lists {len(record['seizures'])}")
+            raise fail(
+                record["line"],
+                f"{record['file']} declares {record['n_seizures']} seizure(s) but "
+                f"lists {len(record['seizures'])}",
+            )
         if record["start_time"] and record["end_time"]:
             record["duration_s"] = float((record["_end"] - record["_start"]) % 86400)
             for onset, offset in record["seizures"]:
@@ -180,9 +183,17 @@ def read_summary(path: str | os.PathLike) -> list[dict]:
         elif kind == "file":
             close(record, number)
             pending = None
-            record = {"file": match.group(1), "start_time": None, "end_time": None, "duration_s": None,
-                      "n_seizures": None, "seizures": [], "channels": list(channels), "sfreq": sfreq,
-                      "line": number}
+            record = {
+                "file": match.group(1),
+                "start_time": None,
+                "end_time": None,
+                "duration_s": None,
+                "n_seizures": None,
+                "seizures": [],
+                "channels": list(channels),
+                "sfreq": sfreq,
+                "line": number,
+            }
             records.append(record)
         elif kind in ("start", "end", "n_seizures", "seizure"):
             if record is None:
@@ -198,19 +209,24 @@ def read_summary(path: str | os.PathLike) -> list[dict]:
                 expected = len(record["seizures"]) + 1
                 # Only start lines are checked: chb09_08's second seizure ends with "Seizure 1 End Time".
                 if which == "Start" and index is not None and int(index) != expected:
-                    raise fail(number, f"seizure {index} of {record['file']} where seizure {expected} "
-                                       "was expected")
+                    raise fail(
+                        number, f"seizure {index} of {record['file']} where seizure {expected} was expected"
+                    )
                 if which == "Start":
                     if pending is not None:
-                        raise fail(number, "a second seizure start before the end of the first in "
-                                           f"{record['file']}")
+                        raise fail(
+                            number, f"a second seizure start before the end of the first in {record['file']}"
+                        )
                     pending = (seconds, number)
                 else:
                     if pending is None:
                         raise fail(number, f"seizure end without a start in {record['file']}")
                     if seconds < pending[0]:
-                        raise fail(number, f"seizure ends ({seconds:g} s) before it starts "
-                                           f"({pending[0]:g} s) in {record['file']}")
+                        raise fail(
+                            number,
+                            f"seizure ends ({seconds:g} s) before it starts "
+                            f"({pending[0]:g} s) in {record['file']}",
+                        )
                     record["seizures"].append((pending[0], seconds))
                     pending = None
     close(record, len(lines))
@@ -252,7 +268,8 @@ def read_seizure_annotations(path: str | os.PathLike) -> list[tuple[float, float
             annotation = wfdb.rdann(str(path.parent / record), extension)
         except Exception as err:  # wfdb raises many types on a corrupt file; name the file
             raise AnnotationError(
-                f"cannot read the WFDB annotation file {path}: {type(err).__name__}: {err}") from None
+                f"cannot read the WFDB annotation file {path}: {type(err).__name__}: {err}"
+            ) from None
     fs = float(annotation.fs or 256.0)
     seizures, onset = [], None
     for sample, symbol in zip(annotation.sample, annotation.symbol, strict=True):
@@ -314,12 +331,17 @@ class ChbMitAdapter(DatasetAdapter):
     name = "chbmit"
     tasks = ("onset_detection",)
     montage = "double_banana"
-    layout = ("ROOT/chbNN/chbNN_MM.edf with ROOT/chbNN/chbNN-summary.txt in each case folder (the "
-              "PhysioNet layout of chbmit/1.0.0), optionally ROOT/RECORDS-WITH-SEIZURES and "
-              "chbNN_MM.edf.seizures files.")
+    layout = (
+        "ROOT/chbNN/chbNN_MM.edf with ROOT/chbNN/chbNN-summary.txt in each case folder (the "
+        "PhysioNet layout of chbmit/1.0.0), optionally ROOT/RECORDS-WITH-SEIZURES and "
+        "chbNN_MM.edf.seizures files."
+    )
     options = {
-        "split": Option("none", "none (fine-tuning's subject-wise split) or biot (chb21-22 val, "
-                        "chb23-24 test)", choices=("none", "biot")),
+        "split": Option(
+            "none",
+            "none (fine-tuning's subject-wise split) or biot (chb21-22 val, chb23-24 test)",
+            choices=("none", "biot"),
+        ),
     }
 
     def _cases(self, root) -> list[Path]:
@@ -332,9 +354,11 @@ class ChbMitAdapter(DatasetAdapter):
             raise self.layout_error(root, "No case folder chbNN with its chbNN-summary.txt")
         unlabelled = [c.name for c in folders if c not in cases and any(c.glob("*.edf"))]
         if unlabelled:
-            raise LayoutError(f"The case folder(s) {unlabelled} of the chbmit root {root} hold recordings "
-                              "but no chbNN-summary.txt (their seizure labels): add it (PhysioNet "
-                              "publishes one per case).")
+            raise LayoutError(
+                f"The case folder(s) {unlabelled} of the chbmit root {root} hold recordings "
+                "but no chbNN-summary.txt (their seizure labels): add it (PhysioNet "
+                "publishes one per case)."
+            )
         return cases
 
     def find_recordings(self, root) -> list[Path]:
@@ -384,8 +408,10 @@ class ChbMitAdapter(DatasetAdapter):
         self.check_task(task)
         labels = self._labels(root)
         self.notes["recordings_with_seizures"] = sum(1 for _, s in labels.values() if s)
-        return {name: [Event(on, off - on, "seizure") for on, off in seizures]
-                for name, (_, seizures) in labels.items()}
+        return {
+            name: [Event(on, off - on, "seizure") for on, off in seizures]
+            for name, (_, seizures) in labels.items()
+        }
 
     def subjects(self, root) -> dict[str, str]:
         return {name: subject_of(case) for name, (case, _) in self._labels(root).items()}
@@ -450,15 +476,20 @@ def fetch_records(records: list[str], cache: str | os.PathLike | None = None) ->
 
     unknown = [r for r in records if r not in RECORDS]
     if unknown:
-        raise ValueError(f"Invalid value for the 'records' parameter. Allowed values are {list(RECORDS)}, "
-                         f"but got {unknown} instead.")
+        raise ValueError(
+            f"Invalid value for the 'records' parameter. Allowed values are {list(RECORDS)}, "
+            f"but got {unknown} instead."
+        )
     folder = _cache_dir(cache)
     paths = []
     for record in records:
         case = record.split("_")[0]
         path = pooch.retrieve(
-            url=f"{BASE_URL}{case}/{record}.edf", known_hash=f"sha256:{RECORDS[record]['sha256']}",
-            fname=f"{record}.edf", path=folder, progressbar=True,
+            url=f"{BASE_URL}{case}/{record}.edf",
+            known_hash=f"sha256:{RECORDS[record]['sha256']}",
+            fname=f"{record}.edf",
+            path=folder,
+            progressbar=True,
         )
         paths.append(Path(path))
     return paths

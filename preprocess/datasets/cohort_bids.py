@@ -57,14 +57,18 @@ class BidsAdapter(DatasetAdapter):
 
     name = "bids"
     tasks = TASKS
-    layout = ("a BIDS dataset: ROOT/participants.tsv, "
-              "ROOT/sub-<label>/[ses-<label>/]eeg/sub-<label>_..._eeg.<edf|bdf|vhdr|set|fif> "
-              "with sub-<label>_..._events.tsv beside.")
+    layout = (
+        "a BIDS dataset: ROOT/participants.tsv, "
+        "ROOT/sub-<label>/[ses-<label>/]eeg/sub-<label>_..._eeg.<edf|bdf|vhdr|set|fif> "
+        "with sub-<label>_..._events.tsv beside."
+    )
     options = {
-        "label_column": Option("trial_type", "column of *_events.tsv holding the label (null: ignore the "
-                               "events files)", kind=str),
-        "participant_column": Option(None, "column of participants.tsv giving each subject's recordings "
-                                     "one label", kind=str),
+        "label_column": Option(
+            "trial_type", "column of *_events.tsv holding the label (null: ignore the events files)", kind=str
+        ),
+        "participant_column": Option(
+            None, "column of participants.tsv giving each subject's recordings one label", kind=str
+        ),
         "label_map": Option(None, "YAML file mapping labels to classes (null ignores a label)", kind=str),
     }
 
@@ -74,10 +78,12 @@ class BidsAdapter(DatasetAdapter):
 
             root_path = Path(root)
             if not root_path.is_dir():
-                raise LayoutError(f"The bids root {root_path} is not a folder. "
-                                  f"Expected layout: {self.layout}")
-            paths = find_matching_paths(root_path, datatypes="eeg", suffixes="eeg",
-                                        extensions=BIDS_EEG_EXTENSIONS)
+                raise LayoutError(
+                    f"The bids root {root_path} is not a folder. Expected layout: {self.layout}"
+                )
+            paths = find_matching_paths(
+                root_path, datatypes="eeg", suffixes="eeg", extensions=BIDS_EEG_EXTENSIONS
+            )
             paths = sorted((p for p in paths if p.fpath.is_file()), key=lambda p: str(p.fpath))
             if not paths:
                 raise self.layout_error(root_path, "No EEG recording sub-*/[ses-*/]eeg/*_eeg.<ext>")
@@ -98,15 +104,18 @@ class BidsAdapter(DatasetAdapter):
         return path, read_tsv(path)
 
     def _map(self, label: str, classes, where: str) -> str | None:
-        mapping = self.cached("label_map", lambda: load_label_map(self.opts["label_map"])
-                              if self.opts["label_map"] else {})
+        mapping = self.cached(
+            "label_map", lambda: load_label_map(self.opts["label_map"]) if self.opts["label_map"] else {}
+        )
         if label in mapping:
             return mapping[label]
         if label in classes:
             return label
-        raise AnnotationError(f"Unknown label {label!r} in {where}. Allowed labels are {list(classes)}; map "
-                              "it with --dataset-option label_map=FILE (a YAML of label: class, null to "
-                              "ignore).")
+        raise AnnotationError(
+            f"Unknown label {label!r} in {where}. Allowed labels are {list(classes)}; map "
+            "it with --dataset-option label_map=FILE (a YAML of label: class, null to "
+            "ignore)."
+        )
 
     def events(self, root, task, *, montage=None, classes=None) -> dict[str, list[Event]]:
         self.check_task(task)
@@ -120,8 +129,10 @@ class BidsAdapter(DatasetAdapter):
                 continue
             rows = read_tsv(tsv)
             if rows and column not in rows[0]:
-                raise AnnotationError(f"{tsv}, line 1: no label column {column!r} (columns "
-                                      f"{list(rows[0])}); set --dataset-option label_column=...")
+                raise AnnotationError(
+                    f"{tsv}, line 1: no label column {column!r} (columns "
+                    f"{list(rows[0])}); set --dataset-option label_column=..."
+                )
             for number, row in enumerate(rows, start=2):
                 where = f"{tsv}, line {number}"
                 label = self._map((row.get(column) or "").strip(), classes, where)
@@ -132,15 +143,18 @@ class BidsAdapter(DatasetAdapter):
                     onset = None if onset_text in ("n/a", "") else float(onset_text)
                     duration = 0.0 if duration_text in ("n/a", "") else float(duration_text)
                 except (KeyError, ValueError):
-                    raise AnnotationError(f"{where}: invalid onset/duration {row.get('onset')!r}, "
-                                          f"{row.get('duration')!r} (seconds or n/a).") from None
+                    raise AnnotationError(
+                        f"{where}: invalid onset/duration {row.get('onset')!r}, "
+                        f"{row.get('duration')!r} (seconds or n/a)."
+                    ) from None
                 events.setdefault(name, []).append(Event(onset, duration, label))
         participant_column = self.opts["participant_column"]
         if participant_column:
             path, participants = self._participants(root)
             if participants and participant_column not in participants[0]:
-                raise AnnotationError(f"{path}, line 1: no column {participant_column!r} (columns "
-                                      f"{list(participants[0])}).")
+                raise AnnotationError(
+                    f"{path}, line 1: no column {participant_column!r} (columns {list(participants[0])})."
+                )
             by_subject = {}
             for number, row in enumerate(participants, start=2):
                 value = (row.get(participant_column) or "").strip()
@@ -150,8 +164,10 @@ class BidsAdapter(DatasetAdapter):
             subjects = self.subjects(root)
             unlisted = sorted({s for s in subjects.values() if s not in by_subject})
             if unlisted:
-                raise LayoutError(f"{len(unlisted)} subject(s) with recordings have no "
-                                  f"{participant_column!r} in {path}: {unlisted[:8]}.")
+                raise LayoutError(
+                    f"{len(unlisted)} subject(s) with recordings have no "
+                    f"{participant_column!r} in {path}: {unlisted[:8]}."
+                )
             for name, subject in subjects.items():
                 if by_subject[subject] is not None:
                     events.setdefault(name, []).append(Event(None, 0.0, by_subject[subject]))
@@ -168,8 +184,9 @@ class BidsAdapter(DatasetAdapter):
         for number, row in enumerate(participants, start=2):
             value = (row["split"] or "").strip()
             if value not in SPLIT_NAMES:
-                raise AnnotationError(f"{path}, line {number}: split {value!r} is not one of "
-                                      f"{list(SPLIT_NAMES)}.")
+                raise AnnotationError(
+                    f"{path}, line {number}: split {value!r} is not one of {list(SPLIT_NAMES)}."
+                )
             by_subject[row["participant_id"].strip()] = value
         subjects = self.subjects(root)
         return {name: by_subject[subject] for name, subject in subjects.items() if subject in by_subject}

@@ -26,8 +26,10 @@ class CsvAdapter(DatasetAdapter):
 
     name = "csv"
     tasks = TASKS
-    layout = ("recordings anywhere under ROOT (any format MNE reads) and ROOT/events.csv with the columns "
-              "recording, subject, onset_s, duration_s, label (or --dataset-option events=FILE).")
+    layout = (
+        "recordings anywhere under ROOT (any format MNE reads) and ROOT/events.csv with the columns "
+        "recording, subject, onset_s, duration_s, label (or --dataset-option events=FILE)."
+    )
     options = {"events": Option(None, "the events CSV (default ROOT/events.csv)", kind=str)}
 
     def find_recordings(self, root) -> list[Path]:
@@ -70,8 +72,10 @@ class CsvAdapter(DatasetAdapter):
 
     def subjects(self, root) -> dict[str, str]:
         with open(self._events_path(root), newline="", encoding="utf-8-sig") as f:
-            given = {(row.get("recording") or "").strip().lower(): (row.get("subject") or "").strip()
-                     for row in csv.DictReader(f)}
+            given = {
+                (row.get("recording") or "").strip().lower(): (row.get("subject") or "").strip()
+                for row in csv.DictReader(f)
+            }
         subjects = {}
         for path in self.find_recordings(root):
             subject = given.get(path.name.lower()) or given.get(path.stem.lower())

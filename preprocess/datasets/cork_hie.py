@@ -65,8 +65,9 @@ def read_grades(path: str | os.PathLike) -> dict[str, int | None]:
         reader = csv.DictReader(f)
         missing = [c for c in ("file_ID", "grade") if c not in (reader.fieldnames or [])]
         if missing:
-            raise AnnotationError(f"{path}, line 1: the grade table lacks the columns {missing}; it has "
-                                  f"{reader.fieldnames}.")
+            raise AnnotationError(
+                f"{path}, line 1: the grade table lacks the columns {missing}; it has {reader.fieldnames}."
+            )
         for number, row in enumerate(reader, start=2):
             file_id = (row["file_ID"] or "").strip()
             text = (row["grade"] or "").strip()
@@ -80,8 +81,9 @@ def read_grades(path: str | os.PathLike) -> dict[str, int | None]:
             except ValueError:
                 grade = float("nan")
             if grade not in (1.0, 2.0, 3.0, 4.0):
-                raise AnnotationError(f"{path}, line {number}: invalid grade {text!r} for {file_id}; "
-                                      "grades are 1-4.")
+                raise AnnotationError(
+                    f"{path}, line {number}: invalid grade {text!r} for {file_id}; grades are 1-4."
+                )
             grades[file_id] = int(grade)
     return grades
 
@@ -93,11 +95,14 @@ class CorkHieAdapter(DatasetAdapter):
     name = "cork_hie"
     tasks = ("hie_grading",)
     montage = "neonatal_cork_8ch"
-    layout = ("ROOT/eeg_grades.csv (columns file_ID, grade) and the recordings IDxx_epochY.edf anywhere "
-              "under ROOT (Zenodo 10.5281/zenodo.7477575: ROOT/EDF_format/).")
+    layout = (
+        "ROOT/eeg_grades.csv (columns file_ID, grade) and the recordings IDxx_epochY.edf anywhere "
+        "under ROOT (Zenodo 10.5281/zenodo.7477575: ROOT/EDF_format/)."
+    )
     options = {
-        "grades": Option(None, "the grade table (default: ROOT/eeg_grades.csv, or one found under ROOT)",
-                         kind=str),
+        "grades": Option(
+            None, "the grade table (default: ROOT/eeg_grades.csv, or one found under ROOT)", kind=str
+        ),
         "label_map": Option("cork_hie", "label map name in configs/datasets or a YAML path"),
     }
 

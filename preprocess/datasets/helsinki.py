@@ -82,8 +82,16 @@ __all__ = [
 ANNOTATORS = ("A", "B", "C")
 
 #: Webb et al. (2021) artefact codes.
-ARTEFACT_CODES = {0: "none", 1: "clean", 2: "device", 3: "emg", 4: "movement", 5: "electrode",
-                  6: "hf_ventilation", 7: "biological"}
+ARTEFACT_CODES = {
+    0: "none",
+    1: "clean",
+    2: "device",
+    3: "emg",
+    4: "movement",
+    5: "electrode",
+    6: "hf_ventilation",
+    7: "biological",
+}
 
 _RECORDING = re.compile(r"eeg(\d+)\.edf$", re.IGNORECASE)
 
@@ -131,8 +139,9 @@ def read_seizure_annotations(path: str | os.PathLike) -> dict[str, np.ndarray]:
         for i, cell in enumerate(cells, start=1):
             array = np.asarray(cell)
             if array.ndim != 2 or array.shape[0] != len(ANNOTATORS):
-                raise AnnotationError(f"{path}: annotat_new entry {i} has shape {array.shape}, "
-                                      "expected (3, n_seconds).")
+                raise AnnotationError(
+                    f"{path}: annotat_new entry {i} has shape {array.shape}, expected (3, n_seconds)."
+                )
             if not np.isin(array, (0, 1)).all():
                 raise AnnotationError(f"{path}: annotat_new entry {i} holds values other than 0 and 1.")
             annotations[f"eeg{i}"] = array.astype(np.uint8)
@@ -147,8 +156,9 @@ def read_seizure_annotations(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for baby in babies:
         rows = [p.get(baby) for p in per_annotator]
         if any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
-            raise AnnotationError(f"The three annotators' CSVs beside {path} disagree on the seconds of "
-                                  f"{baby}.")
+            raise AnnotationError(
+                f"The three annotators' CSVs beside {path} disagree on the seconds of {baby}."
+            )
         annotations[baby] = np.stack(rows).astype(np.uint8)
     return annotations
 
@@ -163,8 +173,9 @@ def _read_annotator_csv(path: Path) -> dict[str, np.ndarray]:
     try:
         babies = [_baby(h.strip().strip('"')) for h in rows[0]]
     except ValueError:
-        raise AnnotationError(f"{path}, line 1: expected baby numbers as the header, "
-                              f"got {rows[0][:5]}...") from None
+        raise AnnotationError(
+            f"{path}, line 1: expected baby numbers as the header, got {rows[0][:5]}..."
+        ) from None
     columns: list[list[int]] = [[] for _ in babies]
     ended = [False] * len(babies)
     for number, row in enumerate(rows[1:], start=2):
@@ -177,10 +188,13 @@ def _read_annotator_csv(path: Path) -> dict[str, np.ndarray]:
                 value = float(cell)
             except ValueError:
                 raise AnnotationError(
-                    f"{path}, line {number}: cannot parse {cell!r} for {babies[j]}.") from None
+                    f"{path}, line {number}: cannot parse {cell!r} for {babies[j]}."
+                ) from None
             if value not in (0.0, 1.0) or ended[j]:
-                raise AnnotationError(f"{path}, line {number}: invalid annotation {cell!r} for {babies[j]} "
-                                      "(expected 0 or 1, and nothing after a recording's end).")
+                raise AnnotationError(
+                    f"{path}, line {number}: invalid annotation {cell!r} for {babies[j]} "
+                    "(expected 0 or 1, and nothing after a recording's end)."
+                )
             columns[j].append(int(value))
     return {baby: np.asarray(col, dtype=np.uint8) for baby, col in zip(babies, columns, strict=True)}
 
@@ -209,8 +223,10 @@ def seizure_mask(annotation: np.ndarray, rule: str) -> np.ndarray:
         return votes[ANNOTATORS.index(rule)] == 1
     needed = {"consensus": len(ANNOTATORS), "majority": 2, "any": 1}.get(rule)
     if needed is None:
-        raise ValueError(f"Invalid value for the 'rule' parameter. Allowed values are "
-                         f"{['consensus', 'majority', 'any', *ANNOTATORS]}, but got {rule!r} instead.")
+        raise ValueError(
+            f"Invalid value for the 'rule' parameter. Allowed values are "
+            f"{['consensus', 'majority', 'any', *ANNOTATORS]}, but got {rule!r} instead."
+        )
     return votes.sum(axis=0) >= needed
 
 
@@ -263,19 +279,27 @@ class HelsinkiSeizuresAdapter(_HelsinkiLayout):
 
     name = "helsinki_seizures"
     tasks = ("onset_detection",)
-    layout = ("ROOT/eeg1.edf ... ROOT/eeg79.edf with ROOT/annotations_2017.mat (or annotations_2017_A.csv, "
-              "_B.csv, _C.csv), as on Zenodo (10.5281/zenodo.2547147).")
+    layout = (
+        "ROOT/eeg1.edf ... ROOT/eeg79.edf with ROOT/annotations_2017.mat (or annotations_2017_A.csv, "
+        "_B.csv, _C.csv), as on Zenodo (10.5281/zenodo.2547147)."
+    )
     options = {
-        "rule": Option("consensus", "seizure when: consensus (all 3 annotators), majority, any, or "
-                       "annotator A, B, C", choices=("consensus", "majority", "any", *ANNOTATORS)),
+        "rule": Option(
+            "consensus",
+            "seizure when: consensus (all 3 annotators), majority, any, or annotator A, B, C",
+            choices=("consensus", "majority", "any", *ANNOTATORS),
+        ),
     }
 
     def annotations(self, root) -> tuple[Path, dict[str, np.ndarray]]:
         """The annotation file found under ``root`` and its content (:func:`read_seizure_annotations`)."""
 
         def compute():
-            path = self._find_one(root, ("annotations_2017.mat", "annotations_2017_A.csv",
-                                         "annotations_2017_A_fixed.csv"), "seizure annotation file")
+            path = self._find_one(
+                root,
+                ("annotations_2017.mat", "annotations_2017_A.csv", "annotations_2017_A_fixed.csv"),
+                "seizure annotation file",
+            )
             return path, read_seizure_annotations(path)
 
         return self.cached(("annotations", str(root)), compute)
@@ -365,11 +389,14 @@ def _parse_artefact_file(text: str, source: str) -> dict:
             raise AnnotationError(f"{source}, line {number}: cannot parse {','.join(row)!r}.") from None
         unknown = sorted(set(codes.tolist()) - set(ARTEFACT_CODES))
         if unknown:
-            raise AnnotationError(f"{source}, line {number}: unknown artefact code(s) {unknown}; the codes "
-                                  f"are {ARTEFACT_CODES}.")
+            raise AnnotationError(
+                f"{source}, line {number}: unknown artefact code(s) {unknown}; the codes "
+                f"are {ARTEFACT_CODES}."
+            )
         if onset < 0 or duration < 0:
-            raise AnnotationError(f"{source}, line {number}: negative time {onset} s or duration "
-                                  f"{duration} s.")
+            raise AnnotationError(
+                f"{source}, line {number}: negative time {onset} s or duration {duration} s."
+            )
         parsed.append((onset, duration, codes))
     return {"channels": channels, "rows": parsed, "source": source}
 
@@ -409,8 +436,14 @@ def artefact_labels_per_second(
     wanted = None
     if channels is not None:
         wanted = set(channels) | {"-".join(reversed(c.split("-"))) for c in channels}
-    considered = np.array([i for i, c in enumerate(annotation["channels"])
-                           if wanted is None or normalize_channel_name(c) in wanted], dtype=int)
+    considered = np.array(
+        [
+            i
+            for i, c in enumerate(annotation["channels"])
+            if wanted is None or normalize_channel_name(c) in wanted
+        ],
+        dtype=int,
+    )
     end = int(np.ceil(max((a + d for a, d, _ in annotation["rows"]), default=0.0)))
     n = end if n_seconds is None else n_seconds
     names = list(dict.fromkeys(v for k, v in sorted(code_labels.items()) if v and k not in (0, 1)))
@@ -433,9 +466,14 @@ def artefact_labels_per_second(
         labels[k] = names[int(label_bits[k]).bit_length() - 1]
     for k in np.flatnonzero(clean):
         labels[k] = "clean"
-    counts = Counter({"artefact_s": int((n_labels > 0).sum()), "clean_s": int(clean.sum()),
-                      "mixed_type_s": int((n_labels > 1).sum()),
-                      "unannotated_s": int(((n_labels == 0) & ~clean).sum())})
+    counts = Counter(
+        {
+            "artefact_s": int((n_labels > 0).sum()),
+            "clean_s": int(clean.sum()),
+            "mixed_type_s": int((n_labels > 1).sum()),
+            "unannotated_s": int(((n_labels == 0) & ~clean).sum()),
+        }
+    )
     return labels, counts
 
 
@@ -456,13 +494,21 @@ class HelsinkiArtefactsAdapter(_HelsinkiLayout):
 
     name = "helsinki_artefacts"
     tasks = ("artifact_detection",)
-    layout = ("ROOT/eeg1.edf ... ROOT/eeg79.edf (Zenodo 10.5281/zenodo.2547147) and, anywhere under ROOT, "
-              "artefact_annotations_webb2021.zip or the eegN_summary.txt files of Webb et al. (2021).")
+    layout = (
+        "ROOT/eeg1.edf ... ROOT/eeg79.edf (Zenodo 10.5281/zenodo.2547147) and, anywhere under ROOT, "
+        "artefact_annotations_webb2021.zip or the eegN_summary.txt files of Webb et al. (2021)."
+    )
     options = {
-        "labels": Option("binary", "binary (clean/artefact) or types (clean, device, emg, movement, "
-                         "electrode, biological)", choices=("binary", "types")),
-        "clean_rule": Option("any", "clean when no artefact and any / all montage channels annotated clean",
-                             choices=("any", "all")),
+        "labels": Option(
+            "binary",
+            "binary (clean/artefact) or types (clean, device, emg, movement, electrode, biological)",
+            choices=("binary", "types"),
+        ),
+        "clean_rule": Option(
+            "any",
+            "clean when no artefact and any / all montage channels annotated clean",
+            choices=("any", "all"),
+        ),
         "annotations": Option(None, "the Webb zip or folder (default: found under ROOT)", kind=str),
         "label_map": Option("helsinki_artefacts", "label map name in configs/datasets or a YAML path"),
     }
@@ -506,8 +552,9 @@ class HelsinkiArtefactsAdapter(_HelsinkiLayout):
             name = recordings.get(f"{baby}.edf")
             if name is None:
                 continue
-            labels, counts = artefact_labels_per_second(annotation, code_labels, channels,
-                                                        self.opts["clean_rule"])
+            labels, counts = artefact_labels_per_second(
+                annotation, code_labels, channels, self.opts["clean_rule"]
+            )
             totals.update(counts)
             events[name] = _labels_to_events(labels)
         self.notes.update({k: int(v) for k, v in sorted(totals.items())})

@@ -110,10 +110,10 @@ class DatasetSummary:
         lines = [
             f"dataset {self.dataset} ({self.task}), montage {self.montage}: {self.recordings} recordings, "
             f"{self.subjects} subjects, {self.hours:.2f} h",
-            "events per class: " + (", ".join(f"{k} {v}" for k, v in self.events_per_class.items())
-                                    or "none"),
-            "hours per class: " + (", ".join(f"{k} {v:.2f}" for k, v in self.hours_per_class.items())
-                                   or "none"),
+            "events per class: "
+            + (", ".join(f"{k} {v}" for k, v in self.events_per_class.items()) or "none"),
+            "hours per class: "
+            + (", ".join(f"{k} {v:.2f}" for k, v in self.hours_per_class.items()) or "none"),
             f"windows: {self.windows}; per class: "
             + (", ".join(f"{k} {v}" for k, v in self.windows_per_class.items()) or "none"),
         ]
@@ -227,9 +227,11 @@ def prepare_dataset(
     for recording, rec_events in events.items():
         unknown = sorted({e.label for e in rec_events} - set(classes))
         if unknown:
-            raise EventsError(f"The {name} labels of {recording} include {unknown}, which are not in "
-                              f"labels.classes {classes}. Map them in the dataset's label map or add the "
-                              "classes with --set labels.classes=[...].")
+            raise EventsError(
+                f"The {name} labels of {recording} include {unknown}, which are not in "
+                f"labels.classes {classes}. Map them in the dataset's label map or add the "
+                "classes with --set labels.classes=[...]."
+            )
     inputs, left_out, rows = [], [], []
     for path in recordings:
         rec_events = events.get(path.name)
@@ -265,8 +267,16 @@ def prepare_dataset(
             with atomic_write(output / "split.csv", "w") as f:
                 f.write("recording,split\n")
                 f.writelines(f"{p.name},{split[p.name]}\n" for p in inputs)
-        batch = run_preprocessing([str(p) for p in inputs], output, config, events=events_path,
-                                  workers=workers, shard=shard, progress=progress, lock_held=True)
+        batch = run_preprocessing(
+            [str(p) for p in inputs],
+            output,
+            config,
+            events=events_path,
+            workers=workers,
+            shard=shard,
+            progress=progress,
+            lock_held=True,
+        )
 
     failed = {Path(file).name for file, _ in batch.failed}
     done = [p for p in inputs if p.name not in failed]  # the figures describe the labelled output
@@ -289,8 +299,13 @@ def prepare_dataset(
         windows.update(row["label"] or "unlabelled" for row in read_manifest(output))
     order = {c: i for i, c in enumerate([*classes, "unlabelled"])}
     summary = DatasetSummary(
-        dataset=name, task=task, root=str(root), output=str(output), options=dict(adapter.opts),
-        montage=montage.name, recordings=len(done),
+        dataset=name,
+        task=task,
+        root=str(root),
+        output=str(output),
+        options=dict(adapter.opts),
+        montage=montage.name,
+        recordings=len(done),
         subjects=len({subjects.get(p.name) or p.stem for p in done}),
         hours=round(sum(durations.values()) / 3600.0, 4),
         events_per_class={k: per_class[k] for k in sorted(per_class, key=order.get)},
@@ -298,7 +313,9 @@ def prepare_dataset(
         windows=sum(windows.values()),
         windows_per_class={k: windows[k] for k in sorted(windows, key=order.get)},
         split=None if split is None else {s: sum(1 for p in done if split[p.name] == s) for s in SPLIT_NAMES},
-        left_out=left_out, notes=adapter.notes, failed=[list(f) for f in batch.failed],
+        left_out=left_out,
+        notes=adapter.notes,
+        failed=[list(f) for f in batch.failed],
     )
     with atomic_write(output / "dataset_summary.json", "w") as f:
         json.dump(summary.to_dict(), f, indent=1, default=str)

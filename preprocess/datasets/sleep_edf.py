@@ -82,8 +82,10 @@ def read_hypnogram(path: str | os.PathLike) -> list[tuple[float, float, str]]:
         raise AnnotationError(f"cannot read the hypnogram {path}: {type(err).__name__}: {err}") from None
     if len(annotations) == 0:
         raise AnnotationError(f"The hypnogram {path} holds no annotation.")
-    return [(float(o), float(d), str(s))
-            for o, d, s in zip(annotations.onset, annotations.duration, annotations.description, strict=True)]
+    return [
+        (float(o), float(d), str(s))
+        for o, d, s in zip(annotations.onset, annotations.duration, annotations.description, strict=True)
+    ]
 
 
 def stage_events(
@@ -125,12 +127,16 @@ def stage_events(
     kept: list[Event] = []
     for onset, duration, description in annotations:
         if description not in stage_map:
-            raise AnnotationError(f"{source}: unknown hypnogram label {description!r} at {onset:g} s; the "
-                                  f"map knows {list(stage_map)} (configs/datasets/sleep_edf.yaml).")
+            raise AnnotationError(
+                f"{source}: unknown hypnogram label {description!r} at {onset:g} s; the "
+                f"map knows {list(stage_map)} (configs/datasets/sleep_edf.yaml)."
+            )
         epochs = duration / EPOCH_S
         if abs(epochs - round(epochs)) > 1e-6 or abs(onset / EPOCH_S - round(onset / EPOCH_S)) > 1e-6:
-            raise AnnotationError(f"{source}: {description!r} at {onset:g} s for {duration:g} s is not whole "
-                                  f"{EPOCH_S:g}-s epochs.")
+            raise AnnotationError(
+                f"{source}: {description!r} at {onset:g} s for {duration:g} s is not whole "
+                f"{EPOCH_S:g}-s epochs."
+            )
         stage = stage_map[description]
         if stage is None:
             counts[f"dropped: {description}"] += round(epochs)
@@ -173,12 +179,15 @@ class SleepEdfAdapter(DatasetAdapter):
     name = "sleep_edf"
     tasks = ("sleep_staging",)
     montage = "sleep_edf_2ch"
-    layout = ("SC4ssNE0-PSG.edf with its SC4ssNxx-Hypnogram.edf (and ST7ssNJ0-PSG.edf with "
-              "ST7ssNxx-Hypnogram.edf) anywhere under ROOT, as in PhysioNet's sleep-edfx/1.0.0 "
-              "(sleep-cassette/, sleep-telemetry/).")
+    layout = (
+        "SC4ssNE0-PSG.edf with its SC4ssNxx-Hypnogram.edf (and ST7ssNJ0-PSG.edf with "
+        "ST7ssNxx-Hypnogram.edf) anywhere under ROOT, as in PhysioNet's sleep-edfx/1.0.0 "
+        "(sleep-cassette/, sleep-telemetry/)."
+    )
     options = {
-        "wake_edge_min": Option(None, "keep wake only this many minutes around sleep (DeepSleepNet: 30)",
-                                kind=(int, float)),
+        "wake_edge_min": Option(
+            None, "keep wake only this many minutes around sleep (DeepSleepNet: 30)", kind=(int, float)
+        ),
         "label_map": Option("sleep_edf", "label map name in configs/datasets or a YAML path"),
     }
 
@@ -186,8 +195,9 @@ class SleepEdfAdapter(DatasetAdapter):
         def compute():
             root_path = Path(root)
             if not root_path.is_dir():
-                raise LayoutError(f"The sleep_edf root {root_path} is not a folder. "
-                                  f"Expected layout: {self.layout}")
+                raise LayoutError(
+                    f"The sleep_edf root {root_path} is not a folder. Expected layout: {self.layout}"
+                )
             pairs: dict[str, list] = {}
             for path in sorted(root_path.rglob("*.edf")):
                 for index, pattern in ((0, _PSG), (1, _HYPNOGRAM)):
@@ -196,8 +206,10 @@ class SleepEdfAdapter(DatasetAdapter):
                         key = match.group(1).upper()
                         slot = pairs.setdefault(key, [None, None])
                         if slot[index] is not None:
-                            raise LayoutError(f"Two {'PSG' if index == 0 else 'hypnogram'} files for {key}: "
-                                              f"{slot[index]} and {path}.")
+                            raise LayoutError(
+                                f"Two {'PSG' if index == 0 else 'hypnogram'} files for {key}: "
+                                f"{slot[index]} and {path}."
+                            )
                         slot[index] = path
             if not any(psg for psg, _ in pairs.values()):
                 raise self.layout_error(root_path, "No PSG file (*-PSG.edf)")
@@ -212,8 +224,11 @@ class SleepEdfAdapter(DatasetAdapter):
         self.check_task(task)
         pairs = self._pairs(root)
         psgs = [psg.name for psg, _ in pairs.values() if psg]
-        hypnograms = {psg.name if psg else f"{key}E0-PSG.edf (absent; hypnogram {hyp.name})": hyp
-                      for key, (psg, hyp) in pairs.items() if hyp}
+        hypnograms = {
+            psg.name if psg else f"{key}E0-PSG.edf (absent; hypnogram {hyp.name})": hyp
+            for key, (psg, hyp) in pairs.items()
+            if hyp
+        }
         check_label_coverage(psgs, hypnograms, "the *-Hypnogram.edf files", self.opts["partial"], self.name)
         stage_map = load_label_map(self.opts["label_map"])["stages"]
         totals: Counter = Counter()
@@ -221,8 +236,13 @@ class SleepEdfAdapter(DatasetAdapter):
         for psg, hypnogram in pairs.values():
             if psg is None or hypnogram is None:
                 continue
-            rec_events, counts = stage_events(read_hypnogram(hypnogram), stage_map, hypnogram.name,
-                                              recording_duration_s(psg), self.opts["wake_edge_min"])
+            rec_events, counts = stage_events(
+                read_hypnogram(hypnogram),
+                stage_map,
+                hypnogram.name,
+                recording_duration_s(psg),
+                self.opts["wake_edge_min"],
+            )
             events[psg.name] = rec_events
             totals.update(counts)
         self.notes["epochs"] = {k: int(v) for k, v in sorted(totals.items())}

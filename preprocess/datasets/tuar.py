@@ -37,8 +37,11 @@ class TuarAdapter(TuhLayout):
     annotation_suffix = {"artifact_detection": ".csv"}
     needs_split_folders = False
     options = {
-        "labels": Option("binary", "binary (clean/artefact) or types (clean, device, emg, movement, "
-                         "electrode, biological)", choices=("binary", "types")),
+        "labels": Option(
+            "binary",
+            "binary (clean/artefact) or types (clean, device, emg, movement, electrode, biological)",
+            choices=("binary", "types"),
+        ),
         "label_map": Option("tuar", "label map name in configs/datasets or a YAML path"),
     }
 
@@ -56,12 +59,17 @@ class TuarAdapter(TuhLayout):
         label_map = self._label_map()
         events, conflict = {}, 0.0
         for name, path in self.annotation_files(root, task).items():
-            events[name], seconds = tuh_csv_events(path, label_map, None, split_combined=True, fill="clean",
-                                                   end_s=recording_duration_s(path.with_suffix(".edf")))
+            events[name], seconds = tuh_csv_events(
+                path,
+                label_map,
+                None,
+                split_combined=True,
+                fill="clean",
+                end_s=recording_duration_s(path.with_suffix(".edf")),
+            )
             conflict += seconds
         self.notes["conflict_s"] = conflict
         return events
 
     def split(self, root) -> None:
         return None
-

@@ -50,8 +50,10 @@ def rec_events(path, code_labels: dict, context_s: float = 0.0, end_s: float | N
     intervals = []
     for _, start, stop, code, line in read_rec(path):
         if code not in code_labels:
-            raise AnnotationError(f"{path}, line {line}: unknown event code {code}; the map knows "
-                                  f"{sorted(code_labels)} (configs/datasets/tuev.yaml).")
+            raise AnnotationError(
+                f"{path}, line {line}: unknown event code {code}; the map knows "
+                f"{sorted(code_labels)} (configs/datasets/tuev.yaml)."
+            )
         intervals.append((max(0.0, start - context_s), stop + context_s, code_labels[code]))
     events, _ = intervals_to_events(intervals, ("epileptiform", "background"), end_s=end_s)
     return events
@@ -75,18 +77,25 @@ class TuevAdapter(TuhLayout):
     def __init__(self, **options):
         super().__init__(**options)
         if not 0.0 <= self.opts["val_fraction"] < 1.0:
-            raise ValueError(f"Invalid value for the 'val_fraction' option of the dataset 'tuev': it must "
-                             f"lie in [0, 1), but got {self.opts['val_fraction']!r} instead.")
+            raise ValueError(
+                f"Invalid value for the 'val_fraction' option of the dataset 'tuev': it must "
+                f"lie in [0, 1), but got {self.opts['val_fraction']!r} instead."
+            )
         if self.opts["context_s"] < 0:
-            raise ValueError(f"Invalid value for the 'context_s' option of the dataset 'tuev': it must be "
-                             f">= 0, but got {self.opts['context_s']!r} instead.")
+            raise ValueError(
+                f"Invalid value for the 'context_s' option of the dataset 'tuev': it must be "
+                f">= 0, but got {self.opts['context_s']!r} instead."
+            )
 
     def events(self, root, task, *, montage=None, classes=None) -> dict[str, list[Event]]:
         self.check_task(task)
         code_labels = {int(k): v for k, v in load_label_map(self.opts["label_map"])[task].items()}
-        return {name: rec_events(path, code_labels, self.opts["context_s"],
-                                 recording_duration_s(path.with_suffix(".edf")))
-                for name, path in self.annotation_files(root, task).items()}
+        return {
+            name: rec_events(
+                path, code_labels, self.opts["context_s"], recording_duration_s(path.with_suffix(".edf"))
+            )
+            for name, path in self.annotation_files(root, task).items()
+        }
 
     def split(self, root) -> dict[str, str]:
         recordings = self.find_recordings(root)
@@ -94,5 +103,9 @@ class TuevAdapter(TuhLayout):
         rng = np.random.default_rng(self.opts["split_seed"])
         n_val = int(np.floor(self.opts["val_fraction"] * len(train_patients) + 0.5))
         val = set(rng.permutation(train_patients)[:n_val].tolist()) if train_patients else set()
-        return {p.name: ("val" if tuh_subject(p) in val else "train") if self.split_folder(p) == "train"
-                else SPLIT_FOLDERS[self.split_folder(p)] for p in recordings}
+        return {
+            p.name: ("val" if tuh_subject(p) in val else "train")
+            if self.split_folder(p) == "train"
+            else SPLIT_FOLDERS[self.split_folder(p)]
+            for p in recordings
+        }

@@ -69,8 +69,10 @@ def read_tuh_csv(path: str | os.PathLike) -> tuple[float | None, list[tuple[str,
         cells = [c.strip() for c in line.split(",")]
         if not header_seen:
             if cells[:4] != ["channel", "start_time", "stop_time", "label"]:
-                raise AnnotationError(f"{path}, line {number}: expected the header "
-                                      f"'channel,start_time,stop_time,label,confidence', got {raw!r}.")
+                raise AnnotationError(
+                    f"{path}, line {number}: expected the header "
+                    f"'channel,start_time,stop_time,label,confidence', got {raw!r}."
+                )
             header_seen = True
             continue
         try:
@@ -78,11 +80,15 @@ def read_tuh_csv(path: str | os.PathLike) -> tuple[float | None, list[tuple[str,
         except (ValueError, IndexError):
             raise AnnotationError(f"{path}, line {number}: cannot parse {raw!r}.") from None
         if not label or stop < start or start < 0:
-            raise AnnotationError(f"{path}, line {number}: invalid event {raw!r} (empty label, negative "
-                                  "time or stop before start).")
+            raise AnnotationError(
+                f"{path}, line {number}: invalid event {raw!r} (empty label, negative "
+                "time or stop before start)."
+            )
         if duration is not None and stop > duration + 1e-3:
-            raise AnnotationError(f"{path}, line {number}: event outside the recording: {label} ends at "
-                                  f"{stop:g} s, but the file's duration is {duration:g} s.")
+            raise AnnotationError(
+                f"{path}, line {number}: event outside the recording: {label} ends at "
+                f"{stop:g} s, but the file's duration is {duration:g} s."
+            )
         rows.append((channel, start, stop, label, number))
     if not header_seen:
         raise AnnotationError(f"{path}: no header line 'channel,start_time,stop_time,label,confidence'.")
@@ -117,11 +123,13 @@ def read_rec(path: str | os.PathLike) -> list[tuple[int, float, float, int, int]
                 if not (channel.is_integer() and code.is_integer()):
                     raise ValueError
             except ValueError:
-                raise AnnotationError(f"{path}, line {number}: cannot parse {raw!r} (expected "
-                                      "channel,start,stop,code).") from None
+                raise AnnotationError(
+                    f"{path}, line {number}: cannot parse {raw!r} (expected channel,start,stop,code)."
+                ) from None
             if stop < start or start < 0:
-                raise AnnotationError(f"{path}, line {number}: invalid event {raw!r} (negative time or stop "
-                                      "before start).")
+                raise AnnotationError(
+                    f"{path}, line {number}: invalid event {raw!r} (negative time or stop before start)."
+                )
             rows.append((int(channel), start, stop, int(code), number))
     return rows
 
@@ -151,8 +159,11 @@ class TuhLayout(DatasetAdapter):
         if self.needs_split_folders:
             outside = [p for p in found if self.split_folder(p) is None]
             if outside:
-                raise self.layout_error(root, f"{len(outside)} recording(s) outside the split folders "
-                                              f"{list(SPLIT_FOLDERS)} (e.g. {outside[0]})")
+                raise self.layout_error(
+                    root,
+                    f"{len(outside)} recording(s) outside the split folders "
+                    f"{list(SPLIT_FOLDERS)} (e.g. {outside[0]})",
+                )
         return found
 
     @staticmethod
@@ -166,8 +177,13 @@ class TuhLayout(DatasetAdapter):
         root = Path(root)
         recordings = self.find_recordings(root)
         annotations = {p.with_suffix(".edf").name: p for p in root.rglob(f"*{suffix}") if p.suffix == suffix}
-        check_label_coverage({p.name for p in recordings}, annotations, f"the {suffix} files under {root}",
-                             self.opts["partial"], self.name)
+        check_label_coverage(
+            {p.name for p in recordings},
+            annotations,
+            f"the {suffix} files under {root}",
+            self.opts["partial"],
+            self.name,
+        )
         return {p.name: p.with_suffix(suffix) for p in recordings}
 
     def subjects(self, root) -> dict[str, str]:

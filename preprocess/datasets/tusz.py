@@ -70,15 +70,17 @@ def tuh_csv_events(
         parts = label.split("_") if split_combined else [label]
         unknown = [p for p in parts if p not in label_map]
         if unknown:
-            raise AnnotationError(f"{path}, line {line}: unknown label {label!r}; the label map knows "
-                                  f"{sorted(label_map)}.")
+            raise AnnotationError(
+                f"{path}, line {line}: unknown label {label!r}; the label map knows {sorted(label_map)}."
+            )
         for part in dict.fromkeys(parts):
             intervals.append((start, stop, label_map[part]))
     end = duration if duration is not None else end_s
     if fill is not None:
         if end is None:
-            raise AnnotationError(f"{path}: no '# duration' line and no recording duration to fill with "
-                                  f"{fill!r}.")
+            raise AnnotationError(
+                f"{path}: no '# duration' line and no recording duration to fill with {fill!r}."
+            )
         intervals.append((0.0, end, fill))
     return intervals_to_events(intervals, priority, end_s=end, weak=(fill,) if fill else ())
 
@@ -89,8 +91,10 @@ class TuszAdapter(TuhLayout):
 
     name = "tusz"
     tasks = ("seizure_type", "onset_detection")
-    layout = ("ROOT/edf/{train,dev,eval}/<patient>/<session>/<montage>/<name>.edf with <name>.csv and "
-              "<name>.csv_bi beside each recording (TUSZ v2.0).")
+    layout = (
+        "ROOT/edf/{train,dev,eval}/<patient>/<session>/<montage>/<name>.edf with <name>.csv and "
+        "<name>.csv_bi beside each recording (TUSZ v2.0)."
+    )
     annotation_suffix = {"seizure_type": ".csv", "onset_detection": ".csv_bi"}
     options = {"label_map": Option("tusz", "label map name in configs/datasets or a YAML path")}
 

@@ -656,6 +656,8 @@ def test_a_rerun_removes_the_temporary_checkpoint_of_a_killed_run(synth, tmp_pat
     assert results["training"]["epochs_run"] == 1
     assert not stale.exists() and foreign.read_text() == "mine"
     assert not list(run_dir.glob(".*.tmp"))
+
+
 def test_official_split_with_a_child_in_two_splits_stops_unless_allowed(tmp_path, capsys):
     """Issue #11: a split.csv sending one child's recordings to train and test is refused (exit 2)."""
     recordings = [("s0", "r0", ["background", "seizure"] * 2), ("s0", "r0b", ["background", "seizure"] * 2)]

@@ -21,15 +21,30 @@ from tasks import get_task, load_task_config
 
 def test_hie_grading_per_recording(make_rows):
     task = get_task("hie_grading")
-    rows = make_rows([("A", 0, "normal_mild"), ("A", 4, "normal_mild"), ("B", 0, "moderate"),
-                      ("B", 4, "moderate"), ("C", 0, "severe"), ("D", 0, "inactive"), ("D", 4, "inactive"),
-                      ("D", 8, "inactive")])
-    p = np.array([
-        [0.6, 0.2, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1],  # A: mean (0.4, 0.35, 0.15, 0.1) -> normal_mild
-        [0.1, 0.4, 0.4, 0.1], [0.1, 0.6, 0.2, 0.1],  # B: mean (0.1, 0.5, 0.3, 0.1) -> moderate
-        [0.1, 0.6, 0.2, 0.1],                        # C: moderate (wrong)
-        [0.0, 0.0, 0.2, 0.8], [0.0, 0.0, 0.2, 0.8], [0.0, 0.0, 0.2, 0.8],  # D: inactive
-    ])
+    rows = make_rows(
+        [
+            ("A", 0, "normal_mild"),
+            ("A", 4, "normal_mild"),
+            ("B", 0, "moderate"),
+            ("B", 4, "moderate"),
+            ("C", 0, "severe"),
+            ("D", 0, "inactive"),
+            ("D", 4, "inactive"),
+            ("D", 8, "inactive"),
+        ]
+    )
+    p = np.array(
+        [
+            [0.6, 0.2, 0.1, 0.1],
+            [0.2, 0.5, 0.2, 0.1],  # A: mean (0.4, 0.35, 0.15, 0.1) -> normal_mild
+            [0.1, 0.4, 0.4, 0.1],
+            [0.1, 0.6, 0.2, 0.1],  # B: mean (0.1, 0.5, 0.3, 0.1) -> moderate
+            [0.1, 0.6, 0.2, 0.1],  # C: moderate (wrong)
+            [0.0, 0.0, 0.2, 0.8],
+            [0.0, 0.0, 0.2, 0.8],
+            [0.0, 0.0, 0.2, 0.8],  # D: inactive
+        ]
+    )
     results = evaluate_predictions(task, rows, p)
     # true (0, 1, 2, 3), predicted (0, 1, 1, 3): recalls 1, 1, 0, 1.
     assert results["balanced_accuracy"] == pytest.approx(0.75)
@@ -40,19 +55,36 @@ def test_hie_grading_per_recording(make_rows):
     assert results["confusion_matrix"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]
     assert results["n_units"] == 4
     assert results["undefined"] == {}
-    assert set(results) == {"balanced_accuracy", "cohen_kappa", "weighted_f1", "confusion_matrix", "n_units",
-                            "undefined"}
+    assert set(results) == {
+        "balanced_accuracy",
+        "cohen_kappa",
+        "weighted_f1",
+        "confusion_matrix",
+        "n_units",
+        "undefined",
+    }
 
 
 def test_syndrome_per_subject_over_recordings(make_rows):
     task = get_task("syndrome_classification")
-    rows = make_rows([("s1", "r1", 0, "CAE"), ("s1", "r2", 0, "CAE"), ("s2", "r3", 0, "LGS"),
-                      ("s3", "r4", 0, "LGS"), ("s3", "r4", 4, "LGS")])
-    p = np.array([
-        [0.9, 0.05, 0.03, 0.02], [0.3, 0.1, 0.1, 0.5],  # s1: (0.6, .075, .065, .26) -> CAE (r2 alone: LGS)
-        [0.7, 0.1, 0.1, 0.1],                           # s2: CAE (wrong)
-        [0.1, 0.1, 0.1, 0.7], [0.2, 0.1, 0.1, 0.6],     # s3: LGS
-    ])
+    rows = make_rows(
+        [
+            ("s1", "r1", 0, "CAE"),
+            ("s1", "r2", 0, "CAE"),
+            ("s2", "r3", 0, "LGS"),
+            ("s3", "r4", 0, "LGS"),
+            ("s3", "r4", 4, "LGS"),
+        ]
+    )
+    p = np.array(
+        [
+            [0.9, 0.05, 0.03, 0.02],
+            [0.3, 0.1, 0.1, 0.5],  # s1: (0.6, .075, .065, .26) -> CAE (r2 alone: LGS)
+            [0.7, 0.1, 0.1, 0.1],  # s2: CAE (wrong)
+            [0.1, 0.1, 0.1, 0.7],
+            [0.2, 0.1, 0.1, 0.6],  # s3: LGS
+        ]
+    )
     results = evaluate_predictions(task, rows, p)
     # true (CAE, LGS, LGS), predicted (CAE, CAE, LGS): recalls CAE 1, LGS 1/2.
     assert results["balanced_accuracy"] == pytest.approx(0.75)
@@ -66,14 +98,33 @@ def test_syndrome_per_subject_over_recordings(make_rows):
 
 def test_sleep_staging_per_30_s_epoch(make_rows):
     task = get_task("sleep_staging")
-    rows = make_rows([("n1", 0, "W"), ("n1", 10, "W"), ("n1", 20, "N1"), ("n1", 30, "N2"), ("n1", 40, "N2"),
-                      ("n1", 50, "N2"), ("n1", 60, "REM"), ("n2", 0, "N2"), ("n2", 10, "N1")], window_s=10.0)
-    p = np.array([
-        [0.5, 0.3, 0.1, 0.05, 0.05], [0.3, 0.5, 0.1, 0.05, 0.05], [0.5, 0.3, 0.1, 0.05, 0.05],  # n1/0 -> W
-        [0.0, 0.0, 0.3, 0.7, 0.0], [0.0, 0.0, 0.3, 0.7, 0.0], [0.0, 0.0, 0.3, 0.7, 0.0],        # n1/1 -> N3
-        [0.0, 0.0, 0.0, 0.0, 1.0],                                                              # n1/2 -> REM
-        [0.1, 0.7, 0.1, 0.05, 0.05], [0.1, 0.5, 0.3, 0.05, 0.05],                               # n2/0 -> N1
-    ])
+    rows = make_rows(
+        [
+            ("n1", 0, "W"),
+            ("n1", 10, "W"),
+            ("n1", 20, "N1"),
+            ("n1", 30, "N2"),
+            ("n1", 40, "N2"),
+            ("n1", 50, "N2"),
+            ("n1", 60, "REM"),
+            ("n2", 0, "N2"),
+            ("n2", 10, "N1"),
+        ],
+        window_s=10.0,
+    )
+    p = np.array(
+        [
+            [0.5, 0.3, 0.1, 0.05, 0.05],
+            [0.3, 0.5, 0.1, 0.05, 0.05],
+            [0.5, 0.3, 0.1, 0.05, 0.05],  # n1/0 -> W
+            [0.0, 0.0, 0.3, 0.7, 0.0],
+            [0.0, 0.0, 0.3, 0.7, 0.0],
+            [0.0, 0.0, 0.3, 0.7, 0.0],  # n1/1 -> N3
+            [0.0, 0.0, 0.0, 0.0, 1.0],  # n1/2 -> REM
+            [0.1, 0.7, 0.1, 0.05, 0.05],
+            [0.1, 0.5, 0.3, 0.05, 0.05],  # n2/0 -> N1
+        ]
+    )
     results = evaluate_predictions(task, rows, p)
     # Epoch labels: n1/0 W (2 of 3), n1/1 N2, n1/2 REM, n2/0 N1 (tie N2/N1 -> N1, listed first).
     # true (W, N2, REM, N1), predicted (W, N3, REM, N1): recalls W 1, N1 1, N2 0, REM 1 -> 0.75.
@@ -90,15 +141,30 @@ def test_sleep_staging_per_30_s_epoch(make_rows):
 
 def test_seizure_type_per_event(make_rows):
     task = get_task("seizure_type")
-    rows = make_rows([("r1", 0, "ABSZ"), ("r1", 4, "ABSZ"), ("r1", 8, "ABSZ"), ("r1", 12, "FNSZ"),
-                      ("r1", 16, "FNSZ"), ("r1", 28, "FNSZ"), ("r1", 32, "FNSZ"), ("r2", 0, "TCSZ"),
-                      ("r2", 4, "TCSZ")])
-    p = np.array([
-        [0.7, 0.1, 0.1, 0.1]] * 3 + [                 # event r1/0 (ABSZ) -> ABSZ
-        [0.2, 0.5, 0.1, 0.2], [0.6, 0.2, 0.1, 0.1],   # r1/1 (FNSZ): mean (0.4, 0.35, 0.1, 0.15) -> ABSZ
-        [0.1, 0.8, 0.05, 0.05], [0.1, 0.8, 0.05, 0.05],  # r1/2 (FNSZ, after a gap) -> FNSZ
-        [0.1, 0.1, 0.1, 0.7], [0.1, 0.1, 0.5, 0.3],   # r2/0 (TCSZ): mean (0.1, 0.1, 0.3, 0.5) -> TCSZ
-    ])
+    rows = make_rows(
+        [
+            ("r1", 0, "ABSZ"),
+            ("r1", 4, "ABSZ"),
+            ("r1", 8, "ABSZ"),
+            ("r1", 12, "FNSZ"),
+            ("r1", 16, "FNSZ"),
+            ("r1", 28, "FNSZ"),
+            ("r1", 32, "FNSZ"),
+            ("r2", 0, "TCSZ"),
+            ("r2", 4, "TCSZ"),
+        ]
+    )
+    p = np.array(
+        [[0.7, 0.1, 0.1, 0.1]] * 3
+        + [  # event r1/0 (ABSZ) -> ABSZ
+            [0.2, 0.5, 0.1, 0.2],
+            [0.6, 0.2, 0.1, 0.1],  # r1/1 (FNSZ): mean (0.4, 0.35, 0.1, 0.15) -> ABSZ
+            [0.1, 0.8, 0.05, 0.05],
+            [0.1, 0.8, 0.05, 0.05],  # r1/2 (FNSZ, after a gap) -> FNSZ
+            [0.1, 0.1, 0.1, 0.7],
+            [0.1, 0.1, 0.5, 0.3],  # r2/0 (TCSZ): mean (0.1, 0.1, 0.3, 0.5) -> TCSZ
+        ]
+    )
     results = evaluate_predictions(task, rows, p)
     # true (ABSZ, FNSZ, FNSZ, TCSZ), predicted (ABSZ, ABSZ, FNSZ, TCSZ): recalls 1, 1/2, 1 -> 5/6.
     assert results["balanced_accuracy"] == pytest.approx(5 / 6)
@@ -130,8 +196,9 @@ def test_artifact_detection_per_window(make_rows):
     assert results["n_units"] == 6
     # A lower threshold catches 0.4 too.
     cfg = load_task_config("artifact_detection", overrides=["task.threshold=0.35"])
-    assert evaluate_predictions(get_task("artifact_detection", cfg), rows, p)["balanced_accuracy"] == \
-        pytest.approx((1 + 3 / 4) / 2)
+    assert evaluate_predictions(get_task("artifact_detection", cfg), rows, p)[
+        "balanced_accuracy"
+    ] == pytest.approx((1 + 3 / 4) / 2)
 
 
 def test_single_class_makes_auroc_and_auprc_nan_with_a_reason(make_rows, caplog):
@@ -174,10 +241,15 @@ def _onset_timeline(make_rows):
 
 def _strict_task(*overrides):
     """onset_detection with the plain any-overlap figures (task.events.strict_any_overlap) and events/hour."""
-    cfg = load_task_config("onset_detection", overrides=[
-        "task.events.strict_any_overlap=true",
-        "task.metrics=[balanced_accuracy,auroc,auprc,event_sensitivity,event_precision,event_f1,"
-        "false_alarms_per_24h,false_alarms_per_hour]", *overrides])
+    cfg = load_task_config(
+        "onset_detection",
+        overrides=[
+            "task.events.strict_any_overlap=true",
+            "task.metrics=[balanced_accuracy,auroc,auprc,event_sensitivity,event_precision,event_f1,"
+            "false_alarms_per_24h,false_alarms_per_hour]",
+            *overrides,
+        ],
+    )
     return get_task("onset_detection", cfg)
 
 
@@ -202,8 +274,16 @@ def test_onset_event_sensitivity_and_false_alarms_per_hour(make_rows):
     results = evaluate_predictions(task, rows, p)
     assert results["event_sensitivity"] == 1.0
     assert results["false_alarms_per_hour"] == 0.0
-    assert list(results)[:8] == ["balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision",
-                                 "event_f1", "false_alarms_per_24h", "false_alarms_per_hour"]
+    assert list(results)[:8] == [
+        "balanced_accuracy",
+        "auroc",
+        "auprc",
+        "event_sensitivity",
+        "event_precision",
+        "event_f1",
+        "false_alarms_per_24h",
+        "false_alarms_per_hour",
+    ]
     assert results["event_scoring"]["reference"] == "window_labels"
 
 
@@ -244,8 +324,9 @@ def test_find_events_and_smoothing():
     segment = np.array([0, 0, 0, 0, 0, 1, 1, 1])
     starts = np.arange(8) * 4.0
     # The gap between windows 4 and 5 splits the second run.
-    np.testing.assert_allclose(find_events(positive, segment, starts, np.full(8, 4.0)),
-                               [[4, 12], [16, 20], [20, 28]])
+    np.testing.assert_allclose(
+        find_events(positive, segment, starts, np.full(8, 4.0)), [[4, 12], [16, 20], [20, 28]]
+    )
     assert find_events(np.zeros(3, bool), np.zeros(3, int), starts[:3], np.full(3, 4.0)).shape == (0, 2)
     np.testing.assert_array_equal(smooth_k_of_n(positive, segment, 2, 3), [0, 0, 1, 1, 1, 0, 1, 1])
     np.testing.assert_array_equal(smooth_k_of_n(positive, segment, 1, 1), positive)

@@ -329,8 +329,9 @@ def test_batches_run_across_blocks_and_skip_rejected_windows(run_dir, tmp_path, 
     assert result.reasons.tolist() == ["", "", "nan", "", "", "", "", "nan", "", ""]
     assert calls == [3, 3, 2]  # 8 accepted windows in 5 blocks: two full batches, then the rest
     ((starts, windows, reasons),) = list(
-        Predictor(load_finetuned(run_dir), load_predict_config(overrides=["amp_cpu=fp32"]))
-        .preprocessor.iter_windows(tmp_path / "gaps_raw.fif")
+        Predictor(
+            load_finetuned(run_dir), load_predict_config(overrides=["amp_cpu=fp32"])
+        ).preprocessor.iter_windows(tmp_path / "gaps_raw.fif")
     )
     for row in np.flatnonzero(reasons == ""):
         np.testing.assert_allclose(result.probabilities[row], classify(windows[row : row + 1])[0], atol=1e-6)
@@ -380,8 +381,6 @@ def test_untrained_checkpoint_names_a_bad_task(tmp_path):
         ),
     ],
 )
-
-
 def test_each_kind_of_task_writes_its_outputs(task_name, overrides, edf_dir, tmp_path):
     ckpt, task = save_untrained_checkpoint(
         tmp_path / "checkpoint-best.pth", task_name, ["model.name=m4cea_tiny", *overrides]
@@ -714,14 +713,10 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
 
 
 @pytest.mark.slow  # a real torch.compile on the CPU: minutes on a loaded 2-core machine
-
-
 @pytest.mark.skipif(
     not (shutil.which("c++") or shutil.which("g++")),
     reason="torch.compile's CPU backend needs a C++ compiler",
 )
-
-
 def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
     # The path the long recordings take: a frozen bf16 copy compiled by inductor (about 10 s for the tiny
     # model). It must give the eager model's probabilities, without falling back.
@@ -785,8 +780,17 @@ def test_a_recording_of_one_window_draws_a_visible_probability(task_name, tmp_pa
         predictions = WindowPredictions(np.arange(n_windows) * 4.0, p, reasons, 4.0, 4.0)
         drawn.clear()
         plot_prediction(
-            tmp_path / f"{n_windows}.png", predictions, task, duration_s=4.0 * n_windows, events=[],
-            threshold=0.5, hyp=None, excerpt=None, ch_names=[], sfreq=1000.0, title="t",
+            tmp_path / f"{n_windows}.png",
+            predictions,
+            task,
+            duration_s=4.0 * n_windows,
+            events=[],
+            threshold=0.5,
+            hyp=None,
+            excerpt=None,
+            ch_names=[],
+            sfreq=1000.0,
+            title="t",
         )
         traces = [k for k in drawn if k.get("drawstyle") == "steps-mid"]
         assert len(traces) == (1 if task.is_binary else task.n_classes)
@@ -902,11 +906,14 @@ def test_output_into_the_input_folder_twice_annotates_each_recording_once(run_di
         [SEIZURE, f"{SEIZURE}.edf", "other_raw", "other_raw.fif", "predict_summary.json"]
     )
     assert (data / SEIZURE / f"{SEIZURE}_annotations.edf").is_file()
+
+
 def test_figure_note_goes_under_the_title(run_dir, edf_dir, tmp_path, monkeypatch):
     """figure.note (the quickstart's "demonstration, not a result") is written on the prediction figure."""
     import finetune.predict_outputs as predict_outputs
 
     titles = []
+
     def plot(path, *args, title, **kwargs):
         titles.append(title)
         return Path(path)

@@ -32,8 +32,15 @@ def make_table():
 def _write_run(runs: Path, task: str, seed: int, test: dict, val: dict | None = None, **extra) -> None:
     folder = runs / task / f"seed{seed}"
     folder.mkdir(parents=True)
-    results = {"test": test, "val": val or {"balanced_accuracy": 0.5}, "confusion_matrix": [[1, 0], [0, 1]],
-               "split": {"seed": 0}, "config": {}, "checkpoint": "best.pth", **extra}
+    results = {
+        "test": test,
+        "val": val or {"balanced_accuracy": 0.5},
+        "confusion_matrix": [[1, 0], [0, 1]],
+        "split": {"seed": 0},
+        "config": {},
+        "checkpoint": "best.pth",
+        **extra,
+    }
     # json.dumps writes NaN as the JavaScript literal, which json.load reads back.
     (folder / "results.json").write_text(json.dumps(results))
 
@@ -43,9 +50,13 @@ def runs(tmp_path):
     runs = tmp_path / "runs"
     onset = [(42, 0.8, 0.90, 10.0), (2024, 0.9, 0.95, 20.0), (3407, 0.7, float("nan"), 30.0)]
     for seed, bacc, auroc, fah in onset:
-        _write_run(runs, "onset_detection", seed,
-                   {"balanced_accuracy": bacc, "auroc": auroc, "false_alarms_per_hour": fah},
-                   n={"test": {"units": 40, "subjects": 5}})
+        _write_run(
+            runs,
+            "onset_detection",
+            seed,
+            {"balanced_accuracy": bacc, "auroc": auroc, "false_alarms_per_hour": fah},
+            n={"test": {"units": 40, "subjects": 5}},
+        )
     _write_run(runs, "hie_grading", 42, {"balanced_accuracy": 0.5, "cohen_kappa": 0.25})
     _write_run(runs, "hie_grading", 2024, {"balanced_accuracy": 0.6, "cohen_kappa": float("nan")})
     (runs / "hie_grading" / "seed3407").mkdir()  # an unfinished run: no results.json
@@ -82,31 +93,51 @@ def test_main_table_rows(runs):
     assert "hie_grading: missing seeds 3407, 4399, 114514" in notes
     assert "sleep_staging: missing (no results)" in notes
     assert any("seed3407: no results.json" in note for note in notes)
-    assert any(note.endswith("notes: not a task folder (tasks: " + ", ".join(TASKS) + "), ignored")
-               for note in notes)
+    assert any(
+        note.endswith("notes: not a task folder (tasks: " + ", ".join(TASKS) + "), ignored") for note in notes
+    )
 
 
 def test_markdown_table(runs):
     rows, _ = main_table(runs)
     text = to_markdown(rows, ["balanced_accuracy", "auroc", "cohen_kappa", "false_alarms_per_hour"])
     lines = text.splitlines()
-    assert lines[0] == ("| task | seeds | n (test) | balanced_accuracy | auroc | cohen_kappa | "
-                        "false_alarms_per_hour |")
+    assert lines[0] == (
+        "| task | seeds | n (test) | balanced_accuracy | auroc | cohen_kappa | false_alarms_per_hour |"
+    )
     assert lines[1] == "|---|---|---|---|---|---|---|"
     assert lines[2] == "| artifact_detection | missing |  | - | - | - | - |"
-    assert lines[3] == ("| onset_detection | 3 | 40 units, 5 subjects | 0.8000 ± 0.1000 | "
-                        "0.9250 ± 0.0354 (2/3) |  | 20.0000 ± 10.0000 |")
+    assert lines[3] == (
+        "| onset_detection | 3 | 40 units, 5 subjects | 0.8000 ± 0.1000 | "
+        "0.9250 ± 0.0354 (2/3) |  | 20.0000 ± 10.0000 |"
+    )
     assert lines[6] == "| hie_grading | 2 |  | 0.5500 ± 0.0707 |  | 0.2500 (1/2) |  |"
     assert len(lines) == 2 + len(TASKS)
 
 
 def test_script_prints_markdown_and_writes_csv(runs):
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_table.py"), str(runs),
-                          "--metrics", "balanced_accuracy,auroc"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_table.py"),
+            str(runs),
+            "--metrics",
+            "balanced_accuracy,auroc",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     expected = "| onset_detection | 3 | 40 units, 5 subjects | 0.8000 ± 0.1000 | 0.9250 ± 0.0354 (2/3) |"
     assert expected in out.stdout
-    for task in ("artifact_detection", "seizure_type", "syndrome_classification", "sleep_staging",
-                 "epileptiform_detection", "swi_quantification"):
+    for task in (
+        "artifact_detection",
+        "seizure_type",
+        "syndrome_classification",
+        "sleep_staging",
+        "epileptiform_detection",
+        "swi_quantification",
+    ):
         assert f"| {task} | missing |  | - | - |" in out.stdout
     assert "- onset_detection: missing seeds 4399, 114514" in out.stdout
     csv_path = runs / "table_main.csv"
@@ -123,15 +154,39 @@ def test_script_prints_markdown_and_writes_csv(runs):
     missing = table[TASKS.index("sleep_staging")]
     assert (missing["status"], missing["n_seeds"], missing["balanced_accuracy_mean"]) == ("missing", "0", "")
     assert (onset["n_units"], onset["n_subjects"], onset["subject_overlap"]) == ("40", "5", "")
-    assert list(table[0]) == ["task", "status", "n_seeds", "seeds", "missing_seeds", "n_units", "n_subjects",
-                              "subject_overlap",
-                              "balanced_accuracy_mean", "balanced_accuracy_std", "balanced_accuracy_n",
-                              "auroc_mean", "auroc_std", "auroc_n"]
+    assert list(table[0]) == [
+        "task",
+        "status",
+        "n_seeds",
+        "seeds",
+        "missing_seeds",
+        "n_units",
+        "n_subjects",
+        "subject_overlap",
+        "balanced_accuracy_mean",
+        "balanced_accuracy_std",
+        "balanced_accuracy_n",
+        "auroc_mean",
+        "auroc_std",
+        "auroc_n",
+    ]
 
 
 def test_script_val_split_and_custom_csv(runs, tmp_path, make_table):
-    assert make_table.main([str(runs), "--split", "val", "--metrics", "balanced_accuracy",
-                            "--csv", str(tmp_path / "val.csv")]) == 0
+    assert (
+        make_table.main(
+            [
+                str(runs),
+                "--split",
+                "val",
+                "--metrics",
+                "balanced_accuracy",
+                "--csv",
+                str(tmp_path / "val.csv"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "val.csv", newline="", encoding="utf-8") as f:
         table = {r["task"]: r for r in csv.DictReader(f)}
     assert float(table["onset_detection"]["balanced_accuracy_mean"]) == 0.5
@@ -191,8 +246,14 @@ def test_non_numeric_metric_is_an_error(tmp_path):
 
 def _model_runs(folder: Path, model: str, values: dict, **extra) -> Path:
     for seed, bacc in values.items():
-        _write_run(folder, "onset_detection", seed, {"balanced_accuracy": bacc, "auroc": 0.5 + bacc / 2},
-                   config={"model": {"name": model}}, **extra)
+        _write_run(
+            folder,
+            "onset_detection",
+            seed,
+            {"balanced_accuracy": bacc, "auroc": 0.5 + bacc / 2},
+            config={"model": {"name": model}},
+            **extra,
+        )
     return folder
 
 
@@ -204,15 +265,23 @@ def test_comparison_table_two_models_paired_over_seeds(tmp_path, capsys, make_ta
     seeds = [42, 2024, 3407, 4399, 114514]
     m4cea = dict(zip(seeds, [0.80, 0.82, 0.78, 0.85, 0.81], strict=True))
     labram = dict(zip(seeds, [0.74, 0.75, 0.73, 0.80, 0.72], strict=True))
-    evidence = {"n": {"test": {"units": 120, "subjects": 6}},
-                "warnings": ["The test split holds 6 subject(s)..."],
-                "split": {"subject_overlap": {"chb01": ["train", "val"]}}}
+    evidence = {
+        "n": {"test": {"units": 120, "subjects": 6}},
+        "warnings": ["The test split holds 6 subject(s)..."],
+        "split": {"subject_overlap": {"chb01": ["train", "val"]}},
+    }
     first = _model_runs(tmp_path / "m4cea", "m4cea_base", m4cea, **evidence)
-    second = _model_runs(tmp_path / "labram", "labram_base", {s: labram[s] for s in seeds[:4]},
-                         n={"test": {"units": 120, "subjects": 6}})
+    second = _model_runs(
+        tmp_path / "labram",
+        "labram_base",
+        {s: labram[s] for s in seeds[:4]},
+        n={"test": {"units": 120, "subjects": 6}},
+    )
     rows, notes = comparison_table([first, second], metrics=["balanced_accuracy", "auroc"])
-    assert [(r.model, r.task) for r in rows] == [("m4cea_base", "onset_detection"),
-                                                 ("labram_base", "onset_detection")]
+    assert [(r.model, r.task) for r in rows] == [
+        ("m4cea_base", "onset_detection"),
+        ("labram_base", "onset_detection"),
+    ]
     assert rows[0].diff == {}
     diff, p, pairs = rows[1].diff["balanced_accuracy"]
     x = np.array([labram[s] for s in seeds[:4]])
@@ -222,17 +291,31 @@ def test_comparison_table_two_models_paired_over_seeds(tmp_path, capsys, make_ta
     assert rows[1].missing_seeds == [114514]
     assert paired_difference(labram, m4cea, "wilcoxon")[1] == pytest.approx(0.0625)  # 5 pairs: p >= 1/16
     assert any("paired t-test" in note for note in notes)
-    assert "[m4cea_base] onset_detection: subjects in two splits (split.allow_subject_overlap): chb01 in " \
-           "train and val" in notes
+    assert (
+        "[m4cea_base] onset_detection: subjects in two splits (split.allow_subject_overlap): chb01 in "
+        "train and val" in notes
+    )
 
-    argv = [str(first), str(second), "--seeds", "42", "2024", "3407", "4399", "114514", "--metrics",
-            "balanced_accuracy"]
+    argv = [
+        str(first),
+        str(second),
+        "--seeds",
+        "42",
+        "2024",
+        "3407",
+        "4399",
+        "114514",
+        "--metrics",
+        "balanced_accuracy",
+    ]
     assert make_table.main(argv) == 0
     out = capsys.readouterr().out
     assert "| model | task | seeds | n (test) | balanced_accuracy |" in out
     assert "| m4cea_base | onset_detection | 5 | 120 units, 6 subjects; overlap | 0.8120 ± 0.0259 |" in out
-    assert (f"| labram_base | onset_detection | 4 | 120 units, 6 subjects | 0.7550 ± 0.0311; "
-            f"Δ {diff:+.4f} (p {p:.3g}, 4 pairs) |") in out
+    assert (
+        f"| labram_base | onset_detection | 4 | 120 units, 6 subjects | 0.7550 ± 0.0311; "
+        f"Δ {diff:+.4f} (p {p:.3g}, 4 pairs) |"
+    ) in out
     with open(tmp_path / "table_comparison.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["m4cea_base", "labram_base"]

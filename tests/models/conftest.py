@@ -13,8 +13,10 @@ REFERENCE_DIR = SHARED_DIR / "reference"
 
 def _require(path):
     if not path.exists():
-        pytest.skip(f"official reference file {path} is absent (the ../shared folder beside the project "
-                    f"holds it); this test compares against the official M4CEA code's outputs")
+        pytest.skip(
+            f"official reference file {path} is absent (the ../shared folder beside the project "
+            f"holds it); this test compares against the official M4CEA code's outputs"
+        )
     return path
 
 
@@ -55,7 +57,6 @@ def official_pretrain_shapes():
 def official_finetune_shapes():
     """Key -> shape of the full-size (depth 12) official fine-tuning state dict (4 classes)."""
     return _read_keys("finetune")
-
 
 
 def read_key_shapes(file_name):

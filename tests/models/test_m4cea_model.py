@@ -34,8 +34,16 @@ def test_pretrain_and_classification_shapes():
     logits = classifier(x)
     assert logits.shape == (2, 5)
     assert classifier.forward_head(classifier.forward_features(x), pre_logits=True).shape == (2, 32)
-    assert (model.n_chans, model.n_patches, model.patch_samples, model.n_times, model.n_tokens,
-            model.embed_dim, model.depth, model.n_freqs) == (3, 4, 200, 800, 12, 32, 2, 101)
+    assert (
+        model.n_chans,
+        model.n_patches,
+        model.patch_samples,
+        model.n_times,
+        model.n_tokens,
+        model.embed_dim,
+        model.depth,
+        model.n_freqs,
+    ) == (3, 4, 200, 800, 12, 32, 2, 101)
 
 
 def test_classification_head_is_mean_elu_linear():
@@ -43,8 +51,9 @@ def test_classification_head_is_mean_elu_linear():
     x = _signal(model)
     with torch.no_grad():
         features = model.forward_features(x)
-        expected = nn.functional.linear(nn.functional.elu(features.mean(dim=1)), model.head.weight,
-                                        model.head.bias)
+        expected = nn.functional.linear(
+            nn.functional.elu(features.mean(dim=1)), model.head.weight, model.head.bias
+        )
         torch.testing.assert_close(model(x), expected)
 
 
@@ -53,9 +62,9 @@ def test_token_order_is_channel_major():
     model = _small().eval()
     x = _signal(model, batch=1)
     y = x.clone()
-    y[0, 1, 2 * 200:3 * 200] += 5.0
+    y[0, 1, 2 * 200 : 3 * 200] += 5.0
     with torch.no_grad():
-        change = (model.patch_embed(y.reshape(1, 12, 200)) - model.patch_embed(x.reshape(1, 12, 200)))
+        change = model.patch_embed(y.reshape(1, 12, 200)) - model.patch_embed(x.reshape(1, 12, 200))
     assert change.abs().sum(-1).argmax().item() == 6
 
 
@@ -155,7 +164,7 @@ def test_tie_layer_adds_scaled_moving_average():
     impulse = torch.zeros(200)
     impulse[100] = 63.0
     expected = torch.zeros(200)
-    expected[100 - 31:100 + 32] = 2.0
+    expected[100 - 31 : 100 + 32] = 2.0
     torch.testing.assert_close(first_stage @ impulse, expected.repeat(8))  # rows (filter, step)
 
 
@@ -319,8 +328,9 @@ def test_bf16_autocast_forward_backward():
     assert torch.isfinite(magnitude.float()).all()
     assert (magnitude.float() - reference).abs().max() < 0.05 * reference.abs().max() + 0.02
     (magnitude.float().square().mean() + phase.float().square().mean()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()
-               if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
+    )
 
 
 def test_invalid_constructor_values():

@@ -40,8 +40,9 @@ def test_patch_spectrum_matches_official_targets(official_reference):
     magnitude, phase = patch_spectrum(official_reference["input"], 200)
     assert magnitude.shape == phase.shape == (2, 320, 101)
     # target shape (batch, n_chans, n_patches, n_freqs) flattens channel-major to our tokens
-    torch.testing.assert_close(magnitude, outputs["target_magnitude"].reshape(2, 320, 101),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        magnitude, outputs["target_magnitude"].reshape(2, 320, 101), rtol=1e-5, atol=1e-5
+    )
     # The phase of low-magnitude bins is sensitive to float32 FFT rounding (another FFT backend made the
     # reference): 4 of 64640 bins differ by 1e-5 to 3e-5 rad.
     error = _wrapped_phase_error(phase, outputs["target_angle"].reshape(2, 320, 101)).abs()
@@ -83,17 +84,22 @@ def test_official_pretrain_checkpoint_into_classifier(official_reference):
     result = load_official_state_dict(model, pretrain_sd, allow_missing_head=True)
     assert result.missing_keys == ["head.weight", "head.bias"]
     assert sorted(result.ignored_keys) == sorted(
-        f"head_{kind}.{layer}.{p}" for kind in ("magnitude", "phase") for layer in (0, 2)
-        for p in ("weight", "bias"))
+        f"head_{kind}.{layer}.{p}"
+        for kind in ("magnitude", "phase")
+        for layer in (0, 2)
+        for p in ("weight", "bias")
+    )
     torch.testing.assert_close(model.pos_embed, pretrain_sd["input_emb.positional_encoding"], rtol=0, atol=0)
-    torch.testing.assert_close(model.blocks[1].attn.qkv.weight,
-                               pretrain_sd["transformer.blocks.1.attn.qkv.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.blocks[1].attn.qkv.weight, pretrain_sd["transformer.blocks.1.attn.qkv.weight"], rtol=0, atol=0
+    )
 
 
 def test_depth12_official_layout_maps_onto_base(official_pretrain_shapes, official_finetune_shapes):
     for shapes, head, n_outputs, total in (
-            (official_pretrain_shapes, "pretrain", None, BASE_PRETRAIN_PARAMS),
-            (official_finetune_shapes, "classification", 4, BASE_FINETUNE_PARAMS_4_CLASSES)):
+        (official_pretrain_shapes, "pretrain", None, BASE_PRETRAIN_PARAMS),
+        (official_finetune_shapes, "classification", 4, BASE_FINETUNE_PARAMS_4_CLASSES),
+    ):
         model = create_model("m4cea_base", head=head, n_outputs=n_outputs)
         ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         converted = convert_official_state_dict({k: torch.empty(0) for k in shapes})

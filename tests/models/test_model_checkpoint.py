@@ -43,20 +43,28 @@ def _equal_states(a, b):
 
 def _official_layout(state):
     """Our state dict written back in the official layout (the inverse of the documented mapping)."""
-    renames = [("patch_embed.scale_factor", "time.scale_factor"),
-               ("patch_embed.tie_conv.", "time.conv2DOutput."),
-               ("patch_embed.tie_norm.", "time.norm1."), ("patch_embed.norm3.", "time.norm4."),
-               ("patch_embed.norm2.", "time.norm3."), ("patch_embed.norm1.", "time.norm2."),
-               ("patch_embed.conv", "time.conv"), ("mask_token", "input_emb.mask_encoding"),
-               ("input_proj.", "input_emb.proj.0."), ("pos_embed", "input_emb.positional_encoding"),
-               ("blocks.", "transformer.blocks."), ("norm.", "transformer.norm."),
-               ("head_magnitude.", "decode_task_layer."), ("head_phase.", "decode_task_layer_angle."),
-               ("head.", "typeclassifier.clshead.1.")]
+    renames = [
+        ("patch_embed.scale_factor", "time.scale_factor"),
+        ("patch_embed.tie_conv.", "time.conv2DOutput."),
+        ("patch_embed.tie_norm.", "time.norm1."),
+        ("patch_embed.norm3.", "time.norm4."),
+        ("patch_embed.norm2.", "time.norm3."),
+        ("patch_embed.norm1.", "time.norm2."),
+        ("patch_embed.conv", "time.conv"),
+        ("mask_token", "input_emb.mask_encoding"),
+        ("input_proj.", "input_emb.proj.0."),
+        ("pos_embed", "input_emb.positional_encoding"),
+        ("blocks.", "transformer.blocks."),
+        ("norm.", "transformer.norm."),
+        ("head_magnitude.", "decode_task_layer."),
+        ("head_phase.", "decode_task_layer_angle."),
+        ("head.", "typeclassifier.clshead.1."),
+    ]
     out = {}
     for key, value in state.items():
         for ours, official in renames:
             if key.startswith(ours):
-                key = official + key[len(ours):]
+                key = official + key[len(ours) :]
                 break
         out[key] = value
     return out
@@ -114,8 +122,11 @@ def test_wrong_head_size_is_an_error():
         load_official_state_dict(two, four.state_dict())
     with pytest.raises(ValueError, match=message):  # still strict with a new head allowed
         load_official_state_dict(two, four.state_dict(), allow_missing_head=True)
-    with pytest.raises(ValueError, match=r"shape mismatch.*'head\.weight \(from typeclassifier\.clshead\.1\."
-                                         r"weight\): checkpoint \(4, 32\), model \(2, 32\)'"):
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatch.*'head\.weight \(from typeclassifier\.clshead\.1\."
+        r"weight\): checkpoint \(4, 32\), model \(2, 32\)'",
+    ):
         load_official_state_dict(two, _official_layout(four.state_dict()))
 
 
@@ -139,21 +150,26 @@ def test_bad_state_dict_types():
     with pytest.raises(TypeError, match="'state_dict'"):
         load_official_state_dict(model, [("pos_embed", model.pos_embed)])
     with pytest.raises(ValueError, match="both map to 'pos_embed'"):
-        load_official_state_dict(model, {"pos_embed": model.pos_embed,
-                                         "input_emb.positional_encoding": model.pos_embed})
+        load_official_state_dict(
+            model, {"pos_embed": model.pos_embed, "input_emb.positional_encoding": model.pos_embed}
+        )
 
 
 def test_pretrain_checkpoint_into_classifier_only_head_missing():
     pretrained = _model("pretrain", seed=0)
     classifier = _model("classification", 3, seed=1)
     head_before = classifier.head.weight.detach().clone()
-    with pytest.raises(ValueError, match=r"missing.*'head\.weight'.*not in the model.*head_magnitude.*"
-                                         r"allow_missing_head=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing.*'head\.weight'.*not in the model.*head_magnitude.*"
+        r"allow_missing_head=True",
+    ):
         load_official_state_dict(classifier, pretrained.state_dict())
     result = load_official_state_dict(classifier, pretrained.state_dict(), allow_missing_head=True)
     assert result.missing_keys == ["head.weight", "head.bias"]
     assert sorted(result.ignored_keys) == sorted(
-        k for k in pretrained.state_dict() if k.startswith(("head_magnitude.", "head_phase.")))
+        k for k in pretrained.state_dict() if k.startswith(("head_magnitude.", "head_phase."))
+    )
     backbone = {k: v for k, v in _state(pretrained).items() if not k.startswith("head")}
     state = _state(classifier)
     assert all(torch.equal(state[k], v) for k, v in backbone.items())
@@ -162,8 +178,9 @@ def test_pretrain_checkpoint_into_classifier_only_head_missing():
 
 def test_classifier_checkpoint_into_pretrain_model_with_new_heads():
     classifier, pretrain = _model("classification", 3, seed=0), _model("pretrain", seed=1)
-    result = load_official_state_dict(pretrain, _official_layout(classifier.state_dict()),
-                                      allow_missing_head=True)
+    result = load_official_state_dict(
+        pretrain, _official_layout(classifier.state_dict()), allow_missing_head=True
+    )
     assert len(result.missing_keys) == 8 and result.ignored_keys == ["head.weight", "head.bias"]
     assert torch.equal(pretrain.pos_embed, classifier.pos_embed)
 
@@ -182,6 +199,9 @@ def test_allow_missing_head_is_strict_about_the_backbone():
 
 
 def test_tie_checkpoint_into_tie_free_model_is_an_error():
-    with pytest.raises(ValueError, match=r"not in the model.*patch_embed\.scale_factor.*shape mismatch.*"
-                                         r"patch_embed\.conv1\.weight: checkpoint \(8, 8, 1, 15\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"not in the model.*patch_embed\.scale_factor.*shape mismatch.*"
+        r"patch_embed\.conv1\.weight: checkpoint \(8, 8, 1, 15\)",
+    ):
         load_official_state_dict(_model(tie=False), _model(tie=True).state_dict())

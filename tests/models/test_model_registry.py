@@ -10,8 +10,15 @@ TINY_VARIANT = dict(n_chans=2, n_patches=3, depth=1)
 
 
 def test_registered_names():
-    assert list_models() == ["hms_mobilenetv3", "labram_base", "labram_tiny", "m4cea_base", "m4cea_tiny",
-                             "vqnsp_base", "vqnsp_tiny"]
+    assert list_models() == [
+        "hms_mobilenetv3",
+        "labram_base",
+        "labram_tiny",
+        "m4cea_base",
+        "m4cea_tiny",
+        "vqnsp_base",
+        "vqnsp_tiny",
+    ]
 
 
 @pytest.mark.parametrize("name", [name for name in list_models() if name.startswith("m4cea")])

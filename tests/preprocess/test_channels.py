@@ -122,7 +122,9 @@ def test_ear_referenced_channels_are_rereferenced_when_they_share_the_reference(
     # Two references cannot be subtracted into a pair: the names are kept and the pair is missing.
     mixed = ["FP1-A1", "F7-A2"]
     assert normalize_channel_names(mixed) == ["FP1-A1", "F7-A2"]
-    with pytest.raises(MissingChannelsError, match=r"no pair of the montage .* needs the electrodes \['F7', 'FP1'\]"):
+    with pytest.raises(
+        MissingChannelsError, match=r"no pair of the montage .* needs the electrodes \['F7', 'FP1'\]"
+    ):
         montage_matrix(mixed, load_montage(["FP1-F7"]))
 
 

@@ -113,8 +113,13 @@ def test_chbmit_subjects_are_selected_and_verified(physionet_chbmit, server, tmp
     dest = tmp_path / "chbmit"
     assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base]) == 0
     fetched = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert fetched == ["RECORDS", "chb01/chb01-summary.txt", "chb01/chb01_03.edf",
-                       "chb01/chb01_03.edf.seizures", "chb01/chb01_04.edf"]
+    assert fetched == [
+        "RECORDS",
+        "chb01/chb01-summary.txt",
+        "chb01/chb01_03.edf",
+        "chb01/chb01_03.edf.seizures",
+        "chb01/chb01_04.edf",
+    ]
     for rel in fetched:
         assert (dest / rel).read_bytes() == files[rel].read_bytes()
     assert not any("chb06" in path for path, _ in server.log)  # the other case was never requested
@@ -137,8 +142,20 @@ def test_corrupted_file_is_rejected_by_its_hash(physionet_chbmit, server, tmp_pa
     bad[1000] ^= 0xFF  # one flipped byte in the signal
     server.routes["/chbmit/1.0.0/chb01/chb01_03.edf"] = bytes(bad)
     dest = tmp_path / "chbmit"
-    rc = download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base,
-                        "--retries", "0", "--quiet"])
+    rc = download.main(
+        [
+            "chbmit",
+            "--dest",
+            str(dest),
+            "--subjects",
+            "chb01",
+            "--base-url",
+            base,
+            "--retries",
+            "0",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     out = capsys.readouterr().out
     assert "FAILED chb01/chb01_03.edf" in out
@@ -146,13 +163,18 @@ def test_corrupted_file_is_rejected_by_its_hash(physionet_chbmit, server, tmp_pa
     assert "4 downloaded" in out
     assert not (dest / "chb01" / "chb01_03.edf").exists()
     assert sorted(p.name for p in (dest / "chb01").iterdir()) == [  # no .part, no temporary file
-        "chb01-summary.txt", "chb01_03.edf.seizures", "chb01_04.edf"]
+        "chb01-summary.txt",
+        "chb01_03.edf.seizures",
+        "chb01_04.edf",
+    ]
 
     # The publisher fixes the file: a rerun downloads only that one.
     server.routes["/chbmit/1.0.0/chb01/chb01_03.edf"] = good
     before = len(server.log)
-    assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base,
-                          "--quiet"]) == 0
+    assert (
+        download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base, "--quiet"])
+        == 0
+    )
     assert [path for path, _ in server.log[before:]] == ["/chbmit/1.0.0/chb01/chb01_03.edf"]
     assert (dest / "chb01" / "chb01_03.edf").read_bytes() == good
 
@@ -162,8 +184,10 @@ def test_a_present_file_with_a_wrong_hash_is_replaced(physionet_chbmit, server, 
     dest = tmp_path / "chbmit"
     (dest / "chb01").mkdir(parents=True)
     (dest / "chb01" / "chb01-summary.txt").write_text("truncated by a crash")
-    assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base,
-                          "--quiet"]) == 0
+    assert (
+        download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base, "--quiet"])
+        == 0
+    )
     expected = files["chb01/chb01-summary.txt"].read_bytes()
     assert (dest / "chb01" / "chb01-summary.txt").read_bytes() == expected
     assert len(_requests(server, "chb01-summary.txt")) == 1
@@ -174,8 +198,18 @@ def test_interrupted_download_leaves_no_final_file_and_resumes(physionet_chbmit,
     good = files["chb01/chb01_03.edf"].read_bytes()
     server.cut_once.add("/chbmit/1.0.0/chb01/chb01_03.edf")
     dest = tmp_path / "chbmit"
-    args = ["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base, "--quiet",
-            "--retries", "0"]
+    args = [
+        "chbmit",
+        "--dest",
+        str(dest),
+        "--subjects",
+        "chb01",
+        "--base-url",
+        base,
+        "--quiet",
+        "--retries",
+        "0",
+    ]
     assert download.main(args) == 1
     assert "FAILED chb01/chb01_03.edf: ChunkedEncodingError" in capsys.readouterr().out
     final, part = dest / "chb01" / "chb01_03.edf", dest / "chb01" / "chb01_03.edf.part"
@@ -187,8 +221,10 @@ def test_interrupted_download_leaves_no_final_file_and_resumes(physionet_chbmit,
 
     assert download.main(args) == 0
     assert final.read_bytes() == good and not part.exists()
-    assert _requests(server, "chb01_03.edf") == [("/chbmit/1.0.0/chb01/chb01_03.edf", None),
-                                                  ("/chbmit/1.0.0/chb01/chb01_03.edf", f"bytes={kept}-")]
+    assert _requests(server, "chb01_03.edf") == [
+        ("/chbmit/1.0.0/chb01/chb01_03.edf", None),
+        ("/chbmit/1.0.0/chb01/chb01_03.edf", f"bytes={kept}-"),
+    ]
     assert server.bytes_sent["/chbmit/1.0.0/chb01/chb01_03.edf"] == len(good) // 2 + len(good) - kept
 
 
@@ -196,8 +232,23 @@ def test_retry_resumes_within_one_run(physionet_chbmit, server, tmp_path):
     files, base = physionet_chbmit
     server.cut_once.add("/chbmit/1.0.0/chb01/chb01_04.edf")
     dest = tmp_path / "chbmit"
-    assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base, "--quiet",
-                          "--retries", "1"]) == 0
+    assert (
+        download.main(
+            [
+                "chbmit",
+                "--dest",
+                str(dest),
+                "--subjects",
+                "chb01",
+                "--base-url",
+                base,
+                "--quiet",
+                "--retries",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (dest / "chb01" / "chb01_04.edf").read_bytes() == files["chb01/chb01_04.edf"].read_bytes()
     first, second = [r for _, r in _requests(server, "chb01_04.edf")]
     resumed_at = int(second.removeprefix("bytes=").removesuffix("-"))
@@ -216,8 +267,10 @@ def test_shipped_chbmit_registry_is_physionets_file():
     assert hashes["chb01/chb01_03.edf"] == f"sha256:{CHB01_03_SHA256}"
     # The real summary and seizure files in ../shared match PhysioNet's published hashes.
     seizures = shared.parents[1] / "seizures" / "chb06_04.edf.seizures"
-    for rel, path in [("chb01/chb01-summary.txt", shared.parent / "chb01-summary.txt"),
-                      ("chb06/chb06_04.edf.seizures", seizures)]:
+    for rel, path in [
+        ("chb01/chb01-summary.txt", shared.parent / "chb01-summary.txt"),
+        ("chb06/chb06_04.edf.seizures", seizures),
+    ]:
         assert hashes[rel] == f"sha256:{_sha256(path.read_bytes())}"
 
 
@@ -225,8 +278,10 @@ def test_shipped_registry_verifies_real_files_and_rejects_a_crop(server, tmp_pat
     data = shared_path("data", "chbmit")
     server.routes["/chbmit/1.0.0/chb01/chb01-summary.txt"] = data / "meta" / "chb01-summary.txt"
     server.routes["/chbmit/1.0.0/chb01/chb01_03.edf"] = data / "edf" / "chb01_03_seizure_2995-3036s.edf"
-    plan = {f.path: f for f in download.plan_files("chbmit", tmp_path, ["chb01"],
-                                                   base_url=server.url + "chbmit/1.0.0/")}
+    plan = {
+        f.path: f
+        for f in download.plan_files("chbmit", tmp_path, ["chb01"], base_url=server.url + "chbmit/1.0.0/")
+    }
     assert len(plan) == 5 + 42 + 7 + 1  # 4 index files and a pdf, 42 EDF, 7 .seizures, the summary
     path, downloaded = download.fetch_file(plan["chb01/chb01-summary.txt"], tmp_path, progressbar=False)
     assert downloaded and path.read_bytes() == (data / "meta" / "chb01-summary.txt").read_bytes()
@@ -240,8 +295,10 @@ def test_shipped_registry_verifies_real_files_and_rejects_a_crop(server, tmp_pat
 def test_unknown_subject_and_missing_dest_are_usage_errors(physionet_chbmit, tmp_path, capsys):
     _, base = physionet_chbmit
     assert download.main(["chbmit", "--dest", str(tmp_path), "--subjects", "chb99", "--base-url", base]) == 2
-    assert "Allowed values are cases chb01 ... chb24 (chb21 is chb01 recorded later): chb01 chb06, but got " \
-           "['chb99'] instead." in capsys.readouterr().err
+    assert (
+        "Allowed values are cases chb01 ... chb24 (chb21 is chb01 recorded later): chb01 chb06, but got "
+        "['chb99'] instead." in capsys.readouterr().err
+    )
     assert download.main(["chbmit"]) == 2
     assert "--dest parameter is required" in capsys.readouterr().err
 
@@ -250,32 +307,46 @@ def test_unknown_subject_and_missing_dest_are_usage_errors(physionet_chbmit, tmp
 def physionet_sleep(server):
     """A fake PhysioNet sleep-edfx/1.0.0 whose SHA256SUMS.txt the client must fetch first."""
     hypnogram = shared_path("data", "sleep_edf", "SC4001EC-Hypnogram.edf").read_bytes()
-    files = {"SC-subjects.xls": b"subject table", "sleep-cassette/SC4001E0-PSG.edf": b"psg of subject 0",
-             "sleep-cassette/SC4001EC-Hypnogram.edf": hypnogram,
-             "sleep-cassette/SC4011E0-PSG.edf": b"psg of subject 1",
-             "sleep-cassette/SC4012E0-PSG.edf": b"psg of subject 1, night 2",
-             "sleep-telemetry/ST7011J0-PSG.edf": b"telemetry"}
+    files = {
+        "SC-subjects.xls": b"subject table",
+        "sleep-cassette/SC4001E0-PSG.edf": b"psg of subject 0",
+        "sleep-cassette/SC4001EC-Hypnogram.edf": hypnogram,
+        "sleep-cassette/SC4011E0-PSG.edf": b"psg of subject 1",
+        "sleep-cassette/SC4012E0-PSG.edf": b"psg of subject 1, night 2",
+        "sleep-telemetry/ST7011J0-PSG.edf": b"telemetry",
+    }
     for rel, data in files.items():
         server.routes[f"/sleep-edfx/1.0.0/{rel}"] = data
     server.routes["/sleep-edfx/1.0.0/SHA256SUMS.txt"] = "".join(
-        f"{_sha256(d)} {rel}\n" for rel, d in files.items()).encode()
+        f"{_sha256(d)} {rel}\n" for rel, d in files.items()
+    ).encode()
     return files, server.url + "sleep-edfx/1.0.0/"
 
 
 def test_sleep_edf_fetches_sha256sums_first_and_selects_sc_subjects(physionet_sleep, server, tmp_path):
     files, base = physionet_sleep
     dest = tmp_path / "sleep"
-    assert download.main(["sleep_edf", "--dest", str(dest), "--subjects", "0", "--base-url", base,
-                          "--quiet"]) == 0
+    assert (
+        download.main(["sleep_edf", "--dest", str(dest), "--subjects", "0", "--base-url", base, "--quiet"])
+        == 0
+    )
     assert server.log[0] == ("/sleep-edfx/1.0.0/SHA256SUMS.txt", None)
     fetched = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert fetched == ["SC-subjects.xls", "SHA256SUMS.txt", "sleep-cassette/SC4001E0-PSG.edf",
-                       "sleep-cassette/SC4001EC-Hypnogram.edf"]
-    assert (dest / "sleep-cassette" / "SC4001EC-Hypnogram.edf").read_bytes() == \
-        files["sleep-cassette/SC4001EC-Hypnogram.edf"]
+    assert fetched == [
+        "SC-subjects.xls",
+        "SHA256SUMS.txt",
+        "sleep-cassette/SC4001E0-PSG.edf",
+        "sleep-cassette/SC4001EC-Hypnogram.edf",
+    ]
+    assert (dest / "sleep-cassette" / "SC4001EC-Hypnogram.edf").read_bytes() == files[
+        "sleep-cassette/SC4001EC-Hypnogram.edf"
+    ]
     plan = download.plan_files("sleep_edf", dest, ["01"], base_url=base)  # the saved index is reused
-    assert [f.path for f in plan] == ["SC-subjects.xls", "sleep-cassette/SC4011E0-PSG.edf",
-                                      "sleep-cassette/SC4012E0-PSG.edf"]
+    assert [f.path for f in plan] == [
+        "SC-subjects.xls",
+        "sleep-cassette/SC4011E0-PSG.edf",
+        "sleep-cassette/SC4012E0-PSG.edf",
+    ]
     assert len(_requests(server, "SHA256SUMS.txt")) == 1
     with pytest.raises(ValueError, match=r"sleep-cassette subject numbers .*: 00 01, but got \['83'\]"):
         download.plan_files("sleep_edf", dest, ["83"], base_url=base)
@@ -283,8 +354,21 @@ def test_sleep_edf_fetches_sha256sums_first_and_selects_sc_subjects(physionet_sl
 
 def test_an_unreachable_listing_is_an_error(server, tmp_path, capsys):
     dest = tmp_path / "sleep"
-    assert download.main(["sleep_edf", "--dest", str(dest), "--base-url", server.url + "sleep-edfx/1.0.0/",
-                          "--quiet", "--retries", "0"]) == 1
+    assert (
+        download.main(
+            [
+                "sleep_edf",
+                "--dest",
+                str(dest),
+                "--base-url",
+                server.url + "sleep-edfx/1.0.0/",
+                "--quiet",
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert "could not fetch the file list of sleep_edf: 404 Client Error" in capsys.readouterr().err
     assert list(dest.iterdir()) == []
 
@@ -293,11 +377,28 @@ def test_sleep_edf_rejects_a_file_not_matching_the_published_sums(physionet_slee
     _, base = physionet_sleep
     server.routes["/sleep-edfx/1.0.0/sleep-cassette/SC4001E0-PSG.edf"] = b"psg of subject 0, altered"
     dest = tmp_path / "sleep"
-    assert download.main(["sleep_edf", "--dest", str(dest), "--subjects", "0", "--base-url", base, "--quiet",
-                          "--retries", "0"]) == 1
+    assert (
+        download.main(
+            [
+                "sleep_edf",
+                "--dest",
+                str(dest),
+                "--subjects",
+                "0",
+                "--base-url",
+                base,
+                "--quiet",
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
-    assert f"expected sha256:{_sha256(b'psg of subject 0')} but got " \
-           f"sha256:{_sha256(b'psg of subject 0, altered')}" in out
+    assert (
+        f"expected sha256:{_sha256(b'psg of subject 0')} but got "
+        f"sha256:{_sha256(b'psg of subject 0, altered')}" in out
+    )
     assert not (dest / "sleep-cassette" / "SC4001E0-PSG.edf").exists()
 
 
@@ -317,24 +418,60 @@ def _zenodo_listing(files: dict[str, bytes | None], legacy: bool, unlisted: set[
 def test_helsinki_from_zenodo_verified_by_md5(server, tmp_path, legacy):
     record = download.DATASETS["helsinki_neonatal"].record_id
     annotations = shared_path("data", "helsinki_neonatal", "annotations_2017.mat")
-    files = {"annotations_2017.mat": annotations.read_bytes(),
-             "eeg1.edf": shared_path("data", "neonatal_examples", "demo.edf").read_bytes(),
-             "eeg2.edf": b"baby 2", "eeg10.edf": b"baby 10"}
+    files = {
+        "annotations_2017.mat": annotations.read_bytes(),
+        "eeg1.edf": shared_path("data", "neonatal_examples", "demo.edf").read_bytes(),
+        "eeg2.edf": b"baby 2",
+        "eeg10.edf": b"baby 10",
+    }
     server.routes[f"/api/records/{record}"] = _zenodo_listing(files, legacy)
     for name, data in files.items():
         server.routes[f"/records/{record}/files/{name}"] = data
     dest = tmp_path / "helsinki"
-    assert download.main(["helsinki_neonatal", "--dest", str(dest), "--subjects", "1", "eeg10",
-                          "--base-url", server.url, "--quiet"]) == 0
+    assert (
+        download.main(
+            [
+                "helsinki_neonatal",
+                "--dest",
+                str(dest),
+                "--subjects",
+                "1",
+                "eeg10",
+                "--base-url",
+                server.url,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in dest.iterdir()) == [
-        "annotations_2017.mat", "eeg1.edf", "eeg10.edf", f"zenodo-record-{record}.json"]
+        "annotations_2017.mat",
+        "eeg1.edf",
+        "eeg10.edf",
+        f"zenodo-record-{record}.json",
+    ]
     assert (dest / "eeg1.edf").read_bytes() == files["eeg1.edf"]
     assert not _requests(server, "eeg2.edf")
 
     # A changed file no longer matches the record's md5 and is rejected.
     server.routes[f"/records/{record}/files/eeg2.edf"] = b"baby 2 altered"
-    assert download.main(["helsinki_neonatal", "--dest", str(dest), "--subjects", "2",
-                          "--base-url", server.url, "--quiet", "--retries", "0"]) == 1
+    assert (
+        download.main(
+            [
+                "helsinki_neonatal",
+                "--dest",
+                str(dest),
+                "--subjects",
+                "2",
+                "--base-url",
+                server.url,
+                "--quiet",
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert not (dest / "eeg2.edf").exists()
 
 
@@ -343,8 +480,11 @@ def test_cork_refuses_files_without_a_checksum_unless_told(server, tmp_path, cap
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("EDF_format/ID01_epoch1.edf", b"one hour of EEG")
-    files = {"EDF_format.zip": archive.getvalue(), "eeg_grades.csv": b"file_ID,grade\nID01_epoch1,2\n",
-             "README.md": b"# readme"}
+    files = {
+        "EDF_format.zip": archive.getvalue(),
+        "eeg_grades.csv": b"file_ID,grade\nID01_epoch1,2\n",
+        "README.md": b"# readme",
+    }
     server.routes[f"/api/records/{record}"] = _zenodo_listing(files, legacy=False, unlisted={"README.md"})
     for name, data in files.items():
         server.routes[f"/records/{record}/files/{name}"] = data
@@ -381,8 +521,10 @@ def test_cork_refuses_files_without_a_checksum_unless_told(server, tmp_path, cap
 def test_dry_run_lists_files_without_downloading(physionet_chbmit, server, tmp_path, capsys):
     _, base = physionet_chbmit
     dest = tmp_path / "chbmit"
-    assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb06", "--base-url", base,
-                          "--dry-run"]) == 0
+    assert (
+        download.main(["chbmit", "--dest", str(dest), "--subjects", "chb06", "--base-url", base, "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "chbmit: 3 files would be fetched" in out and "chb06/chb06-summary.txt  sha256:" in out
     assert server.log == [] and not dest.exists()
@@ -408,15 +550,22 @@ def test_ctrl_c_during_a_download_leaves_only_the_part_file(physionet_chbmit, se
     assert [p.name for p in (dest / "chb01").iterdir()] == ["chb01_03.edf.part"]
     assert (dest / "chb01" / "chb01_03.edf.part").read_bytes() == good[:1000]
     monkeypatch.setattr(download.ResumableDownloader, "_stream", stream)
-    assert download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base,
-                          "--quiet"]) == 0
+    assert (
+        download.main(["chbmit", "--dest", str(dest), "--subjects", "chb01", "--base-url", base, "--quiet"])
+        == 0
+    )
     assert (dest / "chb01" / "chb01_03.edf").read_bytes() == good
     assert _requests(server, "chb01_03.edf")[-1] == ("/chbmit/1.0.0/chb01/chb01_03.edf", "bytes=1000-")
 
 
-@pytest.mark.parametrize("name, rsync_path", [("tusz", "tuh_eeg_seizure/v2.0.3"),
-                                              ("tuev", "tuh_eeg_events/v2.0.1"),
-                                              ("tuar", "tuh_eeg_artifact/v3.0.1")])
+@pytest.mark.parametrize(
+    "name, rsync_path",
+    [
+        ("tusz", "tuh_eeg_seizure/v2.0.3"),
+        ("tuev", "tuh_eeg_events/v2.0.1"),
+        ("tuar", "tuh_eeg_artifact/v3.0.1"),
+    ],
+)
 def test_tuh_corpora_print_how_to_obtain_them(name, rsync_path, tmp_path, capsys):
     assert download.main([name, "--dest", str(tmp_path / name)]) == 0
     out = capsys.readouterr().out
@@ -430,13 +579,21 @@ def test_tuh_corpora_print_how_to_obtain_them(name, rsync_path, tmp_path, capsys
 
 def test_command_line_exit_codes():
     script = str(ROOT / "preprocess" / "download.py")
-    unknown = subprocess.run([sys.executable, script, "chb-mit", "--dest", "x"], capture_output=True,
-                             text=True, cwd=ROOT, timeout=60)
+    unknown = subprocess.run(
+        [sys.executable, script, "chb-mit", "--dest", "x"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert unknown.returncode == 2
-    assert ("Allowed values are chbmit, sleep_edf, helsinki_neonatal, cork_hie, tusz, tuev, tuar, "
-            "but got 'chb-mit' instead.") in unknown.stderr
-    tusz = subprocess.run([sys.executable, script, "tusz"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60)
+    assert (
+        "Allowed values are chbmit, sleep_edf, helsinki_neonatal, cork_hie, tusz, tuev, tuar, "
+        "but got 'chb-mit' instead."
+    ) in unknown.stderr
+    tusz = subprocess.run(
+        [sys.executable, script, "tusz"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert tusz.returncode == 0 and "DIR/tusz/" in tusz.stdout
 
 
@@ -452,6 +609,7 @@ def test_bad_listings_are_refused_with_file_and_line(tmp_path):
     listing.write_text(json.dumps({"files": [{"key": "a.edf", "checksum": "md5:123"}]}))
     with pytest.raises(ValueError, match=r"a.edf: invalid hash 'md5:123'"):
         download.read_zenodo_listing(listing)
-    listing.write_text(json.dumps({"files": [{"key": "a.edf", "checksum": f"md5:{'b' * 32}"},
-                                             {"filename": "b.edf"}]}))
+    listing.write_text(
+        json.dumps({"files": [{"key": "a.edf", "checksum": f"md5:{'b' * 32}"}, {"filename": "b.edf"}]})
+    )
     assert download.read_zenodo_listing(listing) == {"a.edf": f"md5:{'b' * 32}", "b.edf": None}

@@ -109,10 +109,12 @@ def test_soft_labels_from_p_columns_and_their_windows(tmp_path):
 
     classes = ["seizure", "lpd", "other"]
     path = tmp_path / "events.csv"
-    path.write_text("recording,onset_s,duration_s,label,p_seizure,p_lpd,p_other\n"
-                    "r1.edf,0,8,seizure,3,1,0\n"  # vote counts: normalised
-                    "r1.edf,8,8,lpd,0.0,1.0,0.0\n"
-                    "r1.edf,16,4,other,,,\n")  # no soft label
+    path.write_text(
+        "recording,onset_s,duration_s,label,p_seizure,p_lpd,p_other\n"
+        "r1.edf,0,8,seizure,3,1,0\n"  # vote counts: normalised
+        "r1.edf,8,8,lpd,0.0,1.0,0.0\n"
+        "r1.edf,16,4,other,,,\n"
+    )  # no soft label
     events = read_events_csv(path, classes)[0]["r1.edf"]
     assert events[0].probs == {"seizure": 0.75, "lpd": 0.25, "other": 0.0} and events[2].probs is None
     labels = ["seizure", "seizure", "lpd", None, "other"]

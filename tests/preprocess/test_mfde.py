@@ -93,7 +93,11 @@ def test_alternating_signal_by_hand(variant):
     # scales 2 and 4 are flat (entropy 0); scales 3 and 5 alternate +-1/3 and +-0.2, two classes.
     x = np.tile([1.0, -1.0], 100)
     expected = [
-        _two_point_entropy(100, 99), 0.0, _two_point_entropy(33, 32), 0.0, _two_point_entropy(20, 19),
+        _two_point_entropy(100, 99),
+        0.0,
+        _two_point_entropy(33, 32),
+        0.0,
+        _two_point_entropy(20, 19),
     ]
     np.testing.assert_allclose(mfde(x, variant=variant), expected, rtol=0, atol=1e-12)
     if variant == "official":
@@ -105,12 +109,14 @@ def test_alternating_signal_by_hand(variant):
 )
 def test_vectorised_equals_per_patch_loop(m, c, tau, n_scales):
     rng = np.random.default_rng(m * 100 + c * 10 + tau)
-    patches = np.concatenate([
-        _eeg_like(rng, (12, 200)),
-        rng.standard_normal((6, 200)),
-        np.round(rng.standard_normal((4, 200))),  # many ties
-        np.where(np.arange(200) == 77, 50.0, rng.standard_normal((2, 200)) * 1e-3),  # lone spike
-    ])
+    patches = np.concatenate(
+        [
+            _eeg_like(rng, (12, 200)),
+            rng.standard_normal((6, 200)),
+            np.round(rng.standard_normal((4, 200))),  # many ties
+            np.where(np.arange(200) == 77, 50.0, rng.standard_normal((2, 200)) * 1e-3),  # lone spike
+        ]
+    )
     expected = np.array([mfde_reference(patch, m, c, tau, n_scales) for patch in patches])
     got = mfde(patches, m=m, c=c, tau=tau, n_scales=n_scales)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
@@ -252,10 +258,15 @@ def test_leading_dimensions_and_batching(variant):
 @pytest.mark.parametrize("variant", ["official", "textbook"])
 def test_flat_patches_give_zero_without_warnings(variant):
     rng = np.random.default_rng(2)
-    flat = np.stack([
-        np.zeros(200), np.full(200, 0.3), np.full(200, -3e6), np.full(200, 1e-300),
-        np.full(200, 123.456, dtype=np.float32).astype(np.float64),
-    ])
+    flat = np.stack(
+        [
+            np.zeros(200),
+            np.full(200, 0.3),
+            np.full(200, -3e6),
+            np.full(200, 1e-300),
+            np.full(200, 123.456, dtype=np.float32).astype(np.float64),
+        ]
+    )
     x = np.concatenate([flat, _eeg_like(rng, (3, 200))])
     assert np.std(np.full(200, 0.3)) > 0  # rounding: a flat patch need not have std 0
     with warnings.catch_warnings():
@@ -289,10 +300,14 @@ def test_kernel_ndtr_is_scipy_ndtr_to_the_bit():
     from preprocess import _mfde_kernel
 
     rng = np.random.default_rng(11)
-    z = np.concatenate([
-        rng.standard_normal(20000) * 5, np.linspace(-40, 40, 20001), mfde_module._official_bounds(6)[1],
-        [-np.inf, np.inf, 0.0, -0.0, -38.5, -37.5, 8.3, 9.0, 1e-300, -1e-300, 5e-324],
-    ])
+    z = np.concatenate(
+        [
+            rng.standard_normal(20000) * 5,
+            np.linspace(-40, 40, 20001),
+            mfde_module._official_bounds(6)[1],
+            [-np.inf, np.inf, 0.0, -0.0, -38.5, -37.5, 8.3, 9.0, 1e-300, -1e-300, 5e-324],
+        ]
+    )
     np.testing.assert_array_equal(_mfde_kernel.scipy_ndtr(z), ndtr(z))
 
 
@@ -302,10 +317,15 @@ def _mixed_patches(rng, n_each):
     spikes[:, 77] = 50.0
     outliers = rng.standard_normal((n_each, 200))
     outliers[:, 10], outliers[:, 150] = -40.0, 40.0
-    return np.concatenate([
-        _eeg_like(rng, (n_each, 200)), rng.standard_normal((n_each, 200)),
-        np.round(rng.standard_normal((n_each, 200))), spikes, outliers,
-    ])
+    return np.concatenate(
+        [
+            _eeg_like(rng, (n_each, 200)),
+            rng.standard_normal((n_each, 200)),
+            np.round(rng.standard_normal((n_each, 200))),
+            spikes,
+            outliers,
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -392,10 +412,17 @@ def test_released_code_skips_only_the_nudge_of_one_at_scale_1():
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"m": 1}, "'m'"), ({"m": 2.0}, "'m'"), ({"m": True}, "'m'"), ({"c": 1}, "'c'"),
-        ({"c": "6"}, "'c'"), ({"tau": 0}, "'tau'"), ({"n_scales": 0}, "'n_scales'"),
-        ({"variant": "azami"}, "'variant'"), ({"m": 6, "c": 30}, "'c'"),
-        ({"n_scales": 101}, "'x'"), ({"m": 3, "tau": 34}, "'x'"),
+        ({"m": 1}, "'m'"),
+        ({"m": 2.0}, "'m'"),
+        ({"m": True}, "'m'"),
+        ({"c": 1}, "'c'"),
+        ({"c": "6"}, "'c'"),
+        ({"tau": 0}, "'tau'"),
+        ({"n_scales": 0}, "'n_scales'"),
+        ({"variant": "azami"}, "'variant'"),
+        ({"m": 6, "c": 30}, "'c'"),
+        ({"n_scales": 101}, "'x'"),
+        ({"m": 3, "tau": 34}, "'x'"),
     ],
 )
 def test_invalid_parameters_raise(kwargs, name):
@@ -455,9 +482,22 @@ def test_knowledge_weights_invalid_input():
 
 def test_bench_script_runs():
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_mfde.py"), "--n-patches", "3000",
-         "--loop-patches", "5", "--repeat", "1", "--data", "synthetic"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_mfde.py"),
+            "--n-patches",
+            "3000",
+            "--loop-patches",
+            "5",
+            "--repeat",
+            "1",
+            "--data",
+            "synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "us/patch" in result.stdout and "speed-up" in result.stdout

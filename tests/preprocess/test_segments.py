@@ -77,11 +77,30 @@ def test_not_a_segment(tmp_path):
 
 
 def test_manifest_round_trip(tmp_path):
-    rows = [{"path": "segments/r/a.pkl", "subject": "s1", "recording": "r.edf", "start_s": 4.0, "label": None,
-             "n_chans": 16, "n_times": 4000, "sfreq": 1000.0, "filled_channels": []},
-            {"path": "segments/r/b.pkl", "subject": "s1", "recording": "r.edf", "start_s": 8.0,
-             "label": "seizure", "n_chans": 16, "n_times": 4000, "sfreq": 1000.0,
-             "filled_channels": ["P7-O1", "P8-O2"]}]
+    rows = [
+        {
+            "path": "segments/r/a.pkl",
+            "subject": "s1",
+            "recording": "r.edf",
+            "start_s": 4.0,
+            "label": None,
+            "n_chans": 16,
+            "n_times": 4000,
+            "sfreq": 1000.0,
+            "filled_channels": [],
+        },
+        {
+            "path": "segments/r/b.pkl",
+            "subject": "s1",
+            "recording": "r.edf",
+            "start_s": 8.0,
+            "label": "seizure",
+            "n_chans": 16,
+            "n_times": 4000,
+            "sfreq": 1000.0,
+            "filled_channels": ["P7-O1", "P8-O2"],
+        },
+    ]
     rows.append({**rows[1], "path": "segments/r/r_shard00000.h5", "shard_index": 3})
     write_manifest(rows, tmp_path / "manifest.csv")
     assert read_manifest(tmp_path) == [{"shard_index": None, **row} for row in rows]

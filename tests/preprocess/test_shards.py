@@ -98,8 +98,12 @@ def test_float16_shards_are_half_the_size(outputs):
 
 
 def test_loaders_read_both_formats_alike(outputs):
-    pickled = PretrainDataset(outputs["pickle"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320)
-    sharded = PretrainDataset(outputs["float32"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320)
+    pickled = PretrainDataset(
+        outputs["pickle"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320
+    )
+    sharded = PretrainDataset(
+        outputs["float32"], get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320
+    )
     for i in (0, 4, 9):
         for a, b in zip(pickled[i], sharded[i], strict=True):
             assert a.dtype == b.dtype

@@ -29,7 +29,8 @@ def test_clip_and_step_clips_to_the_norm_and_returns_the_norm_before_clipping():
 def test_clip_and_step_with_an_infinite_threshold_only_measures():
     layer = _model_with_gradient([3.0, 4.0])
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
-    norm = clip_and_step(optimizer, torch.amp.GradScaler("cpu", enabled=False), list(layer.parameters()),
-                         max_norm=math.inf)
+    norm = clip_and_step(
+        optimizer, torch.amp.GradScaler("cpu", enabled=False), list(layer.parameters()), max_norm=math.inf
+    )
     assert norm.item() == 5.0
     torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.0 - 1.5, 2.0 - 2.0]]))

@@ -27,25 +27,68 @@ from tasks import (
 
 EXPECTED = {
     # name: (classes, unit, positive class, metrics)
-    "artifact_detection": (("clean", "artefact"), "window", "artefact",
-                           ("balanced_accuracy", "auroc", "auprc")),
-    "onset_detection": (("background", "seizure"), "window", "seizure",
-                        ("balanced_accuracy", "auroc", "auprc", "event_sensitivity", "event_precision",
-                         "event_f1", "false_alarms_per_24h")),
-    "seizure_type": (("ABSZ", "FNSZ", "Spasm", "TCSZ"), "event", None,
-                     ("balanced_accuracy", "cohen_kappa", "weighted_f1")),
-    "syndrome_classification": (("CAE", "SeLECTS", "IESS", "LGS"), "subject", None,
-                                ("balanced_accuracy", "cohen_kappa", "weighted_f1")),
-    "hie_grading": (("normal_mild", "moderate", "severe", "inactive"), "recording", None,
-                    ("balanced_accuracy", "cohen_kappa", "weighted_f1")),
-    "sleep_staging": (("W", "N1", "N2", "N3", "REM"), "epoch", None,
-                      ("balanced_accuracy", "cohen_kappa", "weighted_f1")),
-    "epileptiform_detection": (("background", "epileptiform"), "window", "epileptiform",
-                               ("balanced_accuracy", "auroc", "auprc")),
-    "swi_quantification": (("background", "spike_wave"), "window", "spike_wave",
-                           ("balanced_accuracy", "auroc", "auprc", "swi_mae", "swi_pearson_r")),
-    "harmful_brain_activity": (("seizure", "lpd", "gpd", "lrda", "grda", "other"), "window", None,
-                               ("kl_divergence", "balanced_accuracy", "cohen_kappa")),
+    "artifact_detection": (
+        ("clean", "artefact"),
+        "window",
+        "artefact",
+        ("balanced_accuracy", "auroc", "auprc"),
+    ),
+    "onset_detection": (
+        ("background", "seizure"),
+        "window",
+        "seizure",
+        (
+            "balanced_accuracy",
+            "auroc",
+            "auprc",
+            "event_sensitivity",
+            "event_precision",
+            "event_f1",
+            "false_alarms_per_24h",
+        ),
+    ),
+    "seizure_type": (
+        ("ABSZ", "FNSZ", "Spasm", "TCSZ"),
+        "event",
+        None,
+        ("balanced_accuracy", "cohen_kappa", "weighted_f1"),
+    ),
+    "syndrome_classification": (
+        ("CAE", "SeLECTS", "IESS", "LGS"),
+        "subject",
+        None,
+        ("balanced_accuracy", "cohen_kappa", "weighted_f1"),
+    ),
+    "hie_grading": (
+        ("normal_mild", "moderate", "severe", "inactive"),
+        "recording",
+        None,
+        ("balanced_accuracy", "cohen_kappa", "weighted_f1"),
+    ),
+    "sleep_staging": (
+        ("W", "N1", "N2", "N3", "REM"),
+        "epoch",
+        None,
+        ("balanced_accuracy", "cohen_kappa", "weighted_f1"),
+    ),
+    "epileptiform_detection": (
+        ("background", "epileptiform"),
+        "window",
+        "epileptiform",
+        ("balanced_accuracy", "auroc", "auprc"),
+    ),
+    "swi_quantification": (
+        ("background", "spike_wave"),
+        "window",
+        "spike_wave",
+        ("balanced_accuracy", "auroc", "auprc", "swi_mae", "swi_pearson_r"),
+    ),
+    "harmful_brain_activity": (
+        ("seizure", "lpd", "gpd", "lrda", "grda", "other"),
+        "window",
+        None,
+        ("kl_divergence", "balanced_accuracy", "cohen_kappa"),
+    ),
 }
 
 
@@ -91,9 +134,14 @@ def test_base_config_holds_the_paper_recipe():
     assert cfg["early_stopping"]["patience"] == 30
     assert cfg["model"]["name"] == "m4cea_base" and cfg["model"]["drop_path_rate"] == 0.1
     assert cfg["head"]["linear_probe"] is False
-    assert cfg["split"] == {"protocol": "subject_wise", "seed": 0, "val_fraction": 0.15,
-                            "test_fraction": 0.15, "patient_specific_by": "recording",
-                            "allow_subject_overlap": False}
+    assert cfg["split"] == {
+        "protocol": "subject_wise",
+        "seed": 0,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "patient_specific_by": "recording",
+        "allow_subject_overlap": False,
+    }
     assert cfg["loss"] == {"class_weights": "none", "label_smoothing": 0.0}
     assert cfg["runtime"]["amp"] == "bf16" and cfg["runtime"]["seed"] == 42
     assert cfg["data"]["sampler"] == "shuffle"
@@ -111,9 +159,14 @@ def test_cohort_renames_and_adds_classes(tmp_path):
 
 
 def test_artefact_types_make_a_multiclass_task():
-    cfg = load_task_config("artifact_detection", overrides=[
-        "task.classes=[clean,device,emg,movement,electrode,biological]", "task.positive_class=null",
-        "task.metrics=[balanced_accuracy,cohen_kappa,weighted_f1]"])
+    cfg = load_task_config(
+        "artifact_detection",
+        overrides=[
+            "task.classes=[clean,device,emg,movement,electrode,biological]",
+            "task.positive_class=null",
+            "task.metrics=[balanced_accuracy,cohen_kappa,weighted_f1]",
+        ],
+    )
     task = get_task("artifact_detection", cfg)
     assert not task.is_binary and task.n_classes == 6 and task.positive_index is None
 
@@ -142,21 +195,29 @@ def test_unknown_config_key_and_wrong_type_are_config_errors(tmp_path):
         load_task_config("hie_grading", overrides=["optim.epochs=many"])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(classes=("a",)), "at least two"),
-    (dict(classes=("a", "b", "a")), "more than once"),
-    (dict(unit="night"), "Allowed values are \\['window', 'epoch', 'event', 'recording', 'subject'\\]"),
-    (dict(metrics=("accuracy",)), "Allowed values are \\['balanced_accuracy'"),
-    (dict(metrics=()), "at least one"),
-    (dict(positive_class=None), "positive_class"),
-    (dict(positive_class="spike"), "positive_class"),
-    (dict(threshold=1.5), "threshold"),
-    (dict(epoch_s=0.0), "epoch_s"),
-    (dict(smoothing_k=3, smoothing_n=2), "smoothing_k"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(classes=("a",)), "at least two"),
+        (dict(classes=("a", "b", "a")), "more than once"),
+        (dict(unit="night"), "Allowed values are \\['window', 'epoch', 'event', 'recording', 'subject'\\]"),
+        (dict(metrics=("accuracy",)), "Allowed values are \\['balanced_accuracy'"),
+        (dict(metrics=()), "at least one"),
+        (dict(positive_class=None), "positive_class"),
+        (dict(positive_class="spike"), "positive_class"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(epoch_s=0.0), "epoch_s"),
+        (dict(smoothing_k=3, smoothing_n=2), "smoothing_k"),
+    ],
+)
 def test_invalid_binary_task_definitions(kwargs, match):
-    base = dict(name="x", classes=("background", "seizure"), unit="window", metrics=("auroc",),
-                positive_class="seizure")
+    base = dict(
+        name="x",
+        classes=("background", "seizure"),
+        unit="window",
+        metrics=("auroc",),
+        positive_class="seizure",
+    )
     with pytest.raises(ValueError, match=match):
         Task(**{**base, **kwargs})
 
@@ -165,8 +226,13 @@ def test_binary_metrics_on_a_multiclass_task_are_refused():
     with pytest.raises(ValueError, match="need a binary task"):
         Task(name="x", classes=("a", "b", "c"), unit="window", metrics=("balanced_accuracy", "auroc"))
     with pytest.raises(ValueError, match="no positive class"):
-        Task(name="x", classes=("a", "b", "c"), unit="window", metrics=("balanced_accuracy",),
-             positive_class="a")
+        Task(
+            name="x",
+            classes=("a", "b", "c"),
+            unit="window",
+            metrics=("balanced_accuracy",),
+            positive_class="a",
+        )
 
 
 def test_from_config_refuses_unknown_keys():
@@ -176,9 +242,21 @@ def test_from_config_refuses_unknown_keys():
 
 
 def test_metric_names_are_the_documented_ones():
-    assert METRIC_NAMES == ("balanced_accuracy", "auroc", "auprc", "cohen_kappa", "weighted_f1",
-                            "event_sensitivity", "event_precision", "event_f1", "false_alarms_per_24h",
-                            "false_alarms_per_hour", "swi_mae", "swi_pearson_r", "kl_divergence")
+    assert METRIC_NAMES == (
+        "balanced_accuracy",
+        "auroc",
+        "auprc",
+        "cohen_kappa",
+        "weighted_f1",
+        "event_sensitivity",
+        "event_precision",
+        "event_f1",
+        "false_alarms_per_24h",
+        "false_alarms_per_hour",
+        "swi_mae",
+        "swi_pearson_r",
+        "kl_divergence",
+    )
 
 
 def test_encode_labels(make_rows):
@@ -210,14 +288,22 @@ def test_contiguous_segments():
     starts = np.array([0.0, 4.0, 8.0, 16.0, 20.0, 30.0])
     np.testing.assert_array_equal(contiguous_segments(starts, np.full(6, 4.0)), [0, 0, 0, 1, 1, 2])
     # Overlapping windows (stride 2 s) are contiguous when the stride is given.
-    np.testing.assert_array_equal(contiguous_segments(np.array([0.0, 2.0, 4.0, 8.0]), np.full(4, 2.0)),
-                                  [0, 0, 0, 1])
+    np.testing.assert_array_equal(
+        contiguous_segments(np.array([0.0, 2.0, 4.0, 8.0]), np.full(4, 2.0)), [0, 0, 0, 1]
+    )
 
 
 def test_recording_timelines_sort_by_time_and_refuse_duplicates(make_rows):
     task = get_task("onset_detection")
-    rows = make_rows([("r2", 4, "background"), ("r1", 8, "seizure"), ("r1", 0, "seizure"),
-                      ("r2", 0, "background"), ("r1", 4, "seizure")])
+    rows = make_rows(
+        [
+            ("r2", 4, "background"),
+            ("r1", 8, "seizure"),
+            ("r1", 0, "seizure"),
+            ("r2", 0, "background"),
+            ("r1", 4, "seizure"),
+        ]
+    )
     timelines = recording_timelines(rows, task)
     assert list(timelines) == ["r1", "r2"]
     np.testing.assert_array_equal(timelines["r1"][0], [2, 4, 1])
@@ -237,8 +323,9 @@ def test_window_length_needs_n_times_and_sfreq_or_window_s(make_rows):
 
 
 def test_units_window_recording_subject(make_rows):
-    rows = make_rows([("s1", "r1", 0, "CAE"), ("s1", "r2", 0, "CAE"), ("s2", "r3", 4, "LGS"),
-                      ("s2", "r3", 0, "LGS")])
+    rows = make_rows(
+        [("s1", "r1", 0, "CAE"), ("s1", "r2", 0, "CAE"), ("s2", "r3", 4, "LGS"), ("s2", "r3", 0, "LGS")]
+    )
     task = get_task("syndrome_classification")
     index, keys = unit_index(rows, task)
     assert keys == [("s1",), ("s2",)]
@@ -253,8 +340,18 @@ def test_units_window_recording_subject(make_rows):
 
 def test_epoch_unit_is_floor_of_start_over_30_s_with_majority_label(make_rows):
     task = get_task("sleep_staging")
-    rows = make_rows([("n1", 0, "W"), ("n1", 10, "W"), ("n1", 20, "N1"), ("n1", 30, "N2"), ("n1", 59.5, "N2"),
-                      ("n2", 0, "N2"), ("n2", 10, "N1")], window_s=10.0)
+    rows = make_rows(
+        [
+            ("n1", 0, "W"),
+            ("n1", 10, "W"),
+            ("n1", 20, "N1"),
+            ("n1", 30, "N2"),
+            ("n1", 59.5, "N2"),
+            ("n2", 0, "N2"),
+            ("n2", 10, "N1"),
+        ],
+        window_s=10.0,
+    )
     index, keys = unit_index(rows, task)
     assert keys == [("n1", 0), ("n1", 1), ("n2", 0)]
     np.testing.assert_array_equal(index, [0, 0, 0, 1, 1, 2, 2])
@@ -267,9 +364,19 @@ def test_epoch_unit_is_floor_of_start_over_30_s_with_majority_label(make_rows):
 
 def test_event_unit_runs_of_contiguous_windows_with_one_label(make_rows):
     task = get_task("seizure_type")
-    rows = make_rows([("r1", 0, "ABSZ"), ("r1", 4, "ABSZ"), ("r1", 8, "ABSZ"), ("r1", 12, "FNSZ"),
-                      ("r1", 16, "FNSZ"), ("r1", 28, "FNSZ"), ("r1", 32, "FNSZ"), ("r2", 4, "TCSZ"),
-                      ("r2", 0, "TCSZ")])
+    rows = make_rows(
+        [
+            ("r1", 0, "ABSZ"),
+            ("r1", 4, "ABSZ"),
+            ("r1", 8, "ABSZ"),
+            ("r1", 12, "FNSZ"),
+            ("r1", 16, "FNSZ"),
+            ("r1", 28, "FNSZ"),
+            ("r1", 32, "FNSZ"),
+            ("r2", 4, "TCSZ"),
+            ("r2", 0, "TCSZ"),
+        ]
+    )
     index, keys = unit_index(rows, task)
     # The label change at 12 s and the gap between 16 s and 28 s each start a new event.
     assert keys == [("r1", 0), ("r1", 1), ("r1", 2), ("r2", 0)]

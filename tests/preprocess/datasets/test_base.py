@@ -16,8 +16,19 @@ from preprocess.datasets.prepare import dataset_config
 from preprocess.events import Event
 from tasks import list_tasks
 
-ADAPTERS = ["bids", "chbmit", "cork_hie", "csv", "helsinki_artefacts", "helsinki_seizures", "hms",
-            "sleep_edf", "tuar", "tuev", "tusz"]
+ADAPTERS = [
+    "bids",
+    "chbmit",
+    "cork_hie",
+    "csv",
+    "helsinki_artefacts",
+    "helsinki_seizures",
+    "hms",
+    "sleep_edf",
+    "tuar",
+    "tuev",
+    "tusz",
+]
 
 
 def test_registry_lists_every_adapter_and_refuses_unknown_names():
@@ -68,8 +79,12 @@ def test_intervals_to_events():
     # Two channels: a focal seizure on one overlaps background on another; priority decides.
     intervals = [(0, 10, "background"), (4, 8, "seizure"), (12, 14, "background")]
     events, conflict = intervals_to_events(intervals, priority=("seizure", "background"))
-    assert events == [Event(0.0, 4.0, "background"), Event(4.0, 4.0, "seizure"),
-                      Event(8.0, 2.0, "background"), Event(12.0, 2.0, "background")]
+    assert events == [
+        Event(0.0, 4.0, "background"),
+        Event(4.0, 4.0, "seizure"),
+        Event(8.0, 2.0, "background"),
+        Event(12.0, 2.0, "background"),
+    ]
     assert conflict == 0.0
     # Without priority two labels conflict (unlabelled, counted); weak labels give way; clipped at the end.
     intervals = [(0, 6, "emg"), (4, 10, "electrode"), (0, 20, "clean"), (2, 3, None)]
@@ -80,8 +95,10 @@ def test_intervals_to_events():
 
 
 def test_mask_to_events_and_label_coverage():
-    assert mask_to_events(np.array([0, 1, 1, 0, 1], bool), "seizure") == [Event(1.0, 2.0, "seizure"),
-                                                                         Event(4.0, 1.0, "seizure")]
+    assert mask_to_events(np.array([0, 1, 1, 0, 1], bool), "seizure") == [
+        Event(1.0, 2.0, "seizure"),
+        Event(4.0, 1.0, "seizure"),
+    ]
     check_label_coverage(["a.edf"], ["a.edf", "b.edf"], "labels.csv", partial=True, dataset="x")
     with pytest.raises(LayoutError, match=r"labels.csv lists 1 recording\(s\) absent from the x root: b.edf"):
         check_label_coverage(["a.edf"], ["a.edf", "b.edf"], "labels.csv", partial=False, dataset="x")
@@ -89,16 +106,23 @@ def test_mask_to_events_and_label_coverage():
         check_label_coverage(["a.edf", "c.edf"], ["a.edf"], "labels.csv", partial=True, dataset="x")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dataset", "nope", "--task", "onset_detection"], "Allowed values are ['bids', 'chbmit'"),
-    (["--dataset", "chbmit", "--task", "sleep_staging"], "serves the tasks ['onset_detection']"),
-    (["--dataset", "chbmit"], "--dataset needs --task TASK"),
-    (["--task", "onset_detection"], "--task and --dataset-option need --dataset NAME"),
-    (["--dataset", "chbmit", "--task", "onset_detection", "--dataset-option", "split=random"],
-     "Allowed values are ['none', 'biot'], but got 'random'"),
-    (["--dataset", "chbmit", "--task", "onset_detection", "--set", "windows=4"],
-     "Unknown config key 'windows'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "nope", "--task", "onset_detection"], "Allowed values are ['bids', 'chbmit'"),
+        (["--dataset", "chbmit", "--task", "sleep_staging"], "serves the tasks ['onset_detection']"),
+        (["--dataset", "chbmit"], "--dataset needs --task TASK"),
+        (["--task", "onset_detection"], "--task and --dataset-option need --dataset NAME"),
+        (
+            ["--dataset", "chbmit", "--task", "onset_detection", "--dataset-option", "split=random"],
+            "Allowed values are ['none', 'biot'], but got 'random'",
+        ),
+        (
+            ["--dataset", "chbmit", "--task", "onset_detection", "--set", "windows=4"],
+            "Unknown config key 'windows'",
+        ),
+    ],
+)
 def test_command_line_errors_exit_2(tmp_path, capsys, run_cli, args, message):
     status, text = run_cli(capsys, "--input", tmp_path, "--output", tmp_path / "out", *args)
     assert status == 2 and message in text
@@ -106,8 +130,17 @@ def test_command_line_errors_exit_2(tmp_path, capsys, run_cli, args, message):
 
 
 def test_a_root_of_the_wrong_layout_exits_2(tmp_path, capsys, run_cli):
-    status, text = run_cli(capsys, "--dataset", "helsinki_seizures", "--task", "onset_detection",
-                           "--input", tmp_path, "--output", tmp_path / "out")
+    status, text = run_cli(
+        capsys,
+        "--dataset",
+        "helsinki_seizures",
+        "--task",
+        "onset_detection",
+        "--input",
+        tmp_path,
+        "--output",
+        tmp_path / "out",
+    )
     assert status == 2
     assert "No recording eegN.edf in the helsinki_seizures root" in text
     assert "Expected layout: ROOT/eeg1.edf" in text

@@ -32,8 +32,11 @@ def test_all_24_summaries_parse_with_the_published_totals(summaries):
     assert len(with_seizures) == 141
     assert all(r["n_seizures"] == len(r["seizures"]) for r in records)
     # PhysioNet publishes one .seizures file per file with seizures: exactly the summaries' 141.
-    published = {line.split()[1].split("/")[1][: -len(".seizures")]
-                 for line in _listing("SHA256SUMS.txt") if line.endswith(".edf.seizures")}
+    published = {
+        line.split()[1].split("/")[1][: -len(".seizures")]
+        for line in _listing("SHA256SUMS.txt")
+        if line.endswith(".edf.seizures")
+    }
     assert published == with_seizures
     # RECORDS-WITH-SEIZURES lists 141 files too, but chb07_18 where the summary and the .seizures
     # file say chb07_19 (a known inconsistency of the index file).
@@ -81,8 +84,10 @@ def test_seizure_annotation_files_agree_with_the_summaries(summaries):
     folder = shared_path("data", "chbmit", "seizures")
     assert chbmit.read_seizure_annotations(folder / "chb01_03.edf.seizures") == [(2996.0, 3036.0)]
     assert chbmit.read_seizure_annotations(folder / "chb01_04.edf.seizures") == [(1467.0, 1494.0)]
-    assert chbmit.read_seizure_annotations(folder / "chb06_04.edf.seizures") == [(327.0, 347.0),
-                                                                                (6211.0, 6231.0)]
+    assert chbmit.read_seizure_annotations(folder / "chb06_04.edf.seizures") == [
+        (327.0, 347.0),
+        (6211.0, 6231.0),
+    ]
     for path in sorted(folder.glob("*.edf.seizures")):
         chbmit.check_seizure_annotations(summaries[path.name[:5]], path)
 
@@ -98,19 +103,35 @@ def test_seizure_annotations_that_disagree_are_an_error(summaries, tmp_path):
         chbmit.read_seizure_annotations(corrupt)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("Number of Seizures in File: 1\nSeizure Start Time: 2996 seconds",
-                         "Number of Seizures in File: 1\nSeizure Begins: 2996 seconds"),
-     r"line 44: cannot parse 'Seizure Begins: 2996 seconds'"),
-    (lambda t: t.replace("Seizure End Time: 3036 seconds", "Seizure End Time: 2900 seconds"),
-     r"line 45: seizure ends \(2900 s\) before it starts"),
-    (lambda t: t.replace("Number of Seizures in File: 1\nSeizure Start Time: 2996",
-                         "Number of Seizures in File: 2\nSeizure Start Time: 2996"),
-     r"line 40: chb01_03.edf declares 2"),
-    (lambda t: t.replace("Seizure Start Time: 2996 seconds", "Seizure Start Time: 4000 seconds")
-               .replace("Seizure End Time: 3036 seconds", "Seizure End Time: 4040 seconds"),
-     r"line 40: event outside the recording chb01_03.edf"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t.replace(
+                "Number of Seizures in File: 1\nSeizure Start Time: 2996 seconds",
+                "Number of Seizures in File: 1\nSeizure Begins: 2996 seconds",
+            ),
+            r"line 44: cannot parse 'Seizure Begins: 2996 seconds'",
+        ),
+        (
+            lambda t: t.replace("Seizure End Time: 3036 seconds", "Seizure End Time: 2900 seconds"),
+            r"line 45: seizure ends \(2900 s\) before it starts",
+        ),
+        (
+            lambda t: t.replace(
+                "Number of Seizures in File: 1\nSeizure Start Time: 2996",
+                "Number of Seizures in File: 2\nSeizure Start Time: 2996",
+            ),
+            r"line 40: chb01_03.edf declares 2",
+        ),
+        (
+            lambda t: t.replace(
+                "Seizure Start Time: 2996 seconds", "Seizure Start Time: 4000 seconds"
+            ).replace("Seizure End Time: 3036 seconds", "Seizure End Time: 4040 seconds"),
+            r"line 40: event outside the recording chb01_03.edf",
+        ),
+    ],
+)
 def test_a_summary_line_that_cannot_be_parsed_names_the_file_and_line(tmp_path, edit, message):
     text = shared_path("data", "chbmit", "meta", "chb01-summary.txt").read_text()
     bad = tmp_path / "chb01-summary.txt"
@@ -185,8 +206,10 @@ def test_labelled_preprocessing_of_the_crops_through_the_dataset_path(tmp_path, 
     assert summary["recordings"] == 2 and summary["subjects"] == 1
     assert summary["hours"] == pytest.approx(82 / 3600, abs=1e-4)
     assert summary["events_per_class"] == {"seizure": 1}
-    assert summary["hours_per_class"] == {"background": pytest.approx(42 / 3600, abs=1e-4),
-                                          "seizure": pytest.approx(40 / 3600, abs=1e-4)}
+    assert summary["hours_per_class"] == {
+        "background": pytest.approx(42 / 3600, abs=1e-4),
+        "seizure": pytest.approx(40 / 3600, abs=1e-4),
+    }
     assert summary["windows_per_class"] == {"background": 10, "seizure": 9}
     config = (out / "config.yaml").read_text()
     assert "montage: double_banana" in config and "notch_freq: 60.0" in config
@@ -202,8 +225,10 @@ def test_the_real_summary_on_a_crop_reports_the_event_outside_the_recording(tmp_
     assert "lists 41 recording(s) absent from the chbmit root" in text
     status, text = run_cli(capsys, *args, "--dataset-option", "partial=true")
     assert status == 1
-    assert ("event outside the recording chb01_03.edf: 'seizure' from 2996 s to 3036 s, but the recording "
-            "lasts 41 s") in text
+    assert (
+        "event outside the recording chb01_03.edf: 'seizure' from 2996 s to 3036 s, but the recording "
+        "lasts 41 s"
+    ) in text
 
 
 def test_subjects_customary_split_and_seizure_free_files_of_chb24(tmp_path):
@@ -215,8 +240,11 @@ def test_subjects_customary_split_and_seizure_free_files_of_chb24(tmp_path):
         _case(root, case, {first: QUIET_CROP})
     adapter = get_adapter("chbmit", partial=True, split="biot")
     # chb21 is chb01 1.5 years later (SUBJECT-INFO): one subject.
-    assert adapter.subjects(root) == {names["chb01"]: "chb01", names["chb21"]: "chb01",
-                                      names["chb23"]: "chb23"}
+    assert adapter.subjects(root) == {
+        names["chb01"]: "chb01",
+        names["chb21"]: "chb01",
+        names["chb23"]: "chb23",
+    }
     assert adapter.split(root) == {names["chb01"]: "train", names["chb21"]: "val", names["chb23"]: "test"}
     assert get_adapter("chbmit", partial=True).split(root) is None
 
@@ -235,6 +263,9 @@ def test_a_root_of_the_wrong_layout_says_what_was_expected(tmp_path):
     _case(tmp_path, "chb01", {"chb01_03.edf": SEIZURE_CROP})
     _case(tmp_path, "chb02", {"chb02_01.edf": QUIET_CROP})
     (tmp_path / "chb02" / "chb02-summary.txt").unlink()
-    with pytest.raises(LayoutError, match=r"\['chb02'\] of the chbmit root .* hold recordings but no "
-                                          r"chbNN-summary.txt"):
+    with pytest.raises(
+        LayoutError,
+        match=r"\['chb02'\] of the chbmit root .* hold recordings but no "
+        r"chbNN-summary.txt",
+    ):
         get_adapter("chbmit").find_recordings(tmp_path)

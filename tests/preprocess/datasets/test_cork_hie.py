@@ -21,16 +21,22 @@ def _cork_root(root, make_edf, grades: dict[str, str]):
 
 
 def test_labelled_run_with_one_grade_per_recording(tmp_path, make_edf, capsys, run_cli):
-    root = _cork_root(tmp_path / "root", make_edf,
-                      {"ID01_epoch1": "1", "ID01_epoch2": "2", "ID02_epoch1": "4", "ID03_epoch1": ""})
+    root = _cork_root(
+        tmp_path / "root",
+        make_edf,
+        {"ID01_epoch1": "1", "ID01_epoch2": "2", "ID02_epoch1": "4", "ID03_epoch1": ""},
+    )
     out = tmp_path / "out"
-    status, text = run_cli(capsys, "--dataset", "cork_hie", "--task", "hie_grading", "--input", root,
-                           "--output", out)
+    status, text = run_cli(
+        capsys, "--dataset", "cork_hie", "--task", "hie_grading", "--input", root, "--output", out
+    )
     assert status == 0, text
     labels = Counter((r["recording"], r["subject"], r["label"]) for r in read_manifest(out))
-    assert labels == {("ID01_epoch1.edf", "ID01", "normal_mild"): 3,
-                      ("ID01_epoch2.edf", "ID01", "moderate"): 3,
-                      ("ID02_epoch1.edf", "ID02", "inactive"): 3}
+    assert labels == {
+        ("ID01_epoch1.edf", "ID01", "normal_mild"): 3,
+        ("ID01_epoch2.edf", "ID01", "moderate"): 3,
+        ("ID02_epoch1.edf", "ID02", "inactive"): 3,
+    }
     segment = load_segment(out / read_manifest(out)[0]["path"])
     assert segment["ch_names"] == ["F4-C4", "C4-O2", "F3-C3", "C3-O1", "T8-C4", "C4-CZ", "CZ-C3", "C3-T7"]
     summary = json.loads((out / "dataset_summary.json").read_text())
@@ -66,9 +72,19 @@ def test_recordings_and_the_grade_table_must_match(tmp_path, make_edf):
 
 def test_a_label_outside_the_run_classes_is_refused_before_writing(tmp_path, make_edf, capsys, run_cli):
     root = _cork_root(tmp_path / "root", make_edf, {"ID01_epoch1": "1", "ID02_epoch1": "4"})
-    status, text = run_cli(capsys, "--dataset", "cork_hie", "--task", "hie_grading", "--input", root,
-                           "--output", tmp_path / "out",
-                           "--set", "labels.classes=[normal_mild,moderate,severe]")
+    status, text = run_cli(
+        capsys,
+        "--dataset",
+        "cork_hie",
+        "--task",
+        "hie_grading",
+        "--input",
+        root,
+        "--output",
+        tmp_path / "out",
+        "--set",
+        "labels.classes=[normal_mild,moderate,severe]",
+    )
     assert status == 2
     assert "The cork_hie labels of ID02_epoch1.edf include ['inactive'], which are not in" in text
     assert not (tmp_path / "out").exists()

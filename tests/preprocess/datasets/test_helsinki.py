@@ -27,7 +27,8 @@ def seizure_annotations():
 @pytest.fixture(scope="module")
 def artefact_annotations():
     return helsinki.read_artefact_annotations(
-        shared_path("data", "helsinki_neonatal", "artefact_annotations_webb2021.zip"))
+        shared_path("data", "helsinki_neonatal", "artefact_annotations_webb2021.zip")
+    )
 
 
 def test_real_seizure_annotations_of_79_babies(seizure_annotations):
@@ -35,15 +36,19 @@ def test_real_seizure_annotations_of_79_babies(seizure_annotations):
     lengths = [a.shape[1] for a in seizure_annotations.values()]
     assert all(a.shape[0] == 3 and a.dtype == np.uint8 for a in seizure_annotations.values())
     assert (lengths[0], min(lengths), max(lengths), sum(lengths)) == (6993, 3133, 15416, 402825)  # 111.9 h
-    babies = {rule: sum(bool(helsinki.seizure_mask(a, rule).any()) for a in seizure_annotations.values())
-              for rule in ("consensus", "majority", "any", "A", "B", "C")}
+    babies = {
+        rule: sum(bool(helsinki.seizure_mask(a, rule).any()) for a in seizure_annotations.values())
+        for rule in ("consensus", "majority", "any", "A", "B", "C")
+    }
     # 39 babies have a seizure by consensus (Stevenson et al. 2019), 57 by at least one annotator.
     assert babies == {"consensus": 39, "majority": 46, "any": 57, "A": 46, "B": 45, "C": 53}
 
 
 def test_consensus_seizure_events(seizure_annotations):
-    adapter_events = {b: helsinki.mask_to_events(helsinki.seizure_mask(a, "consensus"), "seizure")
-                      for b, a in seizure_annotations.items()}
+    adapter_events = {
+        b: helsinki.mask_to_events(helsinki.seizure_mask(a, "consensus"), "seizure")
+        for b, a in seizure_annotations.items()
+    }
     assert sum(len(e) for e in adapter_events.values()) == 343
     assert sum(e.duration_s for events in adapter_events.values() for e in events) == 39259.0
     assert [(e.onset_s, e.duration_s) for e in adapter_events["eeg1"][:2]] == [(103.0, 18.0), (328.0, 119.0)]
@@ -100,8 +105,14 @@ def test_artefact_codes_to_seconds(artefact_annotations):
     # The 16 channels of the default montage (no Fz-Cz, Cz-Pz).
     assert _seconds(artefact_annotations, montage="double_banana")[1] == {"artefact": 79138, "clean": 62024}
     totals, per_label = _seconds(artefact_annotations, "types", "double_banana")
-    assert per_label == {"emg": 49443, "clean": 62024, "movement": 8498, "electrode": 7863,
-                         "biological": 6113, "device": 3893}
+    assert per_label == {
+        "emg": 49443,
+        "clean": 62024,
+        "movement": 8498,
+        "electrode": 7863,
+        "biological": 6113,
+        "device": 3893,
+    }
     assert totals["mixed_type_s"] == 3328  # two types on different channels: left unlabelled
 
 
@@ -135,18 +146,43 @@ def test_labelled_run_of_the_seizure_adapter_with_label_rules(tmp_path, make_edf
     _mat(root / "annotations_2017.mat", [baby1, np.zeros((3, 40))])
     for rule, seizure_windows in (("consensus", 3), ("majority", 4)):
         out = tmp_path / rule
-        status, text = run_cli(capsys, "--dataset", "helsinki_seizures", "--task", "onset_detection",
-                               "--input", root, "--output", out, "--dataset-option", f"rule={rule}")
+        status, text = run_cli(
+            capsys,
+            "--dataset",
+            "helsinki_seizures",
+            "--task",
+            "onset_detection",
+            "--input",
+            root,
+            "--output",
+            out,
+            "--dataset-option",
+            f"rule={rule}",
+        )
         assert status == 0, text
         labels = Counter((r["recording"], r["label"]) for r in read_manifest(out))
-        assert labels == {("eeg1.edf", "seizure"): seizure_windows,
-                          ("eeg1.edf", "background"): 10 - seizure_windows, ("eeg2.edf", "background"): 10}
+        assert labels == {
+            ("eeg1.edf", "seizure"): seizure_windows,
+            ("eeg1.edf", "background"): 10 - seizure_windows,
+            ("eeg2.edf", "background"): 10,
+        }
         summary = json.loads((out / "dataset_summary.json").read_text())
         assert summary["notes"] == {"rule": rule, "babies_with_seizures": 1}
         assert summary["subjects"] == 2
     out = tmp_path / "eighteen"
-    status, text = run_cli(capsys, "--dataset", "helsinki_seizures", "--task", "onset_detection",
-                           "--input", root, "--output", out, "--set", "montage=neonatal_double_banana")
+    status, text = run_cli(
+        capsys,
+        "--dataset",
+        "helsinki_seizures",
+        "--task",
+        "onset_detection",
+        "--input",
+        root,
+        "--output",
+        out,
+        "--set",
+        "montage=neonatal_double_banana",
+    )
     assert status == 0, text
     segment = load_segment(out / read_manifest(out)[0]["path"])
     assert segment["data"].shape == (18, 4000) and segment["ch_names"][-2:] == ["FZ-CZ", "CZ-PZ"]
@@ -161,8 +197,11 @@ def test_recordings_and_annotations_must_match(tmp_path, make_edf):
     partial = get_adapter("helsinki_seizures", partial=True)
     assert list(partial.events(root, "onset_detection")) == ["eeg1.edf"]
     make_edf(root / "eeg3.edf", HELSINKI_CHANNELS, duration_s=10.0)
-    with pytest.raises(LayoutError, match=r"1 recording\(s\) of the helsinki_seizures root are missing from "
-                                          r"the label file .*annotations_2017.mat: eeg3.edf"):
+    with pytest.raises(
+        LayoutError,
+        match=r"1 recording\(s\) of the helsinki_seizures root are missing from "
+        r"the label file .*annotations_2017.mat: eeg3.edf",
+    ):
         get_adapter("helsinki_seizures", partial=True).events(root, "onset_detection")
     bare = _helsinki_root(tmp_path / "bare", make_edf, (1,), 10.0)
     with pytest.raises(LayoutError, match=r"No seizure annotation file .*Expected layout: ROOT/eeg1.edf"):
@@ -172,7 +211,8 @@ def test_recordings_and_annotations_must_match(tmp_path, make_edf):
 def test_labelled_run_of_the_artefact_adapter(tmp_path, make_edf, capsys, run_cli):
     root = _helsinki_root(tmp_path / "root", make_edf)
     channels = helsinki.read_artefact_annotations(
-        shared_path("data", "helsinki_neonatal", "artefact_annotations_webb2021.zip"))["eeg1"]["channels"]
+        shared_path("data", "helsinki_neonatal", "artefact_annotations_webb2021.zip")
+    )["eeg1"]["channels"]
     header = "Time,Duration," + ",".join(channels) + ",Time_secs,Duration_secs"
 
     def row(onset, duration, codes):
@@ -181,13 +221,26 @@ def test_labelled_run_of_the_artefact_adapter(tmp_path, make_edf, capsys, run_cl
     clean, emg_fp1, hfv = [1] * 18, [3] + [0] * 17, [6] + [0] * 17
     fz_cz_emg = [0] * 16 + [3, 0]  # an artefact on Fz-Cz only: not a channel of the 16-channel montage
     with zipfile.ZipFile(root / "artefact_annotations_webb2021.zip", "w") as archive:
-        archive.writestr("eeg1_summary.txt", "\n".join([header, row(0, 16, clean), row(16, 8, emg_fp1),
-                                                        row(24, 16, clean), row(24, 4, hfv)]) + "\n")
-        archive.writestr("eeg2_summary.txt",
-                         "\n".join([header, row(0, 40, clean), row(8, 4, fz_cz_emg)]) + "\n")
+        archive.writestr(
+            "eeg1_summary.txt",
+            "\n".join([header, row(0, 16, clean), row(16, 8, emg_fp1), row(24, 16, clean), row(24, 4, hfv)])
+            + "\n",
+        )
+        archive.writestr(
+            "eeg2_summary.txt", "\n".join([header, row(0, 40, clean), row(8, 4, fz_cz_emg)]) + "\n"
+        )
     out = tmp_path / "out"
-    status, text = run_cli(capsys, "--dataset", "helsinki_artefacts", "--task", "artifact_detection",
-                           "--input", root, "--output", out)
+    status, text = run_cli(
+        capsys,
+        "--dataset",
+        "helsinki_artefacts",
+        "--task",
+        "artifact_detection",
+        "--input",
+        root,
+        "--output",
+        out,
+    )
     assert status == 0, text
     labels = Counter((r["recording"], r["label"]) for r in read_manifest(out))
     # eeg1: clean 0-16 (4 windows), EMG 16-24 (2), clean 24-40 with HFV ignored (4); eeg2: all clean.
@@ -195,11 +248,27 @@ def test_labelled_run_of_the_artefact_adapter(tmp_path, make_edf, capsys, run_cl
     notes = json.loads((out / "dataset_summary.json").read_text())["notes"]
     assert (notes["artefact_s"], notes["clean_s"]) == (8, 72)
     out = tmp_path / "types"
-    status, text = run_cli(capsys, "--dataset", "helsinki_artefacts", "--task", "artifact_detection",
-                           "--input", root, "--output", out, "--dataset-option", "labels=types",
-                           "--set", "montage=neonatal_double_banana")
+    status, text = run_cli(
+        capsys,
+        "--dataset",
+        "helsinki_artefacts",
+        "--task",
+        "artifact_detection",
+        "--input",
+        root,
+        "--output",
+        out,
+        "--dataset-option",
+        "labels=types",
+        "--set",
+        "montage=neonatal_double_banana",
+    )
     assert status == 0, text
     labels = Counter((r["recording"], r["label"]) for r in read_manifest(out))
     # With the 18-channel montage the Fz-Cz EMG of eeg2 (8-12 s) counts: one window.
-    assert labels == {("eeg1.edf", "clean"): 8, ("eeg1.edf", "emg"): 2, ("eeg2.edf", "clean"): 9,
-                      ("eeg2.edf", "emg"): 1}
+    assert labels == {
+        ("eeg1.edf", "clean"): 8,
+        ("eeg1.edf", "emg"): 2,
+        ("eeg2.edf", "clean"): 9,
+        ("eeg2.edf", "emg"): 1,
+    }

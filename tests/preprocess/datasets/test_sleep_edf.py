@@ -16,19 +16,33 @@ def test_real_hypnogram_epochs_per_stage():
     path = shared_path("data", "sleep_edf", "SC4001EC-Hypnogram.edf")
     assert len(sleep_edf.read_hypnogram(path)) == 154
     # 2880 scored 30-s epochs (24 h): R&K stages 3 (101) and 4 (119) become N3 (220).
-    assert sleep_edf.hypnogram_epochs(path) == {"W": 1997, "N1": 58, "N2": 250, "N3": 220, "REM": 125,
-                                                "dropped: Sleep stage ?": 230}
+    assert sleep_edf.hypnogram_epochs(path) == {
+        "W": 1997,
+        "N1": 58,
+        "N2": 250,
+        "N3": 220,
+        "REM": 125,
+        "dropped: Sleep stage ?": 230,
+    }
 
 
 def test_wake_edges_and_the_end_of_the_recording():
     annotations = sleep_edf.read_hypnogram(shared_path("data", "sleep_edf", "SC4001EC-Hypnogram.edf"))
     stage_map = load_label_map("sleep_edf")["stages"]
     # SC4001E0-PSG lasts 79500 s: only the unscored tail (dropped anyway) lies past it.
-    events, counts = sleep_edf.stage_events(annotations, stage_map, "SC4001EC", end_s=79500.0,
-                                            wake_edge_min=30)
+    events, counts = sleep_edf.stage_events(
+        annotations, stage_map, "SC4001EC", end_s=79500.0, wake_edge_min=30
+    )
     # DeepSleepNet's 30-minute wake edges leave 841 epochs of SC4001 (W 188).
-    assert counts == {"W": 188, "N1": 58, "N2": 250, "N3": 220, "REM": 125, "dropped: Sleep stage ?": 230,
-                      "cut: wake edges": 1809}
+    assert counts == {
+        "W": 188,
+        "N1": 58,
+        "N2": 250,
+        "N3": 220,
+        "REM": 125,
+        "dropped: Sleep stage ?": 230,
+        "cut: wake edges": 1809,
+    }
     assert (events[0].onset_s, events[0].label) == (28830.0, "W")
     _, counts = sleep_edf.stage_events(annotations, stage_map, "SC4001EC", end_s=30000.0)
     assert counts["W"] == 1000 and counts["cut: past the recording"] == 1650  # 997 W and all 653 sleep epochs
@@ -43,19 +57,30 @@ def _hypnogram(path, stages):
     return write_edf(raw, path)
 
 
-STAGES = [(0, 60, "Sleep stage W"), (60, 30, "Sleep stage 1"), (90, 60, "Sleep stage 2"),
-          (150, 30, "Sleep stage 3"), (180, 30, "Sleep stage 4"), (210, 30, "Sleep stage R"),
-          (240, 30, "Movement time"), (270, 60, "Sleep stage W"), (330, 60, "Sleep stage ?")]
+STAGES = [
+    (0, 60, "Sleep stage W"),
+    (60, 30, "Sleep stage 1"),
+    (90, 60, "Sleep stage 2"),
+    (150, 30, "Sleep stage 3"),
+    (180, 30, "Sleep stage 4"),
+    (210, 30, "Sleep stage R"),
+    (240, 30, "Movement time"),
+    (270, 60, "Sleep stage W"),
+    (330, 60, "Sleep stage ?"),
+]
 
 
 def test_labelled_run_in_30_s_epochs(tmp_path, capsys, run_cli):
     root = tmp_path / "sleep-cassette"
-    write_edf(synthetic_raw(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"], sfreq=100.0, duration_s=300.0),
-              root / "SC4011E0-PSG.edf")
+    write_edf(
+        synthetic_raw(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"], sfreq=100.0, duration_s=300.0),
+        root / "SC4011E0-PSG.edf",
+    )
     _hypnogram(root / "SC4011EH-Hypnogram.edf", STAGES)
     out = tmp_path / "out"
-    status, text = run_cli(capsys, "--dataset", "sleep_edf", "--task", "sleep_staging", "--input", root,
-                           "--output", out)
+    status, text = run_cli(
+        capsys, "--dataset", "sleep_edf", "--task", "sleep_staging", "--input", root, "--output", out
+    )
     assert status == 0, text
     rows = read_manifest(out)
     assert [r["label"] for r in rows] == ["W", "W", "N1", "N2", "N2", "N3", "N3", "REM", None, "W"]
@@ -64,9 +89,16 @@ def test_labelled_run_in_30_s_epochs(tmp_path, capsys, run_cli):
     assert segment["data"].shape == (2, 30000) and segment["ch_names"] == ["FPZ-CZ", "PZ-OZ"]
     assert segment["subject"] == "SC01" and len(segment["mfde"]) == 2 * 150
     summary = json.loads((out / "dataset_summary.json").read_text())
-    assert summary["notes"]["epochs"] == {"N1": 1, "N2": 2, "N3": 2, "REM": 1, "W": 3,
-                                          "cut: past the recording": 1, "dropped: Movement time": 1,
-                                          "dropped: Sleep stage ?": 2}
+    assert summary["notes"]["epochs"] == {
+        "N1": 1,
+        "N2": 2,
+        "N3": 2,
+        "REM": 1,
+        "W": 3,
+        "cut: past the recording": 1,
+        "dropped: Movement time": 1,
+        "dropped: Sleep stage ?": 2,
+    }
     assert summary["windows_per_class"] == {"W": 3, "N1": 1, "N2": 2, "N3": 2, "REM": 1, "unlabelled": 1}
     config = (out / "config.yaml").read_text()
     assert "window_s: 30.0" in config and "h_freq: 40.0" in config and "notch_freq: null" in config
