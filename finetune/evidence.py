@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from finetune.event_scoring import MIN_RATE_DURATION_S
 from finetune.metrics import event_metrics, swi_per_recording
 from tasks import Task, aggregate, predict, window_durations
 
@@ -57,8 +58,6 @@ BOOTSTRAP_SEED = 0
 MIN_TEST_SUBJECTS = 3
 MIN_TEST_UNITS = 30
 MIN_TEST_PER_CLASS = 5
-#: Per-hour rates from less EEG than this (s) are extrapolations, and said to be.
-MIN_RATE_DURATION_S = 600.0
 
 _CLASSIFICATION = ("balanced_accuracy", "cohen_kappa", "weighted_f1", "auroc", "auprc")
 #: Event metrics (SzCORE event scoring, finetune.metrics.event_metrics), resampled from per-recording counts.

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune.event_scoring import MIN_RATE_DURATION_S
 from finetune.outputs import json_safe, write_results
 from finetune.postprocess import DetectedEvent, detect_events, hypnogram, recording_class, spike_wave_index
 from finetune.predict_config import DETECTION_TASKS, RECORDING_TASKS
@@ -352,6 +353,11 @@ def _task_results(predictor: Predictor, duration_s: float, predictions: WindowPr
                 c: sum(e.trial_type == c for e in events) for c in sorted({e.trial_type for e in events})
             },
         }
+        if duration_s < MIN_RATE_DURATION_S:  # issue 11: no silent extrapolation of a rate
+            summary["totals"]["events_per_hour_note"] = (
+                f"extrapolated from {duration_s:g} s of EEG (less than {MIN_RATE_DURATION_S / 60:g} min): "
+                "not a measured rate"
+            )
         if task.name == "swi_quantification":
             summary["swi_percent"] = spike_wave_index(p, task, threshold)
     if task.name == "sleep_staging":

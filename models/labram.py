@@ -59,7 +59,7 @@ from .labram_channels import (
     STANDARD_1020,
     channel_positions,
 )
-from .m4cea import TemporalEmbedding, temporal_feature_dim
+from .tie import TemporalEmbedding, temporal_feature_dim
 
 __all__ = [
     "BIPOLAR_MIDPOINTS",

@@ -155,6 +155,8 @@ def test_outputs_exist_and_times_are_seconds_of_the_recording(predicted):
     assert summary["task"]["name"] == "onset_detection" and summary["runtime"]["device"] == "cpu"
     assert summary["runtime"]["preprocess_threads"] == 1
     assert summary["totals"]["n_events"] == len(summary["events"])
+    # 41 s of EEG: the hourly rate says it is extrapolated (issue 11)
+    assert summary["totals"]["events_per_hour_note"].startswith("extrapolated from 41 s of EEG")
     assert summary["recording_class"]["probabilities"]["seizure"] == pytest.approx(p[:, 1].mean(), abs=1e-9)
 
 
