@@ -84,6 +84,7 @@ echo "pipeline runs end to end, not how well M4CEA detects seizures (see the war
 echo "For real figures, on whole datasets with subject-wise splits and the five seeds:"
 echo "  python preprocess/preprocess_main.py --dataset chbmit --task onset_detection --input CHBMIT_ROOT --output DATA"
 echo "  python finetune/finetune_main.py --task onset_detection --seed 42 --data DATA --pretrained CKPT --output RUNS"
-echo "  bash scripts/reproduce_tables.sh CKPT DATA_ROOT RUNS   # every task (DATA_ROOT/<task>) x the five seeds"
+echo "  bash scripts/reproduce_tables.sh --labram-pretrained labram-base.pth CKPT DATA_ROOT RUNS"
+echo "      # M4CEA and LaBraM on every task (DATA_ROOT/<task>) x the five seeds (--models m4cea_base: M4CEA only)"
 echo "  python scripts/make_table.py RUNS                       # mean +/- std over seeds, n and warnings"
 echo "(README, section 3: fine-tuning, splits, evidence and tables.)"
