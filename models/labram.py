@@ -98,9 +98,12 @@ class Attention(nn.Module):
 
     ``qkv`` has no bias of its own; with ``qkv_bias`` the bias is ``(q_bias, 0, v_bias)`` (no key bias), as
     the official ``Attention`` (timm's ViT ``Attention`` has one fused bias, hence a module of our own).
-    ``q_norm``/``k_norm`` act per head. Computed with ``F.scaled_dot_product_attention`` (same numbers to
-    float rounding as the official explicit softmax).
+    ``q_norm``/``k_norm`` act per head. ``fused_attn`` (timm's switch, set for every model by
+    :func:`models.attention.configure_attention`): True computes ``F.scaled_dot_product_attention``, False
+    the official explicit softmax (faster on a CPU for these heads); the same numbers to float rounding.
     """
+
+    fused_attn = True
 
     def __init__(
         self, dim, num_heads, qkv_bias=False, qk_norm=False, attn_drop=0.0, proj_drop=0.0, norm_layer=None
@@ -128,7 +131,11 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).reshape(batch, n_tokens, 3, self.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q).type_as(v), self.k_norm(k).type_as(v)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        else:
+            attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            x = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, n_tokens, dim)))
 
 

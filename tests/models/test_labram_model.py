@@ -238,3 +238,18 @@ def test_codebook_usage():
     assert codebook_usage(torch.zeros(5, dtype=torch.long), 3) == (pytest.approx(1.0), 2)
     with pytest.raises(ValueError, match=r"\[0, 4\).*\[0, 7\]"):
         codebook_usage(torch.tensor([0, 7]), 4)
+
+
+def test_explicit_and_fused_attention_give_the_same_logits():
+    """configure_attention switches LaBraM's layers too (issue 12: one place for every model)."""
+    from models.attention import configure_attention
+
+    torch.manual_seed(0)
+    model = create_model("labram_tiny", head="classification", n_outputs=3).eval()
+    x = torch.randn(2, 16, 400)
+    with torch.no_grad():
+        assert configure_attention(model, fused=True) == len(model.blocks)
+        fused = model(x)
+        assert configure_attention(model, fused=False) == len(model.blocks)
+        explicit = model(x)
+    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-6)
