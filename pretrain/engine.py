@@ -44,7 +44,7 @@ from models import patch_spectrum
 from pretrain.masking import MASKING_STRATEGIES, gumbel_noise, gumbel_topk_mask
 from runtime.distributed import DistributedContext
 from runtime.metrics import IntervalLog
-from runtime.optim import clip_and_step
+from runtime.optim import clip_and_step, optimiser_steps_in_epoch
 from runtime.seeding import derive_seed
 
 __all__ = [
@@ -415,15 +415,7 @@ def train_one_epoch(
     ctx = ctx or DistributedContext(device=device)
     s = settings
     accum, world = s.accum_steps, ctx.world_size
-    n_steps = len(loader) // accum
-    if max_steps is not None:
-        n_steps = min(n_steps, max_steps)
-    if n_steps == 0:
-        raise ValueError(
-            f"Epoch {epoch}: this rank has {len(loader)} micro-batches of {s.micro_batch_size} windows, "
-            f"fewer than the {accum} that one optimiser step needs: use more data or a smaller "
-            "optim.batch_size."
-        )
+    n_steps = optimiser_steps_in_epoch(len(loader), accum, s.micro_batch_size, epoch, max_steps)
     model.train()
     if scaler is None:
         scaler = torch.amp.GradScaler(device.type, enabled=False)

@@ -15,9 +15,49 @@ from timm.scheduler import CosineLRScheduler
 
 from runtime.config import ConfigError
 
-__all__ = ["build_lr_scheduler", "clip_and_step", "steps_per_accumulation"]
+__all__ = ["build_lr_scheduler", "clip_and_step", "optimiser_steps_in_epoch", "steps_per_accumulation"]
 
 logger = logging.getLogger(__name__)
+
+
+def optimiser_steps_in_epoch(
+    n_micro_batches: int, accum_steps: int, micro_batch_size: int, epoch: int, max_steps: int | None = None
+) -> int:
+    """Optimiser steps one epoch of a rank makes: whole accumulations of its micro-batches.
+
+    Parameters
+    ----------
+    n_micro_batches : int
+        Micro-batches of the rank's loader (``len(loader)``).
+    accum_steps : int
+        Micro-batches per optimiser step.
+    micro_batch_size : int
+        Windows per micro-batch (for the message).
+    epoch : int
+        The epoch (for the message).
+    max_steps : int | None
+        A cap (e.g. for benchmarks); None: no cap.
+
+    Returns
+    -------
+    n_steps : int
+        At least 1.
+
+    Raises
+    ------
+    ValueError
+        If the loader holds fewer micro-batches than one optimiser step needs.
+    """
+    n_steps = n_micro_batches // accum_steps
+    if max_steps is not None:
+        n_steps = min(n_steps, max_steps)
+    if n_steps == 0:
+        raise ValueError(
+            f"Epoch {epoch}: this rank has {n_micro_batches} micro-batches of {micro_batch_size} windows, "
+            f"fewer than the {accum_steps} that one optimiser step needs: use more data or a smaller "
+            "optim.batch_size."
+        )
+    return n_steps
 
 
 def steps_per_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:

@@ -34,3 +34,14 @@ def test_clip_and_step_with_an_infinite_threshold_only_measures():
     )
     assert norm.item() == 5.0
     torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.0 - 1.5, 2.0 - 2.0]]))
+
+
+def test_optimiser_steps_in_epoch_counts_whole_accumulations():
+    import pytest
+
+    from runtime.optim import optimiser_steps_in_epoch
+
+    assert optimiser_steps_in_epoch(10, 3, 8, epoch=0) == 3  # the last, partial accumulation is dropped
+    assert optimiser_steps_in_epoch(10, 3, 8, epoch=0, max_steps=2) == 2
+    with pytest.raises(ValueError, match=r"Epoch 4: this rank has 2 micro-batches of 8 windows, fewer than"):
+        optimiser_steps_in_epoch(2, 3, 8, epoch=4)
