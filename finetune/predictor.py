@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from finetune.checkpoints import BEST_CHECKPOINT, PREPROCESS_CONFIG_FILE, PREPROCESS_DEFAULTS, build_model
+from finetune.heads import head_prefixes
 from finetune.predict_config import (
     COMPILE_MIN_WINDOWS,
     MAX_PREPROCESS_THREADS,
@@ -147,6 +148,14 @@ def _preprocess_config_of(checkpoint: Mapping, ckpt_path: Path) -> tuple[dict, s
         ) from None
 
 
+def _refuse(ckpt_path: Path, kind: str):
+    raise UsageError(
+        f"The checkpoint {ckpt_path} is {kind}. Fine-tune it first (python finetune/finetune_main.py "
+        f"--task TASK --pretrained {ckpt_path} --data DIR) and pass the fine-tuning run folder to "
+        "--checkpoint."
+    )
+
+
 def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
     """Load a fine-tuning checkpoint of this project for inference.
 
@@ -187,19 +196,11 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
         )
     cfg = checkpoint.get("config")
     state = checkpoint["model"]
-    has_head = "head.weight" in state
-    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("task"), Mapping) or not has_head:
+    no_head = "a pretraining checkpoint: its model has no classification head"
+    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("task"), Mapping):
         pretrain = any(k.startswith(("head_magnitude", "head_phase")) for k in state)
-        kind = (
-            "a pretraining checkpoint: its model has no classification head"
-            if pretrain or not has_head
-            else "not a fine-tuning checkpoint: its config has no task"
-        )
-        raise UsageError(
-            f"The checkpoint {ckpt_path} is {kind}. Fine-tune it first (python finetune/finetune_main.py "
-            f"--task TASK --pretrained {ckpt_path} --data DIR) and pass the fine-tuning run folder to "
-            "--checkpoint."
-        )
+        no_task = "not a fine-tuning checkpoint: its config has no task"
+        _refuse(ckpt_path, no_head if pretrain or "head.weight" not in state else no_task)
     task_section = dict(cfg["task"])
     if task_section.get("name") not in TASKS:
         raise UsageError(
@@ -207,7 +208,9 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
             f"of {list(TASKS)}."
         )
     task = Task.from_config(task_section)
-    model = build_model(cfg, task)
+    model = build_model(cfg, task)  # any family: its classifier (get_classifier) must be in the weights
+    if not any(key.startswith(head_prefixes(model)) for key in state):
+        _refuse(ckpt_path, no_head)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -535,7 +538,8 @@ class Predictor:
             return run
         model = copy.deepcopy(self.model).to(dtype) if dtype is not None else self.model
         compiled = torch.compile(model, dynamic=False, options={"freezing": True})
-        return lambda x: compiled(x.to(model.pos_embed.dtype))
+        dtype = next(model.parameters()).dtype
+        return lambda x: compiled(x.to(dtype))
 
     def window_probabilities(self, recording: OpenRecording, progress: bool = False) -> WindowPredictions:
         """Classify every window of a recording, block by block.

@@ -200,7 +200,8 @@ class ZooModel(torch.nn.Module):
     """A braindecode model with the attributes the fine-tuning code reads.
 
     ``model(x)`` with ``x`` (batch, n_chans, n_times) returns logits (batch, n_outputs). The classification
-    layer is ``model.final_layer`` (:attr:`head_prefixes`, what linear probing and LoRA keep trainable).
+    layer is braindecode's ``final_layer`` (:meth:`get_classifier`, what linear probing and LoRA keep
+    trainable).
 
     Attributes
     ----------
@@ -209,8 +210,7 @@ class ZooModel(torch.nn.Module):
     n_chans, n_times : int
     sfreq : float
     contract : InputContract
-    head_prefixes : tuple of str
-        Parameter-name prefixes of the classification layer.
+        The input contract the model is built for (the table's, with the run's overrides).
     """
 
     has_layers = False  # no group_matcher: layer-wise lr decay does not apply
@@ -220,10 +220,13 @@ class ZooModel(torch.nn.Module):
         self.model = model
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(contract.sfreq)
         self.contract = contract
-        self.head_prefixes = ("model.final_layer.",)
 
     def forward(self, x):
         return self.model(x)
+
+    def get_classifier(self):
+        """The classification layer: braindecode's ``final_layer`` (timm's surface)."""
+        return self.model.final_layer
 
 
 def create_zoo_model(
