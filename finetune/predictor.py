@@ -8,8 +8,10 @@
 2. **Windows** (:meth:`Predictor.window_probabilities`): the recording is windowed block by block with the
    training preprocessing (:meth:`preprocess.pipeline.Preprocessor.iter_windows`: montage, filters,
    resampling, NaN/flat/amplitude checks), each accepted window is adapted to the model as in training
-   (:class:`preprocess.adapt.WindowAdapter`: M4CEA's per-channel scaling, LaBraM's 200 Hz and uV / 100)
-   and classified; rejected windows keep NaN probabilities and
+   (:class:`preprocess.adapt.WindowAdapter` with the input contract of the run's ``model`` config,
+   :func:`models.get_input_contract`, for every family: M4CEA's and hms_mobilenetv3's per-channel scaling,
+   LaBraM's 200 Hz and uV / 100, a braindecode model's own rate and scaling, ``model.zoo_sfreq`` included)
+   and classified (softmax over all the task's classes); rejected windows keep NaN probabilities and
    their reason. Memory is a few preprocessing blocks (one per ``preprocess_threads``, plus the one
    ahead) plus one batch, whatever the recording's length.
 

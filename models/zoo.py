@@ -4,7 +4,9 @@ Each model keeps its own input contract (:data:`ZOO_DEFAULTS`: sampling rate, sc
 channels and samples), applied to the stored windows by the same loader adapter as LaBraM
 (:class:`preprocess.adapt.WindowAdapter`), so one preprocessed folder, its splits, seeds, metrics and tables
 serve every model. A class not in the table gets :data:`GENERIC_DEFAULTS` (200 Hz, uV / 100); a config may
-override any entry (``model.zoo_sfreq``, ``model.zoo_uv_scale``: see :func:`zoo_contract`).
+override the rate (``model.zoo_sfreq``), which :func:`models.get_input_contract` of the config's ``model``
+section applies as the built model's :attr:`ZooModel.contract` does (what fine-tuning and prediction adapt
+windows to); :func:`zoo_contract` also takes a scaling.
 
 Channel information (``chs_info``, what braindecode's foundation models use to place channels) is built
 from the stored channel names (:func:`chs_info_from_names`): a referential name (``"Fp1"``) gets its

@@ -4,6 +4,7 @@ that train exactly the model's classifier: tiny synthetic cohorts of 1-s windows
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 
@@ -155,17 +156,38 @@ def test_predict_on_a_braindecode_run_equals_the_fine_tuning_loader(
     }
 
 
-def test_predict_on_an_hms_run_writes_the_six_class_probabilities(hms_cohort, recording, tmp_path, caplog):
-    """harmful_brain_activity with hms_mobilenetv3: every class's probability per window, no events."""
-    run_dir, _ = _finetune(
+@pytest.fixture(scope="module")
+def hms_run(hms_cohort, tmp_path_factory):
+    """A linear probe of hms_mobilenetv3 on harmful_brain_activity (soft labels), one epoch."""
+    return _finetune(
         "harmful_brain_activity",
         hms_cohort,
-        tmp_path / "runs",
+        tmp_path_factory.mktemp("hms_runs"),
         "model.name=hms_mobilenetv3",
         "model.n_patches=5",
+        "head.mode=linear_probe",
         "split.val_fraction=0.34",
         "split.test_fraction=0.34",
     )
+
+
+@pytest.fixture(scope="module")
+def eegnet_probe_run(onset_cohort, tmp_path_factory):
+    """A linear probe of braindecode's EEGNet (batch norm in its frozen part) on onset_detection."""
+    pytest.importorskip("braindecode")
+    return _finetune(
+        "onset_detection",
+        onset_cohort,
+        tmp_path_factory.mktemp("eegnet_runs"),
+        "model.name=braindecode.EEGNet",
+        f"model.zoo_args={ZOO_ARGS['EEGNet']}",
+        "head.mode=linear_probe",
+    )
+
+
+def test_predict_on_an_hms_run_writes_the_six_class_probabilities(hms_run, recording, tmp_path, caplog):
+    """harmful_brain_activity with hms_mobilenetv3: every class's probability per window, no events."""
+    run_dir, _ = hms_run
     with caplog.at_level(logging.INFO, logger="finetune"):
         assert _predict(run_dir, recording[0], tmp_path / "out") == 0
     folder = tmp_path / "out" / RECORDING
@@ -189,28 +211,17 @@ def test_predict_on_an_hms_run_writes_the_six_class_probabilities(hms_cohort, re
     assert summary["recording_class"]["class"] == HMS.classes[int(np.argmax(p.mean(axis=0)))]
 
 
-@pytest.mark.parametrize(
-    "name, overrides",
-    [
-        ("hms_mobilenetv3", ["model.n_patches=5"]),
-        ("braindecode.EEGNet", [f"model.zoo_args={ZOO_ARGS['EEGNet']}"]),
-    ],
-)
-def test_linear_probe_trains_only_the_classifier(name, overrides, onset_cohort, tmp_path):
+@pytest.mark.parametrize("run", ["hms_run", "eegnet_probe_run"])
+def test_linear_probe_trains_only_the_classifier(run, request):
     """Every other weight and statistic (batch norm's) bit-identical after training; the classifier moved."""
-    if name.startswith("braindecode."):
-        pytest.importorskip("braindecode")
     from finetune.checkpoints import build_model
     from runtime.seeding import seed_everything
 
-    run_dir, results = _finetune(
-        "onset_detection", onset_cohort, tmp_path / "runs", f"model.name={name}", "head.mode=linear_probe",
-        *overrides, epochs=2,
-    )  # fmt: skip
+    run_dir, results = request.getfixturevalue(run)
     checkpoint = load_checkpoint(run_dir / "checkpoint-best.pth")
     trained = checkpoint["model"]
     seed_everything(42)  # the run's initial weights
-    initial = build_model(checkpoint["config"], get_task("onset_detection"))
+    initial = build_model(checkpoint["config"], get_task(checkpoint["config"]["task"]["name"]))
     (prefix,) = head_prefixes(initial)
     classifier = initial.get_classifier()
     n_classifier = sum(p.numel() for p in classifier.parameters())
@@ -235,7 +246,7 @@ def test_every_family_names_its_classifier():
         "hms_mobilenetv3": create_model("hms_mobilenetv3", head="classification", n_outputs=6),
     }
     expected = {"m4cea_tiny": "head.", "labram_tiny": "head.", "hms_mobilenetv3": "backbone.classifier."}
-    if pytest.importorskip("braindecode"):
+    if importlib.util.find_spec("braindecode"):
         models["braindecode.EEGNet"] = create_model(
             "braindecode.EEGNet", head="classification", n_outputs=2, n_chans=16, sfreq_in=1000.0,
             n_times_in=1000,
