@@ -185,9 +185,21 @@ def eegnet_probe_run(onset_cohort, tmp_path_factory):
     )
 
 
-def test_predict_on_an_hms_run_writes_the_six_class_probabilities(hms_run, recording, tmp_path, caplog):
+def test_predict_on_an_hms_run_writes_the_six_class_probabilities(
+    hms_run, recording, tmp_path, caplog, monkeypatch
+):
     """harmful_brain_activity with hms_mobilenetv3: every class's probability per window, no events."""
+    import finetune.predict_outputs as predict_outputs
+
     run_dir, _ = hms_run
+    plots = []
+    plot_prediction = predict_outputs.plot_prediction
+
+    def plot(*args, **kwargs):
+        plots.append(kwargs)
+        return plot_prediction(*args, **kwargs)
+
+    monkeypatch.setattr(predict_outputs, "plot_prediction", plot)
     with caplog.at_level(logging.INFO, logger="finetune"):
         assert _predict(run_dir, recording[0], tmp_path / "out") == 0
     folder = tmp_path / "out" / RECORDING
@@ -208,7 +220,11 @@ def test_predict_on_an_hms_run_writes_the_six_class_probabilities(hms_run, recor
     assert summary["task"]["classes"] == list(HMS.classes) and summary["events"] == []
     mean = dict(zip(HMS.classes, p.mean(axis=0), strict=True))
     assert summary["recording_class"]["probabilities"] == pytest.approx(mean)
-    assert summary["recording_class"]["class"] == HMS.classes[int(np.argmax(p.mean(axis=0)))]
+    best = HMS.classes[int(np.argmax(p.mean(axis=0)))]
+    assert summary["recording_class"]["class"] == best
+    # the figure: every class's trace, no events, the class of highest mean probability in the title
+    assert len(plots) == 1 and plots[0]["events"] == []
+    assert f"highest mean probability {best} ({p.mean(axis=0).max():.2f})" in plots[0]["title"]
 
 
 @pytest.mark.parametrize("run", ["hms_run", "eegnet_probe_run"])
