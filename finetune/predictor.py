@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -150,7 +151,7 @@ def _preprocess_config_of(checkpoint: Mapping, ckpt_path: Path) -> tuple[dict, s
         ) from None
 
 
-def _refuse(ckpt_path: Path, kind: str):
+def _refuse(ckpt_path: Path, kind: str) -> NoReturn:
     raise UsageError(
         f"The checkpoint {ckpt_path} is {kind}. Fine-tune it first (python finetune/finetune_main.py "
         f"--task TASK --pretrained {ckpt_path} --data DIR) and pass the fine-tuning run folder to "
@@ -540,8 +541,8 @@ class Predictor:
             return run
         model = copy.deepcopy(self.model).to(dtype) if dtype is not None else self.model
         compiled = torch.compile(model, dynamic=False, options={"freezing": True})
-        dtype = next(model.parameters()).dtype
-        return lambda x: compiled(x.to(dtype))
+        weights_dtype = next(model.parameters()).dtype  # any family: the (bf16) copy's
+        return lambda x: compiled(x.to(weights_dtype))
 
     def window_probabilities(self, recording: OpenRecording, progress: bool = False) -> WindowPredictions:
         """Classify every window of a recording, block by block.

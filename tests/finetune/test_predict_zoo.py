@@ -276,3 +276,18 @@ def test_every_family_names_its_classifier():
         assert parameter_counts(model)["trainable"] == sum(
             p.numel() for p in model.get_classifier().parameters()
         )
+
+
+def test_the_compiled_path_runs_models_of_every_family(eegnet_probe_run, hms_run, monkeypatch):
+    """compile=always casts the windows to the weights' dtype of any model (not only M4CEA's pos_embed)."""
+    from finetune.predict_config import load_predict_config
+    from finetune.predictor import Predictor
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)  # the path, not inductor
+    config = load_predict_config(overrides=["num_threads=1", "amp_cpu=fp32", "compile=always"])
+    windows = np.random.default_rng(0).normal(0, 20, (3, 16, 1000)).astype(np.float32)
+    for run_dir, _ in (eegnet_probe_run, hms_run):
+        predictor = Predictor(load_finetuned(run_dir), config)
+        compiled = predictor.classify(windows, compiled=True)
+        assert not predictor._compile_failed
+        np.testing.assert_allclose(compiled, predictor.classify(windows), rtol=1e-6, atol=1e-7)
