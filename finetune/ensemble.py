@@ -267,7 +267,8 @@ class GatedEnsemble(torch.nn.Module):
         if self.heads is None:
             return torch.log(outputs.reshape(len(outputs), self.n_members, self.n_classes).clamp_min(1e-8))
         parts = outputs.split(self.member_dims, dim=1)
-        return torch.stack([F.log_softmax(h(p), dim=-1) for h, p in zip(self.heads, parts, strict=True)], dim=1)
+        log_p = [F.log_softmax(head(p), dim=-1) for head, p in zip(self.heads, parts, strict=True)]
+        return torch.stack(log_p, dim=1)
 
     def _gate_logits(self, log_p: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor:
         parts = [] if self.gate_inputs == "channels" else [log_p.flatten(1)]
