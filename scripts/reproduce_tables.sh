@@ -18,7 +18,8 @@
 #             PRETRAINED, labram_* from --labram-pretrained with LaBraM's published recipe
 #             (configs/finetune/recipes/labram.yaml), braindecode.<Class> (e.g. braindecode.BIOT,
 #             braindecode.CBraMod, braindecode.EEGNet) train from scratch with their own input contract
-#             (models/zoo.py) and configs/finetune/recipes/<class in lower case>.yaml when it exists
+#             (models/zoo.py), no layer-wise lr decay (optim.layer_decay=1.0) and
+#             configs/finetune/recipes/<class in lower case>.yaml when it exists
 # --ensemble  also fit a gated ensemble (finetune/ensemble_main.py, EnECG) of the LIST models' runs per task
 #             and seed, in RUNS_DIR/ensemble/<task>/seed<S>/ (needs two or more models; a task and seed
 #             whose member runs did not finish is skipped, and said so); the comparison table then has an
@@ -110,13 +111,14 @@ checkpoints/labram-base.pth or a LaBraM pretraining checkpoint), or leave it out
             ;;
         braindecode.?*)
             # trained from scratch; the class's input contract is models/zoo.py's (an unknown class fails
-            # in finetune_main.py, naming the setting)
+            # in finetune_main.py, naming the setting); no layer groups, so no layer-wise lr decay
             VARIANT_NAMES+=("$model"); VARIANT_CKPTS+=("")
             recipe="$ROOT/configs/finetune/recipes/$(echo "${model#braindecode.}" | tr '[:upper:]' '[:lower:]').yaml"
+            zoo_args="--set model.name=$model optim.layer_decay=1.0"
             if [ -f "$recipe" ]; then
-                VARIANT_ARGS+=("--config $recipe --set model.name=$model")
+                VARIANT_ARGS+=("--config $recipe $zoo_args")
             else
-                VARIANT_ARGS+=("--set model.name=$model")
+                VARIANT_ARGS+=("$zoo_args")
             fi
             ;;
         *) die "unknown model '$model' in --models (allowed: m4cea_*, labram_* names of models.list_models(), \
