@@ -311,5 +311,5 @@ def test_torchrun_two_processes_equal_one_process(member_runs, tmp_path):
     moved = max((a[k] - initial[k]).abs().max().item() for k in a)
     differ = max((a[k] - b[k]).abs().max().item() for k in a)
     # Measured: moved 5.0e-3, differ 6e-8 (float sums in another order); a lost micro-batch or a missing
-    # gradient average would move the weights by about the learning rate (7.8e-4 here), far above the tolerance.
+    # gradient average would move the weights by about the learning rate (7.8e-4 here), far above tolerance.
     assert moved > 1e-3 and differ < 5e-6, (moved, differ)
