@@ -45,6 +45,7 @@ __all__ = [
     "MemberOutputs",
     "SignalEncoder",
     "build_gate",
+    "loader_workers",
     "gate_weights",
     "train_gate",
 ]
@@ -303,6 +304,11 @@ def build_gate(cfg: dict, task: Task, outputs: MemberOutputs) -> GatedEnsemble:
     )
 
 
+def loader_workers(cfg: dict, outputs: MemberOutputs) -> int:
+    """``data.num_workers`` when windows are read from disk (a gate on channels), else 0 (all in memory)."""
+    return cfg["data"]["num_workers"] if isinstance(outputs.signal, Dataset) else 0
+
+
 def train_gate(
     cfg: dict, task: Task, outputs: dict, device=None, ctx: DistributedContext | None = None
 ) -> tuple[GatedEnsemble, dict]:
@@ -313,7 +319,8 @@ def train_gate(
     cfg : dict
         The run config: ``runtime.seed``, ``optim`` (``batch_size``: windows per optimiser step over all
         ranks, ``micro_batch_size``, ``base_lr``, ``weight_decay``, ``epochs``, warm-up and cosine),
-        ``early_stopping``, ``ensemble`` (``inputs``, ``gate_inputs``, ``gate_hidden``, ``head_hidden``).
+        ``early_stopping``, ``ensemble`` (``inputs``, ``gate_inputs``, ``gate_hidden``, ``head_hidden``),
+        ``data.num_workers`` (loader processes when the gate reads windows from disk).
     task : Task
     outputs : dict of str to MemberOutputs
         ``"train"`` and ``"val"``.
@@ -344,8 +351,14 @@ def train_gate(
     gate = build_gate(cfg, task, outputs["train"]).to(device)
     micro = optim["micro_batch_size"]
     accum = steps_per_accumulation(optim["batch_size"], micro, ctx.world_size)
+    workers = loader_workers(cfg, outputs["train"])
     loader, sampler = build_train_loader(
-        outputs["train"], micro_batch_size=micro, rank=ctx.rank, world_size=ctx.world_size, seed=seed
+        outputs["train"],
+        micro_batch_size=micro,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=seed,
+        num_workers=workers,
     )
     if len(loader) // accum == 0:
         raise UsageError(
@@ -353,7 +366,9 @@ def train_gate(
             f"optim.batch_size={optim['batch_size']}: use a smaller batch size (--set optim.batch_size=N "
             f"optim.micro_batch_size=N)."
         )
-    val_loader = build_eval_loader(outputs["val"], batch_size=micro, rank=ctx.rank, world_size=ctx.world_size)
+    val_loader = build_eval_loader(
+        outputs["val"], batch_size=micro, rank=ctx.rank, world_size=ctx.world_size, num_workers=workers
+    )
     lr = optim["base_lr"] * optim["batch_size"] / 256
     optimizer = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=optim["weight_decay"])
     scheduler = build_lr_scheduler(optimizer, cfg, len(loader) // accum)
@@ -399,7 +414,9 @@ def train_gate(
 
 
 @torch.no_grad()
-def gate_weights(gate: GatedEnsemble, outputs: MemberOutputs, device, batch_size: int = 256) -> tuple:
+def gate_weights(
+    gate: GatedEnsemble, outputs: MemberOutputs, device, batch_size: int = 256, num_workers: int = 0
+) -> tuple:
     """The ensemble's probabilities and the gate's weights of every window of a split (one process).
 
     Returns
@@ -412,7 +429,7 @@ def gate_weights(gate: GatedEnsemble, outputs: MemberOutputs, device, batch_size
     """
     gate.eval()
     parts = []
-    for x, _, _ in build_eval_loader(outputs, batch_size=batch_size):
+    for x, _, _ in build_eval_loader(outputs, batch_size=batch_size, num_workers=num_workers):
         x = x.to(device)
         members = gate.member_log_probabilities(gate._unpack(x)[0]).exp()
         parts.append((gate(x).exp(), gate.weights(x), members))

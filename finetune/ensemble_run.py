@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from finetune.checkpoints import BEST_CHECKPOINT
-from finetune.ensemble import MemberOutputs, gate_weights, train_gate
+from finetune.ensemble import MemberOutputs, gate_weights, loader_workers, train_gate
 from finetune.ensemble_members import (
     check_members,
     gate_signal_dataset,
@@ -138,7 +138,9 @@ def run_ensemble(args, cfg: dict, task: Task) -> dict | None:
         return None
     probabilities, weights = {}, {}
     for name in ("val", "test"):
-        probabilities[name], weights[name], _ = gate_weights(gate, outputs[name], ctx.device)
+        probabilities[name], weights[name], _ = gate_weights(
+            gate, outputs[name], ctx.device, num_workers=loader_workers(cfg, outputs[name])
+        )
 
     metric_names = list(task.metrics) + ["loss"]
 

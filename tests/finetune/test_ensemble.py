@@ -246,7 +246,9 @@ BEST = "checkpoint-best.pth"
 
 def test_ensemble_of_member_features_with_a_gate_on_named_channels(member_runs, tmp_path):
     data, runs = member_runs
-    results = ensemble_main(_ensemble_argv(data, runs, tmp_path, *FEATURES_AND_CHANNELS))
+    results = ensemble_main(
+        _ensemble_argv(data, runs, tmp_path, *FEATURES_AND_CHANNELS, "data.num_workers=1")
+    )
     assert results["gate"]["channels"] == ["C3", "C5"]
     assert results["gate"]["inputs"].startswith("members' pooled features through FFN heads (hidden 32)")
     assert results["model"] == results["config"]["model"]["name"] == "ensemble"
