@@ -36,7 +36,7 @@ import os  # noqa: E402
 from finetune.report import (  # noqa: E402
     PAIRED_TESTS,
     PAPER_SEEDS,
-    _task_row,  # one table row from {seed: results}: the rows of the ensembles' baselines
+    task_row,  # one table row from {seed: results}: the rows of the ensembles' baselines
     ablation_table,
     collect_runs,
     comparison_table,
@@ -99,7 +99,7 @@ def _baseline_rows(baselines, task, name, options, as_variant=True) -> list:
         by_seed = baselines.get(key, {}).get(task)
         if by_seed:
             label = f"{name}: {label}" if name else label
-            row = _task_row(task, by_seed, options["split"], options["metrics"], options["expected_seeds"], 1)
+            row = task_row(task, by_seed, options["split"], options["metrics"], options["expected_seeds"], 1)
             if as_variant:
                 row.variant = label
             else:
