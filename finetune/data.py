@@ -22,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    WeightedRandomSampler,
+    default_collate,
+)
 
 from models import get_input_contract
 from preprocess.adapt import WindowAdapter, adapter_for_windows
-from preprocess.segments import load_window, window_name
+from preprocess.segments import load_windows_into
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -179,20 +186,30 @@ class FinetuneDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        row = self.rows[index]
-        path = self.root / window_name(row)
-        data = np.asarray(load_window(self.root, row)["data"], dtype=np.float32)
-        if data.shape != self.stored_shape:
-            raise UsageError(
-                f"The window {path} has shape {data.shape} (n_chans, n_times), but the folder's windows "
-                f"are {self.stored_shape}: preprocess the folder with one montage and window."
-            )
-        x = torch.from_numpy(np.ascontiguousarray(self.adapter(data)))
+        x, target, position = self.__getitems__([index])
+        return x[0], target[0], position[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Read and adapt the windows ``indices`` as one batch (the loaders' micro-batch).
+
+        Returns ``(x, targets, positions)`` of shapes (batch, n_chans, n_times), (batch,) or
+        (batch, n_classes), (batch,): the items of ``dataset[i]`` stacked, with the same values.
+        """
+        rows = [self.rows[i] for i in indices]
+        stored = np.empty((len(rows), *self.stored_shape), np.float32)
+        _, magnitudes = load_windows_into(self.root, rows, stored)
+        x = torch.from_numpy(np.ascontiguousarray(self.adapter.adapt_batch(stored, magnitudes)))
+        positions = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if self.label_probs is not None:
-            target = torch.from_numpy(self.label_probs[index])
+            target = torch.from_numpy(self.label_probs[positions.numpy()])
         else:
-            target = torch.tensor(self.labels[index], dtype=torch.int64)
-        return x, target, torch.tensor(index, dtype=torch.int64)
+            target = torch.from_numpy(self.labels[positions.numpy()].astype(np.int64))
+        return x, target, positions
+
+
+def _collate(batch):
+    """A batch read whole (the tuple of ``FinetuneDataset.__getitems__``) as it is, else stacked."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
 
 
 def balanced_window_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -263,6 +280,7 @@ def _loader(
         drop_last=drop_last,
         persistent_workers=persistent and num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        collate_fn=_collate,
         # Worker seeds from their own generator: the global RNG (drop-path) does not depend on num_workers.
         generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
     )
