@@ -14,12 +14,13 @@ those of reading them one by one (``dataset[i]``).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
 
 from preprocess.adapt import adapter_for_windows
 from preprocess.segments import load_windows_into, read_manifest, window_name
@@ -35,6 +36,19 @@ def collate_batches(batch):
     of batch tensors) or, for datasets without it, a list of items (``default_collate``).
     """
     return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 batch tensor; in a loader worker, in shared memory from the start.
+
+    A worker sends its batch to the training process through shared memory: writing the windows there
+    directly saves the copy that sending an ordinary tensor makes (``default_collate`` does the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    elem = torch.empty(0, dtype=torch.float32)
+    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return elem.new(storage).resize_(*shape)
 
 
 class PretrainDataset(Dataset):
@@ -108,7 +122,9 @@ class PretrainDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Read and adapt the windows ``indices`` as one batch: ``x`` (batch, n_chans, n_times), weights."""
         rows = [self.rows[i] for i in indices]
-        stored = np.empty((len(rows), *self.stored_shape), np.float32)
+        x = _empty_batch((len(rows), self.n_chans, self.n_times))
+        same = self.adapter.identity_rate  # then the windows are adapted in place, in x
+        stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
         mfde, magnitudes = load_windows_into(self.root, rows, stored)
         n_tokens = self.n_tokens or np.asarray(mfde[0]).size
         weights = np.empty((len(rows), n_tokens), np.float32)
@@ -124,8 +140,10 @@ class PretrainDataset(Dataset):
                     f"shape {values.shape}."
                 )
             weights[position] = values if group == 1 else values.reshape(n_tokens, group).sum(axis=-1)
-        x = self.adapter.adapt_batch(stored, magnitudes)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(weights)
+        adapted = self.adapter.adapt_batch(stored, magnitudes)
+        if not same:
+            x.numpy()[...] = adapted
+        return x, torch.from_numpy(weights)
 
 
 def build_pretrain_loader(
