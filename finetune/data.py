@@ -211,12 +211,12 @@ class FinetuneDataset(Dataset):
         """
         rows = [self.rows[i] for i in indices]
         x = _empty_batch((len(rows), self.n_chans, self.n_times))
-        same = self.adapter.identity_rate  # then the windows are adapted in place, in x
+        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
         stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
-        _, magnitudes = load_windows_into(self.root, rows, stored)
-        adapted = self.adapter.adapt_batch(stored, magnitudes)
+        adapt = self.adapter.adapt_in_place if same else None
+        _, magnitudes = load_windows_into(self.root, rows, stored, adapt)
         if not same:
-            x.numpy()[...] = adapted
+            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
         positions = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if self.label_probs is not None:
             target = torch.from_numpy(self.label_probs[positions.numpy()])

@@ -372,7 +372,7 @@ def load_window(root: str | os.PathLike, row: dict) -> dict:
 
 
 def load_windows_into(
-    root: str | os.PathLike, rows: list[dict], out: np.ndarray
+    root: str | os.PathLike, rows: list[dict], out: np.ndarray, adapt=None
 ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Read the windows of several manifest rows into one array: the batched form of :func:`load_window`.
 
@@ -384,6 +384,10 @@ def load_windows_into(
         Manifest rows, pickles or shards in any mix and order.
     out : ndarray of float32, shape (len(rows), n_chans, n_times)
         Receives the windows, in uV, in the order of ``rows`` (float16 shards converted).
+    adapt : callable | None
+        ``adapt(window, magnitude)``, called on each window of ``out`` as soon as it is written (while it
+        is in the cache), with its stored ``abs_q95`` (shape (n_chans, 1)) or None; it may change the
+        window in place (:meth:`preprocess.adapt.WindowAdapter.adapt_in_place`).
 
     Returns
     -------
@@ -417,6 +421,8 @@ def load_windows_into(
             _put(out, position, np.asarray(segment["data"]), row)
             mfde.append(segment["mfde"])
             known = False
+            if adapt is not None:
+                adapt(out[position], None)
         else:
             by_shard.setdefault(row["path"], []).append((position, int(index), row))
             mfde.append(None)
@@ -437,6 +443,8 @@ def load_windows_into(
                 known = False
             else:
                 magnitudes[position, :, 0] = reader.abs_q95[index]
+            if adapt is not None:
+                adapt(out[position], None if reader.abs_q95 is None else magnitudes[position])
     return mfde, magnitudes if known else None
 
 

@@ -123,9 +123,10 @@ class PretrainDataset(Dataset):
         """Read and adapt the windows ``indices`` as one batch: ``x`` (batch, n_chans, n_times), weights."""
         rows = [self.rows[i] for i in indices]
         x = _empty_batch((len(rows), self.n_chans, self.n_times))
-        same = self.adapter.identity_rate  # then the windows are adapted in place, in x
+        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
         stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
-        mfde, magnitudes = load_windows_into(self.root, rows, stored)
+        adapt = self.adapter.adapt_in_place if same else None
+        mfde, magnitudes = load_windows_into(self.root, rows, stored, adapt)
         n_tokens = self.n_tokens or np.asarray(mfde[0]).size
         weights = np.empty((len(rows), n_tokens), np.float32)
         for position, values in enumerate(mfde):
@@ -140,9 +141,8 @@ class PretrainDataset(Dataset):
                     f"shape {values.shape}."
                 )
             weights[position] = values if group == 1 else values.reshape(n_tokens, group).sum(axis=-1)
-        adapted = self.adapter.adapt_batch(stored, magnitudes)
         if not same:
-            x.numpy()[...] = adapted
+            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
         return x, torch.from_numpy(weights)
 
 
