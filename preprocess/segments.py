@@ -14,7 +14,10 @@ and, for a soft-labelled window (e.g. HMS expert votes), ``"label_probs": {class
 With ``output.format: hdf5`` a recording's windows are written instead as HDF5 shards of up to
 ``output.shard_size`` windows (:func:`save_shard`); the manifest row's ``path`` is then the shard and its
 ``shard_index`` the window's row in it (empty for pickles). :func:`load_window` reads a window of either
-format from its manifest row; every loader goes through it.
+format from its manifest row, :func:`load_windows_into` a loader's micro-batch of them into one array;
+every loader goes through them. A shard also stores each channel's 95th percentile of ``|x|``
+(``abs_q95``), so that loaders scale its windows (:func:`scale_window`) with one division, and the soft
+labels of its windows (``label_probs``).
 
 Pickles run code when loaded, so segments are read with :class:`RestrictedUnpickler`, which builds
 numpy arrays and plain Python values and refuses everything else.
@@ -348,7 +351,9 @@ def load_window(root: str | os.PathLike, row: dict) -> dict:
     segment : dict
         As :func:`load_segment`: ``data`` (ndarray, shape (n_chans, n_times), uV; float32 from a shard
         even if stored as float16), ``mfde`` (ndarray, shape (n_chans * n_patches,)), ``ch_names``,
-        ``sfreq``, ``recording``, ``subject``, ``start_s``, ``label``, ``filled_channels``.
+        ``sfreq``, ``recording``, ``subject``, ``start_s``, ``label``, ``filled_channels``, and for a
+        soft-labelled window ``label_probs`` (dict class -> probability; from a shard written before
+        shards held them, the manifest row's).
 
     Raises
     ------
