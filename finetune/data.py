@@ -1,11 +1,13 @@
 """Fine-tuning data: labelled windows read lazily through the manifest, and their loaders.
 
-:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
-restricted unpickler (:func:`preprocess.segments.load_segment`), adapted to the model family's input
-contract (:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling; LaBraM's 200 Hz
-and uV / 100), and returned with its class index
-(:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
-from any number of ranks map back to manifest rows.
+:class:`FinetuneDataset` serves the windows of one split (manifest rows), a micro-batch at a time
+(``__getitems__``): read from pickles (restricted unpickler) or HDF5 shards
+(:func:`preprocess.segments.load_windows_into`), adapted to the model family's input contract
+(:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling, one division with the
+percentiles that shards store; LaBraM's 200 Hz and uV / 100), and returned with their class indices
+(:func:`tasks.encode_labels`) and their positions in the split, so that predictions gathered
+from any number of ranks map back to manifest rows. A micro-batch holds the values of its windows read
+one by one (``dataset[i]``).
 
 Loaders: :func:`build_train_loader` shuffles with a ``DistributedSampler`` (one code path for one
 process and for DDP) or draws classes equally often with :class:`BalancedSampler`; both are seeded

@@ -127,23 +127,30 @@ class PretrainDataset(Dataset):
         stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
         adapt = self.adapter.adapt_in_place if same else None
         mfde, magnitudes = load_windows_into(self.root, rows, stored, adapt)
-        n_tokens = self.n_tokens or np.asarray(mfde[0]).size
-        weights = np.empty((len(rows), n_tokens), np.float32)
-        for position, values in enumerate(mfde):
-            values = np.asarray(values, dtype=np.float32).reshape(-1)
-            group = values.size // n_tokens if values.size % n_tokens == 0 else 0
-            if self.n_tokens is None and group != 1:  # the stored weights as they are: one size
-                group = 0
-            if not group or not np.isfinite(values).all() or (values < 0).any():
-                raise UsageError(
-                    f"The MFDE weights of {self.root / window_name(rows[position])} must be {n_tokens} "
-                    "finite non-negative values (n_chans * n_patches, or a whole multiple of it), but got "
-                    f"shape {values.shape}."
-                )
-            weights[position] = values if group == 1 else values.reshape(n_tokens, group).sum(axis=-1)
+        weights = self._weights(rows, mfde)
         if not same:
             x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
         return x, torch.from_numpy(weights)
+
+    def _weights(self, rows: list[dict], mfde: list[np.ndarray]) -> np.ndarray:
+        """The batch's MFDE weights as float32 (batch, n_tokens), checked together; a bad one is named."""
+        sizes = [np.size(values) for values in mfde]
+        n_tokens = self.n_tokens or sizes[0]
+        group = sizes[0] // n_tokens if sizes[0] % n_tokens == 0 else 0
+        if self.n_tokens is None and group != 1:  # the stored weights as they are: one size
+            group = 0
+        bad = np.array([size != n_tokens * group for size in sizes]) | (group == 0)
+        if not bad.any():
+            values = np.asarray(mfde, dtype=np.float32).reshape(len(rows), -1)
+            bad = ~(np.isfinite(values).all(axis=-1) & (values >= 0).all(axis=-1))
+        if bad.any():
+            position = int(np.argmax(bad))
+            raise UsageError(
+                f"The MFDE weights of {self.root / window_name(rows[position])} must be {n_tokens} "
+                "finite non-negative values (n_chans * n_patches, or a whole multiple of it), but got "
+                f"shape {np.shape(mfde[position])}."
+            )
+        return values if group == 1 else values.reshape(len(rows), n_tokens, group).sum(axis=-1)
 
 
 def build_pretrain_loader(

@@ -252,3 +252,14 @@ def test_worker_batches_in_shared_memory_equal_in_process_batches(corpus):
         np.testing.assert_array_equal(x0, x1)
         np.testing.assert_array_equal(w0, w1)
     assert len(batches[1]) == 3
+
+
+def test_a_bad_window_of_a_batch_is_named(tmp_path):
+    segments = _segments(3)
+    segments[2]["mfde"] = segments[2]["mfde"] * np.nan
+    _write(tmp_path, segments, "pickle")
+    dataset = PretrainDataset(tmp_path, get_input_contract("m4cea_base"), N_CHANS, N_TIMES, N_TOKENS)
+    with pytest.raises(ValueError, match=r"MFDE weights of .*win002.pkl must be 320 finite non-negative"):
+        dataset.__getitems__([0, 1, 2])
+    x, w = dataset.__getitems__([1, 0])
+    np.testing.assert_array_equal(w.numpy(), np.asarray([s["mfde"] for s in segments[1::-1]], np.float32))
