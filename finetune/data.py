@@ -1,11 +1,13 @@
 """Fine-tuning data: labelled windows read lazily through the manifest, and their loaders.
 
-:class:`FinetuneDataset` serves the windows of one split (manifest rows): each item is read with the
-restricted unpickler (:func:`preprocess.segments.load_segment`), adapted to the model family's input
-contract (:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling; LaBraM's 200 Hz
-and uV / 100), and returned with its class index
-(:func:`tasks.encode_labels`) and its position in the split, so that predictions gathered
-from any number of ranks map back to manifest rows.
+:class:`FinetuneDataset` serves the windows of one split (manifest rows), a micro-batch at a time
+(``__getitems__``): read from pickles (restricted unpickler) or HDF5 shards
+(:func:`preprocess.segments.load_windows_into`), adapted to the model family's input contract
+(:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling, one division with the
+percentiles that shards store; LaBraM's 200 Hz and uV / 100), and returned with their class indices
+(:func:`tasks.encode_labels`) and their positions in the split, so that predictions gathered
+from any number of ranks map back to manifest rows. A micro-batch holds the values of its windows read
+one by one (``dataset[i]``).
 
 Loaders: :func:`build_train_loader` shuffles with a ``DistributedSampler`` (one code path for one
 process and for DDP) or draws classes equally often with :class:`BalancedSampler`; both are seeded
@@ -22,11 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    WeightedRandomSampler,
+    default_collate,
+    get_worker_info,
+)
 
 from models import get_input_contract
 from preprocess.adapt import WindowAdapter, adapter_for_windows
-from preprocess.segments import load_window, window_name
+from preprocess.segments import load_windows_into
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -44,6 +54,19 @@ __all__ = [
 
 #: Allowed values of ``data.sampler``.
 SAMPLERS = ("shuffle", "balanced")
+
+
+def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 batch tensor; in a loader worker, in shared memory from the start.
+
+    A worker sends its batch to the training process through shared memory: writing the windows there
+    directly saves the copy that sending an ordinary tensor makes (``default_collate`` does the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    elem = torch.empty(0, dtype=torch.float32)
+    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return elem.new(storage).resize_(*shape)
 
 
 def check_window_shapes(
@@ -179,20 +202,34 @@ class FinetuneDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        row = self.rows[index]
-        path = self.root / window_name(row)
-        data = np.asarray(load_window(self.root, row)["data"], dtype=np.float32)
-        if data.shape != self.stored_shape:
-            raise UsageError(
-                f"The window {path} has shape {data.shape} (n_chans, n_times), but the folder's windows "
-                f"are {self.stored_shape}: preprocess the folder with one montage and window."
-            )
-        x = torch.from_numpy(np.ascontiguousarray(self.adapter(data)))
+        x, target, position = self.__getitems__([index])
+        return x[0], target[0], position[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Read and adapt the windows ``indices`` as one batch (the loaders' micro-batch).
+
+        Returns ``(x, targets, positions)`` of shapes (batch, n_chans, n_times), (batch,) or
+        (batch, n_classes), (batch,): the items of ``dataset[i]`` stacked, with the same values.
+        """
+        rows = [self.rows[i] for i in indices]
+        x = _empty_batch((len(rows), self.n_chans, self.n_times))
+        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
+        stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
+        adapt = self.adapter.adapt_in_place if same else None
+        _, magnitudes = load_windows_into(self.root, rows, stored, adapt)
+        if not same:
+            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
+        positions = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if self.label_probs is not None:
-            target = torch.from_numpy(self.label_probs[index])
+            target = torch.from_numpy(self.label_probs[positions.numpy()])
         else:
-            target = torch.tensor(self.labels[index], dtype=torch.int64)
-        return x, target, torch.tensor(index, dtype=torch.int64)
+            target = torch.from_numpy(self.labels[positions.numpy()].astype(np.int64))
+        return x, target, positions
+
+
+def _collate(batch):
+    """A batch read whole (the tuple of ``FinetuneDataset.__getitems__``) as it is, else stacked."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
 
 
 def balanced_window_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -263,6 +300,7 @@ def _loader(
         drop_last=drop_last,
         persistent_workers=persistent and num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        collate_fn=_collate,
         # Worker seeds from their own generator: the global RNG (drop-path) does not depend on num_workers.
         generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from preprocess.segments import load_window, scale_window, window_name
+from preprocess.segments import SCALE_EPS, abs_quantile, load_window, scale_window, window_name
 from runtime.config import UsageError
 
 __all__ = ["WindowAdapter", "adapter_for_windows"]
@@ -119,6 +119,61 @@ class WindowAdapter:
         if self.contract.uv_scale is None:
             return scale_window(data)
         return data * np.float32(self.contract.uv_scale)
+
+    def adapt_in_place(self, window: np.ndarray, magnitude: np.ndarray | None = None) -> None:
+        """Adapt one stored window in place (no resampling: :attr:`identity_rate` only).
+
+        Parameters
+        ----------
+        window : ndarray of float32, shape (n_chans, n_times_in)
+            A stored window in microvolts; overwritten with ``self(window)``, to the bit.
+        magnitude : ndarray of float32, shape (n_chans, 1) | None
+            Its per-channel 95th percentile of ``|window|`` (:func:`preprocess.segments.abs_quantile`),
+            as HDF5 shards store it (``abs_q95``): the scaling is then one division.
+
+        Raises
+        ------
+        ValueError
+            If the adapter resamples (the adapted window has another length).
+        """
+        if not self.identity_rate:
+            raise ValueError(
+                f"Invalid call: windows resampled from {self.sfreq_in:g} Hz to {self.sfreq:g} Hz cannot be "
+                "adapted in place; use adapt_batch."
+            )
+        if self.contract.uv_scale is not None:
+            window *= np.float32(self.contract.uv_scale)
+            return
+        if magnitude is None:
+            magnitude = abs_quantile(window)
+        np.divide(window, magnitude + SCALE_EPS, out=window)
+
+    def adapt_batch(self, windows: np.ndarray, magnitudes: np.ndarray | None = None) -> np.ndarray:
+        """Adapt a batch of windows, in place where the rate is kept: the same values as :meth:`__call__`.
+
+        Parameters
+        ----------
+        windows : ndarray of float32, shape (batch, n_chans, n_times_in)
+            Stored windows in microvolts; overwritten when no resampling is needed.
+        magnitudes : ndarray of float32, shape (batch, n_chans, 1) | None
+            The per-channel 95th percentile of ``|windows|``
+            (:func:`preprocess.segments.abs_quantile`), as HDF5 shards store it (``abs_q95``): the
+            per-channel scaling is then one division. Ignored when the rate changes or the contract has
+            a fixed factor.
+
+        Returns
+        -------
+        adapted : ndarray of float32, shape (batch, n_chans, n_times)
+            Equal, window by window, to ``self(windows[i])``.
+        """
+        if not self.identity_rate:
+            windows = resample_poly(windows, self.up, self.down, axis=-1).astype(np.float32, copy=False)
+            if self.contract.uv_scale is not None:
+                return windows * np.float32(self.contract.uv_scale)
+            return scale_window(windows)
+        for i, window in enumerate(windows):  # window by window: each stays in the cache
+            self.adapt_in_place(window, None if magnitudes is None else magnitudes[i])
+        return windows
 
 
 def _column(rows: Sequence[Mapping], key: str) -> list:

@@ -385,7 +385,7 @@ class Preprocessor:
                         "filled_channels": list(filled),
                     }
                     if label_probs[index] is not None:
-                        segment["label_probs"] = label_probs[index]  # (shards: in the manifest row only)
+                        segment["label_probs"] = label_probs[index]  # pickle or shard, and the manifest row
                     if shards:
                         pending.append(segment)
                         rows.append({"shard_index": len(pending) - 1})

@@ -14,7 +14,10 @@ and, for a soft-labelled window (e.g. HMS expert votes), ``"label_probs": {class
 With ``output.format: hdf5`` a recording's windows are written instead as HDF5 shards of up to
 ``output.shard_size`` windows (:func:`save_shard`); the manifest row's ``path`` is then the shard and its
 ``shard_index`` the window's row in it (empty for pickles). :func:`load_window` reads a window of either
-format from its manifest row; every loader goes through it.
+format from its manifest row, :func:`load_windows_into` a loader's micro-batch of them into one array;
+every loader goes through them. A shard also stores each channel's 95th percentile of ``|x|``
+(``abs_q95``), so that loaders scale its windows (:func:`scale_window`) with one division, and the soft
+labels of its windows (``label_probs``).
 
 Pickles run code when loaded, so segments are read with :class:`RestrictedUnpickler`, which builds
 numpy arrays and plain Python values and refuses everything else.
@@ -39,6 +42,10 @@ from runtime.files import atomic_write
 __all__ = [
     "MANIFEST_COLUMNS",
     "RestrictedUnpickler",
+    "SCALE_EPS",
+    "SCALE_QUANTILE",
+    "abs_quantile",
+    "load_windows_into",
     "format_label_probs",
     "parse_label_probs",
     "UnsafePickleError",
@@ -73,6 +80,10 @@ MANIFEST_COLUMNS = (
 #: Allowed values of ``output.format`` and ``output.dtype`` (configs/preprocess/m4cea.yaml).
 OUTPUT_FORMATS = ("pickle", "hdf5")
 SHARD_DTYPES = ("float32", "float16")
+
+#: The official per-channel scaling (:func:`scale_window`): ``x / (quantile(|x|, 0.95) + 1e-8)``; shards store
+#: the quantile of every channel (``abs_q95``).
+SCALE_QUANTILE, SCALE_EPS = 0.95, 1e-8
 
 #: Pickle is protocol 4: numpy arrays then need only ``_reconstruct``/``ndarray``/``dtype``.
 PICKLE_PROTOCOL = 4
@@ -257,7 +268,39 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def scale_window(data: np.ndarray, quantile: float = 0.95, eps: float = 1e-8) -> np.ndarray:
+def abs_quantile(data: np.ndarray, quantile: float = 0.95) -> np.ndarray:
+    """Per-channel quantile of ``|data|``, as ``np.quantile(np.abs(data), quantile, axis=-1, keepdims=True)``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (..., n_chans, n_times)
+        Window(s) in uV.
+    quantile : float
+        In [0, 1] (the official scaling: 0.95).
+
+    Returns
+    -------
+    magnitude : ndarray, shape (..., n_chans, 1), dtype of ``data``
+        In uV; equal to the value of ``np.quantile`` (linear interpolation), computed in ``data``'s dtype.
+    """
+    magnitude = np.abs(data)
+    n_times = magnitude.shape[-1]
+    # np.quantile's linear interpolation between the order statistics lo and lo + 1, from one partition
+    # at hi (the lower one is then the maximum left of it): ~8x faster than np.quantile, same values.
+    position = quantile * (n_times - 1)
+    lo = int(np.floor(position))
+    hi = min(lo + 1, n_times - 1)
+    magnitude.partition(hi, axis=-1)  # in place: magnitude is our own array
+    upper = magnitude[..., hi : hi + 1]
+    lower = upper if hi == lo else magnitude[..., :hi].max(axis=-1, keepdims=True)
+    frac = position - lo
+    step = upper - lower
+    return lower + step * frac if frac < 0.5 else upper - step * (1 - frac)  # numpy's _lerp
+
+
+def scale_window(
+    data: np.ndarray, quantile: float = 0.95, eps: float = 1e-8, magnitude: np.ndarray | None = None
+) -> np.ndarray:
     """Per-sample normalisation of the official loader: each channel / (95th percentile of |x| + eps).
 
     Parameters
@@ -268,6 +311,9 @@ def scale_window(data: np.ndarray, quantile: float = 0.95, eps: float = 1e-8) ->
         Quantile of ``|data|`` per channel (official: 0.95).
     eps : float
         Added to the divisor so flat channels stay finite (official: 1e-8).
+    magnitude : ndarray, shape (..., n_chans, 1) | None
+        ``abs_quantile(data, quantile)`` when already known (HDF5 shards store it, ``abs_q95``): the
+        result is the same, without the partition of every channel.
 
     Returns
     -------
@@ -279,20 +325,9 @@ def scale_window(data: np.ndarray, quantile: float = 0.95, eps: float = 1e-8) ->
     Official M4CEA loader (Evigouse/M4CEA_Project), ``x / (np.quantile(np.abs(x), q=0.95, axis=-1,
     keepdims=True) + 1e-8)``.
     """
-    magnitude = np.abs(data)
-    n_times = magnitude.shape[-1]
-    # np.quantile's linear interpolation between the order statistics lo and lo + 1, from one partition
-    # at hi (the lower one is then the maximum left of it): ~8x faster than np.quantile, same values.
-    position = quantile * (n_times - 1)
-    lo = int(np.floor(position))
-    hi = min(lo + 1, n_times - 1)
-    part = np.partition(magnitude, hi, axis=-1)
-    upper = part[..., hi : hi + 1]
-    lower = upper if hi == lo else part[..., :hi].max(axis=-1, keepdims=True)
-    frac = position - lo
-    step = upper - lower
-    scale = (lower + step * frac if frac < 0.5 else upper - step * (1 - frac)) + eps  # numpy's _lerp
-    return (data / scale).astype(data.dtype, copy=False)
+    if magnitude is None:
+        magnitude = abs_quantile(data, quantile)
+    return (data / (magnitude + eps)).astype(data.dtype, copy=False)
 
 
 def window_name(row: dict) -> str:
@@ -316,7 +351,9 @@ def load_window(root: str | os.PathLike, row: dict) -> dict:
     segment : dict
         As :func:`load_segment`: ``data`` (ndarray, shape (n_chans, n_times), uV; float32 from a shard
         even if stored as float16), ``mfde`` (ndarray, shape (n_chans * n_patches,)), ``ch_names``,
-        ``sfreq``, ``recording``, ``subject``, ``start_s``, ``label``, ``filled_channels``.
+        ``sfreq``, ``recording``, ``subject``, ``start_s``, ``label``, ``filled_channels``, and for a
+        soft-labelled window ``label_probs`` (dict class -> probability; from a shard written before
+        shards held them, the manifest row's).
 
     Raises
     ------
@@ -333,7 +370,96 @@ def load_window(root: str | os.PathLike, row: dict) -> dict:
     index = row.get("shard_index")
     if index is None:
         return load_segment(Path(root) / row["path"])
-    return _shard_reader(os.path.join(root, row["path"])).window(int(index))  # str: cheaper than Path
+    window = _shard_reader(os.path.join(root, row["path"])).window(int(index))  # str: cheaper than Path
+    if "label_probs" not in window and row.get("label_probs"):  # shards written before they held them
+        window["label_probs"] = dict(row["label_probs"])
+    return window
+
+
+def load_windows_into(
+    root: str | os.PathLike, rows: list[dict], out: np.ndarray, adapt=None
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Read the windows of several manifest rows into one array: the batched form of :func:`load_window`.
+
+    Parameters
+    ----------
+    root : path-like
+        The preprocessing output folder.
+    rows : list of dict
+        Manifest rows, pickles or shards in any mix and order.
+    out : ndarray of float32, shape (len(rows), n_chans, n_times)
+        Receives the windows, in uV, in the order of ``rows`` (float16 shards converted).
+    adapt : callable | None
+        ``adapt(window, magnitude)``, called on each window of ``out`` as soon as it is written (while it
+        is in the cache), with its stored ``abs_q95`` (shape (n_chans, 1)) or None; it may change the
+        window in place (:meth:`preprocess.adapt.WindowAdapter.adapt_in_place`).
+
+    Returns
+    -------
+    mfde : list of ndarray, each shape (n_chans * n_patches,)
+        The windows' MFDE weights, as stored.
+    magnitudes : ndarray of float32, shape (len(rows), n_chans, 1) | None
+        ``abs_quantile(out[i], SCALE_QUANTILE)`` of every window, read from the shards' ``abs_q95``; None
+        when a row is a pickle or a shard written without it (the caller computes it then).
+
+    Raises
+    ------
+    ValueError
+        If a window's shape is not ``out.shape[1:]`` (the message names the window), or as
+        :func:`load_window`.
+    FileNotFoundError
+        If a pickle or shard is missing.
+
+    Notes
+    -----
+    A shard's windows are copied straight from its memory map into ``out`` (one copy, no per-window
+    dict); a shard read through h5py (chunked or compressed, written by another tool) is read once per
+    call, in one sorted selection of the rows asked for.
+    """
+    mfde, magnitudes = [], np.empty((len(rows), out.shape[1], 1), np.float32)
+    known = True
+    by_shard: dict = {}
+    for position, row in enumerate(rows):
+        index = row.get("shard_index")
+        if index is None:
+            segment = load_segment(Path(root) / row["path"])
+            _put(out, position, np.asarray(segment["data"]), row)
+            mfde.append(segment["mfde"])
+            known = False
+            if adapt is not None:
+                adapt(out[position], None)
+        else:
+            by_shard.setdefault(row["path"], []).append((position, int(index), row))
+            mfde.append(None)
+    for path, members in by_shard.items():
+        reader = _shard_reader(os.path.join(root, path))
+        indices = [index for _, index, _ in members]
+        for index in indices:
+            reader.check_index(index)
+        data = reader.data
+        if not isinstance(data, np.ndarray):  # h5py dataset: one read of the sorted rows
+            unique = sorted(set(indices))
+            block = data[unique]
+            data = {index: block[k] for k, index in enumerate(unique)}
+        for position, index, row in members:
+            _put(out, position, data[index], row)
+            mfde[position] = reader.mfde[index]
+            if reader.abs_q95 is None:
+                known = False
+            else:
+                magnitudes[position, :, 0] = reader.abs_q95[index]
+            if adapt is not None:
+                adapt(out[position], None if reader.abs_q95 is None else magnitudes[position])
+    return mfde, magnitudes if known else None
+
+
+def _put(out: np.ndarray, position: int, data: np.ndarray, row: dict) -> None:
+    if data.shape != out.shape[1:]:
+        raise UsageError(
+            f"The window {window_name(row)} has shape {data.shape} (n_chans, n_times), but the folder's "
+            f"windows are {out.shape[1:]}: preprocess the folder with one montage and window."
+        )
+    out[position] = data
 
 
 def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "float32") -> None:
@@ -355,7 +481,13 @@ def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "floa
     Layout: ``data`` (n, n_chans, n_times) and ``mfde`` (n, n_chans * n_patches) float64, both contiguous
     (not chunked, not compressed) so that readers may memory-map them; ``start_s`` float64, ``label``
     (empty string for no label), ``subject``, ``recording`` UTF-8 strings, each (n,); attributes
-    ``ch_names``, ``filled_channels`` (lists of str), ``sfreq`` (Hz).
+    ``ch_names``, ``filled_channels`` (lists of str), ``sfreq`` (Hz). ``abs_q95`` float32 (n, n_chans):
+    :func:`abs_quantile` at :data:`SCALE_QUANTILE` of each channel of ``data`` as read back (after the
+    float16 rounding), so that loaders scale a window with one division (:func:`scale_window`'s
+    ``magnitude``: the same values). When a window has a soft label: ``label_probs`` float64
+    (n, n_classes), its attribute ``classes`` (list of str, in the order of first appearance), a row of
+    NaN for a window without one; shards written before these datasets are read as well
+    (:func:`load_window` then takes the soft label from the manifest row).
 
     Raises
     ------
@@ -377,6 +509,8 @@ def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "floa
         with h5py.File(tmp, "w") as f:
             data = np.stack([np.asarray(s["data"]) for s in segments]).astype(dtype)
             f.create_dataset("data", data=data, track_times=False)
+            magnitude = abs_quantile(data.astype(np.float32, copy=False), SCALE_QUANTILE)[..., 0]
+            f.create_dataset("abs_q95", data=magnitude.astype(np.float32), track_times=False)
             mfde = np.stack([np.asarray(s["mfde"], np.float64) for s in segments])
             f.create_dataset("mfde", data=mfde, track_times=False)
             start_s = np.array([s["start_s"] for s in segments], np.float64)
@@ -384,6 +518,15 @@ def save_shard(segments: list[dict], path: str | os.PathLike, dtype: str = "floa
             for key in ("label", "subject", "recording"):
                 values = ["" if s[key] is None else str(s[key]) for s in segments]
                 f.create_dataset(key, data=np.array(values, dtype=object), dtype=strings, track_times=False)
+            soft = [s.get("label_probs") or {} for s in segments]
+            classes = list(dict.fromkeys(name for probs in soft for name in probs))
+            if classes:
+                probs = np.full((len(segments), len(classes)), np.nan)
+                for i, window_probs in enumerate(soft):
+                    for name, p in window_probs.items():
+                        probs[i, classes.index(name)] = float(p)
+                f.create_dataset("label_probs", data=probs, track_times=False)
+                f["label_probs"].attrs["classes"] = classes
             f.attrs["ch_names"] = list(first["ch_names"])
             f.attrs["filled_channels"] = list(first.get("filled_channels") or [])
             f.attrs["sfreq"] = float(first["sfreq"])
@@ -408,6 +551,11 @@ class _ShardReader:
             self.ch_names = [str(n) for n in f.attrs["ch_names"]]
             self.filled = [str(n) for n in f.attrs["filled_channels"]]
             self.sfreq = float(f.attrs["sfreq"])
+            self.abs_q95 = f["abs_q95"][()] if "abs_q95" in f else None
+            self.label_probs, self.classes = None, []
+            if "label_probs" in f:
+                self.label_probs = f["label_probs"][()]
+                self.classes = [str(n) for n in f["label_probs"].attrs["classes"]]
             data = f["data"]
         except (OSError, KeyError) as err:
             raise ValueError(f"Shard {path} is not a readable window shard: {err}") from None
@@ -419,13 +567,16 @@ class _ShardReader:
         else:  # written by another tool, chunked or compressed: read through h5py
             self.data = data
 
-    def window(self, index: int) -> dict:
+    def check_index(self, index: int) -> None:
         if not 0 <= index < len(self.start_s):
             raise ValueError(
                 f"Shard {self.path} has {len(self.start_s)} windows, but the manifest asks for index {index}."
             )
+
+    def window(self, index: int) -> dict:
+        self.check_index(index)
         label = self.strings["label"][index]
-        return {
+        window = {
             "data": np.array(self.data[index], dtype=np.float32),
             "mfde": self.mfde[index],
             "ch_names": self.ch_names,
@@ -436,6 +587,10 @@ class _ShardReader:
             "label": str(label) or None,
             "filled_channels": self.filled,
         }
+        if self.label_probs is not None and not np.isnan(self.label_probs[index]).all():
+            probs = self.label_probs[index]
+            window["label_probs"] = {c: float(p) for c, p in zip(self.classes, probs, strict=True) if p == p}
+        return window
 
 
 #: Open shards of this process: (pid, path) -> reader, least recently used first.

@@ -1,28 +1,54 @@
 """Pretraining data: windows and their MFDE weights, read lazily through the preprocessing manifest.
 
 A preprocessing output folder holds ``manifest.csv`` and one pickle per window, or HDF5 shards of
-windows (:mod:`preprocess.segments`). :class:`PretrainDataset` reads one window per item
-(:func:`preprocess.segments.load_window`: pickles with the restricted unpickler, shards memory-mapped),
-adapts it to the model family's input contract (:mod:`preprocess.adapt`: the
-official per-channel 95th-percentile scaling for M4CEA; 200 Hz and uV / 100 for LaBraM), and returns
-float32 tensors; :func:`build_pretrain_loader` wraps it in a ``DistributedSampler`` (also in a single
-process, so that one code path serves both) and a ``DataLoader`` with worker processes.
+windows (:mod:`preprocess.segments`). :class:`PretrainDataset` reads a micro-batch at a time
+(``__getitems__``, :func:`preprocess.segments.load_windows_into`: pickles with the restricted unpickler,
+shards copied straight from their memory map), adapts it to the model family's input contract
+(:meth:`preprocess.adapt.WindowAdapter.adapt_batch`: the official per-channel 95th-percentile scaling for
+M4CEA, one division with the percentiles that shards store; 200 Hz and uV / 100 for LaBraM), and returns
+float32 tensors of the whole micro-batch; :func:`build_pretrain_loader` wraps it in a
+``DistributedSampler`` (also in a single process, so that one code path serves both) and a
+``DataLoader`` with worker processes. The windows of a micro-batch, their order and their values are
+those of reading them one by one (``dataset[i]``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
 
 from preprocess.adapt import adapter_for_windows
-from preprocess.segments import load_window, read_manifest, window_name
+from preprocess.segments import load_windows_into, read_manifest, window_name
 from runtime.config import UsageError
 
-__all__ = ["PretrainDataset", "build_pretrain_loader"]
+__all__ = ["PretrainDataset", "build_pretrain_loader", "collate_batches"]
+
+
+def collate_batches(batch):
+    """The loaders' ``collate_fn``: a batch read whole (a tuple from ``__getitems__``) as it is, else stacked.
+
+    ``DataLoader`` hands ``collate_fn`` what the dataset's ``__getitems__`` returned (our datasets: a tuple
+    of batch tensors) or, for datasets without it, a list of items (``default_collate``).
+    """
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 batch tensor; in a loader worker, in shared memory from the start.
+
+    A worker sends its batch to the training process through shared memory: writing the windows there
+    directly saves the copy that sending an ordinary tensor makes (``default_collate`` does the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    elem = torch.empty(0, dtype=torch.float32)
+    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return elem.new(storage).resize_(*shape)
 
 
 class PretrainDataset(Dataset):
@@ -90,27 +116,41 @@ class PretrainDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.rows[index]
-        path = self.root / window_name(row)
-        segment = load_window(self.root, row)
-        data = np.asarray(segment["data"], dtype=np.float32)
-        if data.shape != self.stored_shape:
+        x, weights = self.__getitems__([index])
+        return x[0], weights[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read and adapt the windows ``indices`` as one batch: ``x`` (batch, n_chans, n_times), weights."""
+        rows = [self.rows[i] for i in indices]
+        x = _empty_batch((len(rows), self.n_chans, self.n_times))
+        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
+        stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
+        adapt = self.adapter.adapt_in_place if same else None
+        mfde, magnitudes = load_windows_into(self.root, rows, stored, adapt)
+        weights = self._weights(rows, mfde)
+        if not same:
+            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
+        return x, torch.from_numpy(weights)
+
+    def _weights(self, rows: list[dict], mfde: list[np.ndarray]) -> np.ndarray:
+        """The batch's MFDE weights as float32 (batch, n_tokens), checked together; a bad one is named."""
+        sizes = [np.size(values) for values in mfde]
+        n_tokens = self.n_tokens or sizes[0]
+        group = sizes[0] // n_tokens if sizes[0] % n_tokens == 0 else 0
+        if self.n_tokens is None and group != 1:  # the stored weights as they are: one size
+            group = 0
+        bad = np.array([size != n_tokens * group for size in sizes]) | (group == 0)
+        if not bad.any():
+            values = np.asarray(mfde, dtype=np.float32).reshape(len(rows), -1)
+            bad = ~(np.isfinite(values).all(axis=-1) & (values >= 0).all(axis=-1))
+        if bad.any():
+            position = int(np.argmax(bad))
             raise UsageError(
-                f"The window {path} has shape {data.shape} (n_chans, n_times), but the folder's windows "
-                f"are {self.stored_shape}: preprocess the folder with one montage and window."
+                f"The MFDE weights of {self.root / window_name(rows[position])} must be {n_tokens} "
+                "finite non-negative values (n_chans * n_patches, or a whole multiple of it), but got "
+                f"shape {np.shape(mfde[position])}."
             )
-        weights = np.asarray(segment["mfde"], dtype=np.float32).reshape(-1)
-        n_tokens = weights.size if self.n_tokens is None else self.n_tokens
-        group = weights.size // n_tokens if n_tokens and weights.size % n_tokens == 0 else 0
-        if not group or not np.isfinite(weights).all() or (weights < 0).any():
-            raise UsageError(
-                f"The MFDE weights of {path} must be {n_tokens} finite non-negative values "
-                f"(n_chans * n_patches, or a whole multiple of it), but got shape {weights.shape}."
-            )
-        if group > 1:
-            weights = weights.reshape(n_tokens, group).sum(axis=-1)
-        x = self.adapter(data)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(weights)
+        return values if group == 1 else values.reshape(len(rows), n_tokens, group).sum(axis=-1)
 
 
 def build_pretrain_loader(
@@ -169,6 +209,7 @@ def build_pretrain_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
+        collate_fn=collate_batches,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )

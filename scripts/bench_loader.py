@@ -7,10 +7,14 @@ Usage (from the repository root)::
 
 Writes ``--windows`` synthetic windows (16 x 4000 float32, uV, with MFDE weights) once as one pickle
 per window and once as shards of ``--shard-size`` windows (``output.format: hdf5``), with their
-manifests, into a temporary folder. Then, for each format, it times one epoch of the pretraining loader
-(:class:`pretrain.data.PretrainDataset` + :func:`pretrain.data.build_pretrain_loader`: shuffled
-micro-batches, per-channel scaling) with one worker process and with ``--workers`` processes, and the
-bare reads (:func:`preprocess.segments.load_window`, in this process, shuffled order). Each is run
+manifests, into a temporary folder. Then, for each format, it times the second epoch of the pretraining
+loader (:class:`pretrain.data.PretrainDataset` + :func:`pretrain.data.build_pretrain_loader`: shuffled
+micro-batches read whole, per-channel scaling; the first epoch starts the persistent workers and is not
+timed) with one worker process and with ``--workers`` processes, the loader's work in this process
+(``PretrainDataset.__getitems__`` of shuffled micro-batches: what a worker does, without the processes)
+and the bare reads (:func:`preprocess.segments.load_window`, in this process, shuffled order). Shards
+hold each channel's 95th percentile of ``|x|`` (``abs_q95``), so their windows are scaled with one
+division; pickles need the partition of every channel (the values are the same). Each is run
 ``--repeat`` times, formats alternately, and the best windows/s is reported with the ratio
 shards / pickles. The files are read after being written, so they sit in the page cache: the ratios are
 those of a warm cache (a cold network file system favours shards more: one open per 128 windows).
@@ -96,15 +100,27 @@ def write_corpus(root: Path, n_windows: int, n_recordings: int, shard_size: int,
 
 
 def loader_rate(folder: Path, workers: int, batch: int) -> float:
-    """Windows/s of one epoch of the pretraining loader (worker start-up included)."""
+    """Windows/s of the pretraining loader in a steady state: the second epoch, its workers started."""
     dataset = PretrainDataset(folder, get_input_contract("m4cea_base"), N_CHANS, N_TIMES, N_TOKENS)
     loader, sampler = build_pretrain_loader(dataset, micro_batch_size=batch, num_workers=workers, seed=0)
-    sampler.set_epoch(0)
-    start = time.perf_counter()
-    n = sum(x.shape[0] for x, _ in loader)
-    rate = n / (time.perf_counter() - start)
+    rate = 0.0
+    for epoch in range(2):  # epoch 0 starts the (persistent) workers and maps the files: not timed
+        sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        n = sum(x.shape[0] for x, _ in loader)
+        rate = n / (time.perf_counter() - start)
     del loader
     return rate
+
+
+def batch_rate(folder: Path, batch: int) -> float:
+    """Windows/s of the loader's work without worker processes: ``__getitems__`` of shuffled micro-batches."""
+    dataset = PretrainDataset(folder, get_input_contract("m4cea_base"), N_CHANS, N_TIMES, N_TOKENS)
+    order = np.random.default_rng(1).permutation(len(dataset))
+    start = time.perf_counter()
+    for first in range(0, len(order) - batch + 1, batch):
+        dataset.__getitems__(order[first : first + batch].tolist())
+    return (len(order) // batch * batch) / (time.perf_counter() - start)
 
 
 def read_rate(folder: Path) -> float:
@@ -128,7 +144,10 @@ def main(argv=None) -> None:
             f"corpus: {args.windows} windows of {N_CHANS} x {N_TIMES}, shards of {args.shard_size} "
             f"({args.dtype}), written in {time.perf_counter() - start:.1f} s"
         )
-        cases = [("bare reads (this process)", read_rate, ())]
+        cases = [
+            ("bare reads (this process)", read_rate, ()),
+            ("micro-batches (this process)", batch_rate, (args.batch,)),
+        ]
         cases += [(f"loader, {w} worker(s)", loader_rate, (w, args.batch)) for w in sorted({1, args.workers})]
         for title, function, extra in cases:
             best = {"pickle": 0.0, "hdf5": 0.0}
