@@ -11,6 +11,7 @@ After nanoGPT's ``train.py`` (Karpathy, github.com/karpathy/nanoGPT).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "init_distributed",
+    "no_sync",
     "unwrap_model",
 ]
 
@@ -157,6 +159,30 @@ def all_gather_object(obj: Any) -> list:
         dist.all_gather_object(gathered, obj)
         return gathered
     return [obj]
+
+
+def no_sync(model: torch.nn.Module, sync: bool):
+    """DDP's ``no_sync()`` context while gradients must not be all-reduced yet, else a no-op context.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained model, possibly in ``DistributedDataParallel`` (the only wrapper with ``no_sync``).
+    sync : bool
+        True on the last micro-step of a gradient accumulation: its backward all-reduces the gradients.
+
+    Returns
+    -------
+    context : contextlib.AbstractContextManager
+        ``model.no_sync()`` when ``sync`` is False and the model has it, else ``contextlib.nullcontext()``.
+
+    References
+    ----------
+    nanoGPT's ``train.py`` (Karpathy): gradients are synchronised on the last micro-step only.
+    """
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
