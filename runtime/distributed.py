@@ -30,6 +30,7 @@ __all__ = [
     "init_distributed",
     "no_sync",
     "unwrap_model",
+    "unwrap_name",
 ]
 
 
@@ -194,3 +195,28 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+#: Name prefixes of the wrappers :func:`unwrap_model` removes: ``DistributedDataParallel``, ``torch.compile``.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_name(name: str, prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> str:
+    """A parameter or state-dict name without the wrapper prefixes it starts with (any order, repeated).
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"module._orig_mod.blocks.0.attn.qkv.weight"``.
+    prefixes : tuple of str
+        The prefixes to strip, each ending with its first dot (default: DDP's ``module.`` and
+        ``torch.compile``'s ``_orig_mod.``).
+
+    Returns
+    -------
+    name : str
+        E.g. ``"blocks.0.attn.qkv.weight"``.
+    """
+    while name.startswith(prefixes):
+        name = name.split(".", 1)[1]
+    return name
