@@ -237,16 +237,17 @@ def set_train_mode(model: torch.nn.Module, linear_probe: bool = False) -> None:
     Parameters
     ----------
     model : torch.nn.Module
-        An M4CEA classification model, possibly wrapped (DDP, ``torch.compile``).
+        A classification model of any family (its ``get_classifier()`` names the head), possibly wrapped
+        (DDP, ``torch.compile``).
     linear_probe : bool
-        True: the frozen backbone runs as at inference (no drop-path, no dropout).
+        True: the frozen backbone runs as at inference (no drop-path, no dropout, batch-norm statistics
+        fixed); only the classification layer trains.
     """
     model.train()
     if linear_probe:
         raw = unwrap_model(model)
-        for name, module in raw.named_children():
-            if name not in ("head", "head_act"):
-                module.eval()
+        raw.eval()
+        raw.get_classifier().train()
 
 
 def train_one_epoch(

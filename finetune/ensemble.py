@@ -1,241 +1,406 @@
-"""Gated ensembles of fine-tuned runs (EnECG's mixture of frozen experts) and their baselines.
+"""Gated ensembles of fine-tuned runs (EnECG's mixture of frozen experts): the gate and its training.
 
-Members are finished fine-tuning runs (``OUTPUT/<task>/seed<S>/``) of any models, frozen. Each member's
-window probabilities ``p_m`` (batch, n_classes) are combined by a gate, a small network on the members'
-log-probabilities that outputs one weight per member (softmax), into the mixture ``sum_m w_m p_m``. The gate
-is trained on the training split with the fine-tuning engine (:func:`finetune.engine.train_one_epoch`: the
-gate returns ``log(mixture)``, so the engine's cross-entropy is the mixture's negative log-likelihood), the
-same seeds, loaders and early stopping on the validation loss. Beside the gate, the uniform average of the
-members and the best single member (lowest validation loss) are evaluated on the same windows.
+Members are finished fine-tuning runs (``OUTPUT/<task>/seed<S>/``) of any models, frozen
+(:mod:`finetune.ensemble_members` reads them). Each member ``m`` gives, per window, either its class
+probabilities ``p_m`` (``ensemble.inputs: probabilities``) or its pooled features ``f_m``, which a small
+trainable FFN head turns into class probabilities ``p_m = softmax(FFN_m(f_m))`` (``ensemble.inputs:
+features``, as EnECG does). A gate (mixture of experts) outputs one weight per member, ``w = softmax(g)``,
+from the members' log-probabilities (``ensemble.gate_inputs: outputs``), from a small convolutional network
+on a subset of the window's EEG channels (``channels``, ``ensemble.gate_channels``) or from both; the
+ensemble's prediction is the mixture ``sum_m w_m p_m``. :class:`GatedEnsemble` returns ``log(mixture)``,
+so the fine-tuning engine's cross-entropy (:func:`finetune.engine.train_one_epoch`) is the mixture's
+negative log-likelihood: :func:`train_gate` trains gate and heads on the training split with the same
+engine, seeds, loaders, early stopping on the validation loss and DDP (``torchrun``) as fine-tuning.
 
 References
 ----------
-Xu et al., "EnECG: efficient ensemble learning for electrocardiogram multi-task foundation model" (gated
-mixture of frozen foundation models); Jacobs et al., "Adaptive mixtures of local experts", Neural Comput.
-1991.
+Xu et al., "EnECG: efficient ensemble learning for electrocardiogram multi-task foundation model" (frozen
+foundation models, trainable FFN heads on their features, a learned gate); Jacobs et al., "Adaptive
+mixtures of local experts", Neural Comput. 1991.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-import yaml
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from finetune.checkpoints import BEST_CHECKPOINT, build_model
-from finetune.data import FinetuneDataset, build_eval_loader, build_train_loader
+from finetune.data import build_eval_loader, build_train_loader
 from finetune.engine import EarlyStopping, EngineSettings, evaluate, train_one_epoch
-from finetune.heads import parameter_counts
-from finetune.metrics import evaluate_predictions
-from finetune.outputs import PREDICTIONS_FILE, RESULTS_FILE, write_predictions, write_results
-from finetune.splits import SPLIT_FILE, SPLIT_NAMES, make_split, read_split_file
-from models.zoo import is_zoo_name
-from preprocess.adapt import WindowAdapter
-from preprocess.segments import read_manifest
-from runtime.checkpoint import load_checkpoint, save_checkpoint
-from runtime.config import UsageError, save_config
-from runtime.optim import build_lr_scheduler
+from runtime.checks import check_choice
+from runtime.config import UsageError
+from runtime.distributed import DistributedContext, unwrap_model
+from runtime.optim import build_lr_scheduler, steps_per_accumulation
 from runtime.seeding import seed_everything
-from tasks import Task, encode_labels
+from tasks import Task
 
 __all__ = [
-    "EnsembleMember",
+    "ENSEMBLE_INPUTS",
+    "GATE_INPUTS",
     "GatedEnsemble",
     "MemberOutputs",
-    "check_members",
-    "load_member",
-    "member_probabilities",
-    "run_ensemble",
+    "SignalEncoder",
+    "build_gate",
+    "loader_workers",
+    "gate_weights",
     "train_gate",
 ]
 
 logger = logging.getLogger("finetune.ensemble")
 
-#: Files an ensemble run writes (removed before a new run in the same folder).
-ENSEMBLE_OUTPUTS = (RESULTS_FILE, PREDICTIONS_FILE, BEST_CHECKPOINT, "config.yaml")
+#: Allowed values of ``ensemble.inputs``: what each member gives the ensemble.
+ENSEMBLE_INPUTS = ("probabilities", "features")
+#: Allowed values of ``ensemble.gate_inputs``: what the gate reads.
+GATE_INPUTS = ("outputs", "channels", "both")
 
 
-@dataclass
-class EnsembleMember:
-    """A finished fine-tuning run used as a frozen member."""
+class MemberOutputs(Dataset):
+    """The members' outputs of one split (and the gate's window signal) as a dataset.
 
-    path: Path
-    cfg: dict
-    model_name: str
+    Parameters
+    ----------
+    outputs : ndarray, shape (n_windows, n_members, n_classes), or list of ndarray
+        The members' window probabilities (``ensemble.inputs: probabilities``), or one array per member
+        of shape (n_windows, n_features_m), its pooled features (``features``).
+    labels : ndarray of int, shape (n_windows,)
+        Class index of each window.
+    task : Task
+    rows : list of dict | None
+        The split's manifest rows (kept for the outputs).
+    signal : Dataset | ndarray | None
+        The window signal the gate reads (``ensemble.gate_inputs: channels | both``): an array of shape
+        (n_windows, n_chans, n_times) or a dataset whose item ``i`` is ``(x, label, i)`` with ``x`` of
+        that shape (e.g. a :class:`finetune.data.FinetuneDataset`, read lazily).
+    gate_channels : sequence of int | None
+        Indices of the channels of ``signal`` the gate reads (default: all).
 
+    Attributes
+    ----------
+    x : Tensor
+        ``outputs`` as float32: (n_windows, n_members, n_classes) or (n_windows, sum of n_features_m).
+    member_dims : tuple of int
+        Values per member in ``x`` (``n_classes`` each for probabilities).
+    signal_shape : tuple of int | None
+        ``(len(gate_channels), n_times)`` of the gate's signal, None without signal.
 
-def load_member(path: str | Path) -> EnsembleMember:
-    """Read a member run folder (``config.yaml`` and ``checkpoint-best.pth`` must exist).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the folder, its config or its best checkpoint is missing (the message names the member).
-    """
-    path = Path(path)
-    for name in ("config.yaml", BEST_CHECKPOINT):
-        if not (path / name).is_file():
-            raise FileNotFoundError(
-                f"Ensemble member {path} has no {name}: --members takes finished fine-tuning run folders "
-                f"(OUTPUT/<task>/seed<S>)."
-            )
-    with open(path / "config.yaml", encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    return EnsembleMember(path, cfg, str(cfg["model"]["name"]))
-
-
-def check_members(members: list, task: Task, seed: int, split_cfg: dict) -> None:
-    """Members must share the task, its classes, the split and the seed; an error names the member.
+    Notes
+    -----
+    ``dataset[i]`` returns ``(inputs, label, i)`` (the loader interface of
+    :class:`finetune.data.FinetuneDataset`): ``inputs`` float32 of shape (sum(member_dims) + n_chans *
+    n_times,), the member outputs then the selected channels, flattened (:class:`GatedEnsemble` unpacks).
 
     Raises
     ------
     ValueError
-        If a member was trained for another task or classes, with another split protocol or settings,
-        or another seed; or fewer than two members are given.
+        If the shapes do not fit one another or the task's classes.
     """
-    if len(members) < 2:
-        raise UsageError(f"An ensemble needs at least two --members, but got {len(members)}.")
-    for member in members:
-        cfg = member.cfg
-        checks = (
-            ("task", cfg["task"]["name"], task.name),
-            ("classes", list(cfg["task"]["classes"]), list(task.classes)),
-            ("split", dict(cfg["split"]), dict(split_cfg)),
-            ("seed (runtime.seed)", cfg["runtime"]["seed"], seed),
-        )
-        for what, got, want in checks:
-            if got != want:
-                raise UsageError(
-                    f"Ensemble member {member.path} ({member.model_name}) has {what} {got!r}, but the "
-                    f"ensemble has {want!r}: members must share task, classes, split and seed protocol."
-                )
 
-
-def _member_dataset(member, model, root, rows, task):
-    """The member's windows as its own run read them (zoo models: their input contract)."""
-    if is_zoo_name(member.model_name):
-        window = member.cfg["model"]["zoo_window"]
-        adapter = WindowAdapter(model.contract, window["sfreq_in"], window["n_times_in"])
-        return FinetuneDataset(root, rows, task, model.n_chans, window["n_times_in"], adapter=adapter)
-    return FinetuneDataset(root, rows, task, model.n_chans, model.n_times)
-
-
-def member_probabilities(member, root, rows_by_split, task, device, batch_size=64) -> dict:
-    """The frozen member's window probabilities of each split.
-
-    Returns
-    -------
-    probabilities : dict of str to ndarray, shape (n_windows, n_classes)
-        Keyed by split name, rows in the order of ``rows_by_split[name]``.
-    """
-    model = build_model(member.cfg, task)
-    model.load_state_dict(load_checkpoint(member.path / BEST_CHECKPOINT)["model"])
-    model.to(device).eval()
-    out = {}
-    for name, rows in rows_by_split.items():
-        loader = build_eval_loader(_member_dataset(member, model, root, rows, task), batch_size=batch_size)
-        out[name] = evaluate(model, loader, device)[1]
-    return out
-
-
-class MemberOutputs(Dataset):
-    """Members' probabilities of one split as a dataset: items ``(p, label, index)``, ``p`` (n_members,
-    n_classes), the loader interface of :class:`finetune.data.FinetuneDataset`."""
-
-    def __init__(self, probabilities: np.ndarray, labels: np.ndarray, task: Task, rows=None) -> None:
-        self.x = torch.as_tensor(np.asarray(probabilities, dtype=np.float32))
+    def __init__(self, outputs, labels, task: Task, rows=None, signal=None, gate_channels=None) -> None:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.task, self.rows = task, rows
-        if self.x.ndim != 3 or len(self.x) != len(self.labels) or self.x.shape[2] != task.n_classes:
-            raise ValueError(f"Member probabilities of shape {tuple(self.x.shape)} do not fit the labels.")
+        if isinstance(outputs, (list, tuple)):
+            parts = [np.asarray(o, dtype=np.float32) for o in outputs]
+            if any(p.ndim != 2 or len(p) != len(self.labels) for p in parts):
+                shapes = [p.shape for p in parts]
+                raise ValueError(f"Member features of shapes {shapes} do not fit {len(self.labels)} labels.")
+            self.member_dims = tuple(int(p.shape[1]) for p in parts)
+            self.x = torch.as_tensor(np.concatenate(parts, axis=1))
+        else:
+            self.x = torch.as_tensor(np.asarray(outputs, dtype=np.float32))
+            if self.x.ndim != 3 or len(self.x) != len(self.labels) or self.x.shape[2] != task.n_classes:
+                raise ValueError(
+                    f"Member probabilities of shape {tuple(self.x.shape)} do not fit the labels."
+                )
+            self.member_dims = (task.n_classes,) * self.x.shape[1]
+        self.signal, self.signal_shape, self.gate_channels = signal, None, None
+        if signal is not None:
+            if len(signal) != len(self.labels):
+                raise ValueError(
+                    f"The gate's signal has {len(signal)} windows, but the split {len(self.labels)}."
+                )
+            first = self._window(0)
+            n_chans = first.shape[0]
+            self.gate_channels = list(range(n_chans)) if gate_channels is None else list(gate_channels)
+            if not self.gate_channels or not all(0 <= c < n_chans for c in self.gate_channels):
+                raise ValueError(f"Gate channels {self.gate_channels} are not indices of {n_chans} channels.")
+            self.signal_shape = (len(self.gate_channels), int(first.shape[1]))
+
+    @property
+    def n_members(self) -> int:
+        """Number of members."""
+        return len(self.member_dims)
+
+    def _window(self, index: int) -> torch.Tensor:
+        item = self.signal[index]
+        return torch.as_tensor(item[0] if isinstance(item, tuple) else item, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index):
-        return self.x[index], torch.tensor(self.labels[index]), torch.tensor(index)
+        inputs = self.x[index].flatten()
+        if self.signal is not None:
+            inputs = torch.cat([inputs, self._window(index)[self.gate_channels].flatten()])
+        return inputs, torch.tensor(self.labels[index]), torch.tensor(index)
+
+
+class SignalEncoder(torch.nn.Module):
+    """A small network on the gate's EEG channels: two strided 1-D convolutions, GELU, mean over time.
+
+    Parameters
+    ----------
+    n_chans : int
+        Channels the gate reads.
+    width : int
+        Output features (and convolution channels).
+
+    Notes
+    -----
+    ``forward(x)``, ``x`` (batch, n_chans, n_times) in uV / 100, returns (batch, width). Kernels of 7
+    samples, stride 2 each: any window length works.
+    """
+
+    def __init__(self, n_chans: int, width: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv1d(n_chans, width, 7, stride=2, padding=3),
+            torch.nn.GELU(),
+            torch.nn.Conv1d(width, width, 7, stride=2, padding=3),
+            torch.nn.GELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=-1)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> torch.nn.Module:
+    if hidden <= 0:
+        return torch.nn.Linear(n_in, n_out)
+    return torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_out))
 
 
 class GatedEnsemble(torch.nn.Module):
-    """A gate over frozen members' probabilities: ``log(sum_m w_m(p) p_m)``.
+    """A gate over frozen members: ``log(sum_m w_m p_m)``, with optional FFN heads on member features.
 
     Parameters
     ----------
     n_members, n_classes : int
     hidden : int
-        Width of the gate's hidden layer (0: a linear gate).
+        Width of the gate's hidden layer (0: a linear gate; ``ensemble.gate_hidden``).
+    inputs : {"probabilities", "features"}
+        What the members give: probabilities ``p_m`` used as they are, or pooled features, each member's
+        through its own FFN head (LayerNorm, Linear, GELU, Linear) to class logits (EnECG).
+    member_dims : sequence of int | None
+        Features per member (``inputs="features"``); default ``n_classes`` each.
+    head_hidden : int
+        Hidden width of the FFN heads (``ensemble.head_hidden``).
+    gate_inputs : {"outputs", "channels", "both"}
+        What the gate reads: the members' log-probabilities, the window signal (:class:`SignalEncoder`)
+        or both (concatenated).
+    signal_shape : tuple of int | None
+        ``(n_chans, n_times)`` of the gate's signal; required with ``channels`` and ``both``.
 
     Notes
     -----
-    ``forward(p)``, ``p`` (batch, n_members, n_classes) probabilities, returns log-probabilities
-    (batch, n_classes), which the engine treats as logits (softmax of log p is p); :meth:`weights`
-    returns ``w`` (batch, n_members), summing to 1.
+    ``forward(x)`` takes the packed inputs of :class:`MemberOutputs` (batch, ...) (or probabilities
+    (batch, n_members, n_classes)) and returns log-probabilities (batch, n_classes), which the engine
+    treats as logits (softmax of log p is p); :meth:`weights` returns ``w`` (batch, n_members), summing
+    to 1; :meth:`member_log_probabilities` the experts' (batch, n_members, n_classes).
+
+    Raises
+    ------
+    ValueError
+        If ``inputs`` or ``gate_inputs`` is not an allowed value, or ``signal_shape`` is missing.
     """
 
-    def __init__(self, n_members: int, n_classes: int, hidden: int = 16) -> None:
+    def __init__(
+        self,
+        n_members: int,
+        n_classes: int,
+        hidden: int = 16,
+        *,
+        inputs: str = "probabilities",
+        member_dims: Sequence[int] | None = None,
+        head_hidden: int = 32,
+        gate_inputs: str = "outputs",
+        signal_shape: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
-        n_in = n_members * n_classes
-        layers = [torch.nn.Linear(n_in, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_members)]
-        self.gate = torch.nn.Sequential(*layers) if hidden > 0 else torch.nn.Linear(n_in, n_members)
-        self.head = self.gate  # the trainable part (head-mode conventions)
+        self.inputs = check_choice("ensemble.inputs", inputs, ENSEMBLE_INPUTS)
+        self.gate_inputs = check_choice("ensemble.gate_inputs", gate_inputs, GATE_INPUTS)
+        self.n_members, self.n_classes = int(n_members), int(n_classes)
+        self.member_dims = tuple(member_dims) if member_dims is not None else (self.n_classes,) * n_members
+        if len(self.member_dims) != self.n_members:
+            raise ValueError(f"member_dims {self.member_dims} has not one entry per member ({n_members}).")
+        self.heads = None
+        if self.inputs == "features":
+            self.heads = torch.nn.ModuleList(
+                torch.nn.Sequential(torch.nn.LayerNorm(d), _mlp(d, head_hidden, self.n_classes))
+                for d in self.member_dims
+            )
+        self.signal_shape = None if signal_shape is None else tuple(int(s) for s in signal_shape)
+        self.signal_net = None
+        n_in = self.n_members * self.n_classes if self.gate_inputs != "channels" else 0
+        if self.gate_inputs != "outputs":
+            if self.signal_shape is None:
+                raise UsageError(
+                    f"ensemble.gate_inputs={gate_inputs!r} reads the window signal, but no signal_shape "
+                    f"was given."
+                )
+            width = max(int(hidden), 8)
+            self.signal_net = SignalEncoder(self.signal_shape[0], width)
+            n_in += width
+        self.gate = _mlp(n_in, hidden, self.n_members)
 
-    def weights(self, p: torch.Tensor) -> torch.Tensor:
-        features = torch.log(p.clamp_min(1e-6)).flatten(1)
-        return torch.softmax(self.gate(features), dim=-1)
+    def _unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x.flatten(1)
+        n_out = sum(self.member_dims)
+        if self.signal_shape is None:
+            return x, None
+        return x[:, :n_out], x[:, n_out:].reshape(len(x), *self.signal_shape)
 
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        mixture = (self.weights(p).unsqueeze(-1) * p).sum(dim=1)
-        return torch.log(mixture.clamp_min(1e-8))
+    def member_log_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Experts' log-probabilities (batch, n_members, n_classes) from the members' outputs."""
+        if self.heads is None:
+            return torch.log(outputs.reshape(len(outputs), self.n_members, self.n_classes).clamp_min(1e-8))
+        parts = outputs.split(self.member_dims, dim=1)
+        log_p = [F.log_softmax(head(p), dim=-1) for head, p in zip(self.heads, parts, strict=True)]
+        return torch.stack(log_p, dim=1)
+
+    def _gate_logits(self, log_p: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor:
+        parts = [] if self.gate_inputs == "channels" else [log_p.flatten(1)]
+        if self.signal_net is not None:
+            parts.append(self.signal_net(signal))
+        return self.gate(torch.cat(parts, dim=1))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate weights ``w`` (batch, n_members), summing to 1."""
+        outputs, signal = self._unpack(x)
+        return torch.softmax(self._gate_logits(self.member_log_probabilities(outputs), signal), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, signal = self._unpack(x)
+        log_p = self.member_log_probabilities(outputs)
+        log_w = torch.log_softmax(self._gate_logits(log_p, signal), dim=-1)
+        return torch.logsumexp(log_w.unsqueeze(-1) + log_p, dim=1)
 
 
-def train_gate(cfg: dict, task: Task, outputs: dict, device=None) -> tuple:
-    """Train a gate on the training split's member outputs, early stopping on validation.
+def build_gate(cfg: dict, task: Task, outputs: MemberOutputs) -> GatedEnsemble:
+    """The gate of the config's ``ensemble`` section for the members' outputs of ``outputs``."""
+    ens = cfg["ensemble"]
+    return GatedEnsemble(
+        outputs.n_members,
+        task.n_classes,
+        ens["gate_hidden"],
+        inputs=ens["inputs"],
+        member_dims=outputs.member_dims,
+        head_hidden=ens["head_hidden"],
+        gate_inputs=ens["gate_inputs"],
+        signal_shape=outputs.signal_shape,
+    )
+
+
+def loader_workers(cfg: dict, outputs: MemberOutputs) -> int:
+    """``data.num_workers`` when windows are read from disk (a gate on channels), else 0 (all in memory)."""
+    return cfg["data"]["num_workers"] if isinstance(outputs.signal, Dataset) else 0
+
+
+def train_gate(
+    cfg: dict, task: Task, outputs: dict, device=None, ctx: DistributedContext | None = None
+) -> tuple[GatedEnsemble, dict]:
+    """Train the gate (and FFN heads) on the training split's member outputs, early stopping on validation.
 
     Parameters
     ----------
     cfg : dict
-        The run config: ``runtime.seed``, ``optim`` (``batch_size``, ``micro_batch_size``, ``base_lr``,
-        ``epochs``, warm-up and cosine), ``early_stopping``, ``ensemble.gate_hidden``.
+        The run config: ``runtime.seed``, ``optim`` (``batch_size``: windows per optimiser step over all
+        ranks, ``micro_batch_size``, ``base_lr``, ``weight_decay``, ``epochs``, warm-up and cosine),
+        ``early_stopping``, ``ensemble`` (``inputs``, ``gate_inputs``, ``gate_hidden``, ``head_hidden``),
+        ``data.num_workers`` (loader processes when the gate reads windows from disk).
     task : Task
     outputs : dict of str to MemberOutputs
         ``"train"`` and ``"val"``.
+    device : torch.device | None
+        Default: ``ctx.device``, or the CPU.
+    ctx : DistributedContext | None
+        Under ``torchrun`` (:func:`runtime.distributed.init_distributed`): each rank trains on its share
+        of every optimiser step's windows (``DistributedSampler``), gradients averaged by
+        ``DistributedDataParallel``; None: one process.
 
     Returns
     -------
     gate : GatedEnsemble
-        With the weights of the lowest validation loss.
+        In eval mode, unwrapped, with the weights of the lowest validation loss (the same on every rank).
     info : dict
         ``best_epoch``, ``best_loss``, ``epochs_run``, ``optimizer_steps``.
+
+    Raises
+    ------
+    ValueError
+        If the training split holds fewer windows than one optimiser step, or the batch sizes do not fit
+        the number of processes.
     """
-    device = torch.device("cpu") if device is None else device
+    ctx = ctx or DistributedContext(device=device or torch.device("cpu"))
+    device = ctx.device if device is None else device
     seed, optim = cfg["runtime"]["seed"], cfg["optim"]
-    seed_everything(seed)
-    n_members = outputs["train"].x.shape[1]
-    gate = GatedEnsemble(n_members, task.n_classes, cfg["ensemble"]["gate_hidden"]).to(device)
-    micro = min(optim["micro_batch_size"], len(outputs["train"]))
-    loader, sampler = build_train_loader(outputs["train"], micro_batch_size=micro, seed=seed)
-    val_loader = build_eval_loader(outputs["val"], batch_size=micro)
+    seed_everything(seed)  # identical initial gates on every rank
+    gate = build_gate(cfg, task, outputs["train"]).to(device)
+    micro = optim["micro_batch_size"]
+    accum = steps_per_accumulation(optim["batch_size"], micro, ctx.world_size)
+    workers = loader_workers(cfg, outputs["train"])
+    loader, sampler = build_train_loader(
+        outputs["train"],
+        micro_batch_size=micro,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=seed,
+        num_workers=workers,
+    )
+    if len(loader) // accum == 0:
+        raise UsageError(
+            f"The training split holds {len(outputs['train'])} windows, fewer than one optimiser step of "
+            f"optim.batch_size={optim['batch_size']}: use a smaller batch size (--set optim.batch_size=N "
+            f"optim.micro_batch_size=N)."
+        )
+    val_loader = build_eval_loader(
+        outputs["val"], batch_size=micro, rank=ctx.rank, world_size=ctx.world_size, num_workers=workers
+    )
     lr = optim["base_lr"] * optim["batch_size"] / 256
     optimizer = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=optim["weight_decay"])
-    scheduler = build_lr_scheduler(optimizer, cfg, max(1, len(loader)))
-    settings = EngineSettings(micro_batch_size=micro, log_every=max(1, len(loader)))
+    scheduler = build_lr_scheduler(optimizer, cfg, len(loader) // accum)
+    settings = EngineSettings(
+        micro_batch_size=micro, accum_steps=accum, log_every=max(1, len(loader) // accum)
+    )
+    model = gate
+    if ctx.is_distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            gate, device_ids=[ctx.local_rank] if device.type == "cuda" else None
+        )
     stopping = EarlyStopping(cfg["early_stopping"]["patience"], cfg["early_stopping"]["min_delta"])
     best_state, step, epochs_run = None, 0, 0
     for epoch in range(optim["epochs"]):
         sampler.set_epoch(epoch)
-        step = train_one_epoch(
-            gate, loader, optimizer, scheduler, device, epoch, settings=settings, step=step
-        )["step"]
-        val_loss = evaluate(gate, val_loader, device)[0]
+        train = train_one_epoch(
+            model, loader, optimizer, scheduler, device, epoch, settings=settings, step=step, ctx=ctx
+        )
+        step = train["step"]
+        val_loss = evaluate(model, val_loader, device)[0]  # gathered: the same on every rank
         epochs_run = epoch + 1
-        if stopping.update(val_loss, epoch + 1):
+        improved = stopping.update(val_loss, epoch + 1)
+        if improved:
             best_state = {k: v.detach().clone() for k, v in gate.state_dict().items()}
+        logger.info(
+            "gate epoch %d/%d: train loss %.4f, val loss %.4f%s",
+            epoch + 1,
+            optim["epochs"],
+            train["loss"],
+            val_loss,
+            " *best*" if improved else "",
+        )
         if stopping.should_stop:
             break
     gate.load_state_dict(best_state)
@@ -245,159 +410,27 @@ def train_gate(cfg: dict, task: Task, outputs: dict, device=None) -> tuple:
         "epochs_run": epochs_run,
         "optimizer_steps": step,
     }
-    return gate.eval(), info
+    return unwrap_model(gate).eval(), info
 
 
-def _nll(probabilities, labels):
-    p = np.clip(probabilities[np.arange(len(labels)), labels], 1e-8, None)
-    return float(-np.log(p).mean())
-
-
-def _mixture(gate, outputs, device):
-    loader = build_eval_loader(outputs, batch_size=256)
-    probabilities = evaluate(gate, loader, device)[1]
-    with torch.no_grad():
-        weights = gate.weights(outputs.x.to(device)).cpu().numpy()
-    return probabilities, weights
-
-
-def run_ensemble(args, cfg: dict, task: Task) -> dict:
-    """The ensemble run of ``finetune/ensemble_main.py``: members, gate, baselines, outputs.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        ``members``, ``output``, ``overwrite``.
-    cfg : dict
-        The resolved fine-tuning config (``data.root``, ``split``, ``runtime.seed``, ``optim``...).
-    task : Task
+@torch.no_grad()
+def gate_weights(
+    gate: GatedEnsemble, outputs: MemberOutputs, device, batch_size: int = 256, num_workers: int = 0
+) -> tuple:
+    """The ensemble's probabilities and the gate's weights of every window of a split (one process).
 
     Returns
     -------
-    results : dict
-        What ``results.json`` holds: the gated ensemble's metrics (``test``, ``val``...) as any run, plus
-        ``members`` (``path``, ``model``), ``gate`` (``mean_weights`` per member on the test split, summing
-        to 1), ``baselines`` (``uniform`` and ``best_single`` test metrics) and ``parameters``.
-
-    Raises
-    ------
-    ValueError
-        If a member does not fit (the message names it), or the run folder holds a finished run.
-    FileNotFoundError
-        If a member folder or the data folder is missing.
+    probabilities : ndarray of float64, shape (n_windows, n_classes)
+    weights : ndarray of float64, shape (n_windows, n_members)
+        Each row sums to 1.
+    member_probabilities : ndarray of float64, shape (n_windows, n_members, n_classes)
+        The experts' probabilities (the FFN heads' with ``ensemble.inputs: features``).
     """
-    from finetune.run import _data_root, run_folder  # the fine-tuning run's own conventions
-
-    seed = cfg["runtime"]["seed"]
-    members = [load_member(p) for p in args.members]
-    # the members' split is the ensemble's: every member must agree with the first
-    cfg["split"] = dict(members[0].cfg["split"])
-    check_members(members, task, seed, cfg["split"])
-    root = _data_root(cfg)
-    run_dir = run_folder(args.output, task.name, seed)
-    if (run_dir / RESULTS_FILE).exists() and not args.overwrite:
-        raise UsageError(f"The run folder {run_dir} already holds a finished run: pass --overwrite.")
-    rows = read_manifest(root)
-    encode_labels(rows, task)
-    assignment, key = (
-        read_split_file(root / SPLIT_FILE) if cfg["split"]["protocol"] == "official" else (None, "subject")
-    )
-    split = make_split(rows, cfg["split"], assignment, key)
-    rows_by_split = {name: split.rows(rows, name) for name in SPLIT_NAMES}
-    device = torch.device(
-        "cuda" if torch.cuda.is_available() and cfg["runtime"]["device"] != "cpu" else "cpu"
-    )
-    per_member = [member_probabilities(m, root, rows_by_split, task, device) for m in members]
-    labels = {name: encode_labels(rows_by_split[name], task) for name in SPLIT_NAMES}
-    outputs = {
-        name: MemberOutputs(
-            np.stack([p[name] for p in per_member], axis=1), labels[name], task, rows_by_split[name]
-        )
-        for name in SPLIT_NAMES
-    }
-    gate, info = train_gate(cfg, task, outputs, device)
-    probabilities, weights = {}, {}
-    for name in ("val", "test"):
-        probabilities[name], weights[name] = _mixture(gate, outputs[name], device)
-
-    metric_names = list(task.metrics) + ["loss"]
-
-    def metrics(name, p):
-        result = evaluate_predictions(task, rows_by_split[name], p)
-        result["loss"] = _nll(p, labels[name])
-        return {m: result[m] for m in metric_names}
-
-    uniform = {name: outputs[name].x.mean(dim=1).numpy() for name in ("val", "test")}
-    single_val = [_nll(p["val"], labels["val"]) for p in per_member]
-    best = int(np.argmin(single_val))
-    mean_weights = weights["test"].mean(axis=0)
-    summary = {
-        "task": task.name,
-        "seed": seed,
-        "test": metrics("test", probabilities["test"]),
-        "val": metrics("val", probabilities["val"]),
-        "members": [{"path": str(m.path), "model": m.model_name} for m in members],
-        "gate": {
-            "inputs": "members' window probabilities",
-            "mean_weights": [float(w) for w in mean_weights / mean_weights.sum()],
-            "mean_weights_val": [float(w) for w in weights["val"].mean(axis=0)],
-        },
-        "baselines": {
-            "uniform": {"test": metrics("test", uniform["test"]), "val": metrics("val", uniform["val"])},
-            "best_single": {
-                "member": str(members[best].path),
-                "model": members[best].model_name,
-                "chosen_by": "validation loss",
-                "test": metrics("test", per_member[best]["test"]),
-                "val": metrics("val", per_member[best]["val"]),
-            },
-        },
-        "split": split.describe(rows),
-        "checkpoint": {
-            "path": str(run_dir / BEST_CHECKPOINT),
-            "epoch": info["best_epoch"],
-            "val_loss": info["best_loss"],
-        },
-        "training": {
-            "epochs_run": info["epochs_run"],
-            "stopped_early": info["epochs_run"] < cfg["optim"]["epochs"],
-            "optimizer_steps": info["optimizer_steps"],
-            "data": str(root),
-        },
-        "parameters": parameter_counts(gate),
-        "config": cfg,
-    }
-    for name in ENSEMBLE_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    save_checkpoint(
-        run_dir / BEST_CHECKPOINT,
-        model=gate,
-        optimizer=torch.optim.SGD(gate.parameters(), lr=0.0),
-        scaler=None,
-        epoch=max(0, info["best_epoch"] - 1),
-        step=info["optimizer_steps"],
-        config=cfg,
-        task=task.name,
-        classes=list(task.classes),
-        members=[str(m.path) for m in members],
-    )
-    parts = [(name, rows_by_split[name], probabilities[name]) for name in ("val", "test")]
-    write_predictions(run_dir / PREDICTIONS_FILE, task, parts)
-    write_results(run_dir / RESULTS_FILE, summary)
-    test = summary["test"]
-    logger.info(
-        "Ensemble of %d members: test %s; gate weights %s; uniform %s; best single (%s) %s.",
-        len(members),
-        ", ".join(f"{k} {v:.4f}" for k, v in test.items() if v is not None and math.isfinite(v)),
-        np.round(mean_weights, 3).tolist(),
-        summary["baselines"]["uniform"]["test"],
-        members[best].model_name,
-        summary["baselines"]["best_single"]["test"],
-    )
-    return summary
+    gate.eval()
+    parts = []
+    for x, _, _ in build_eval_loader(outputs, batch_size=batch_size, num_workers=num_workers):
+        x = x.to(device)
+        members = gate.member_log_probabilities(gate._unpack(x)[0]).exp()
+        parts.append((gate(x).exp(), gate.weights(x), members))
+    return tuple(torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in range(3))

@@ -7,11 +7,15 @@ Usage::
 
 ``RUN`` are finished fine-tuning run folders (``OUTPUT/<task>/seed<S>``) of any models, trained for the
 same task, classes, split and seed (anything else is an error naming the member). The options and config
-keys are finetune_main.py's where they apply (``optim.*``, ``early_stopping.*``, ``runtime.seed``;
-``ensemble.gate_hidden``); the split is the members'. The run folder ``OUTPUT/<task>/seed<S>/`` gets
-``results.json`` (as any run, plus ``members``, ``gate.mean_weights`` and the ``baselines`` uniform
-average and best single member), ``predictions.csv``, ``checkpoint-best.pth`` (the gate) and
-``config.yaml``. The library code is :mod:`finetune.ensemble`.
+keys are finetune_main.py's where they apply (``optim.*``, ``early_stopping.*``, ``runtime.seed``), plus
+``ensemble.*`` (configs/finetune/_base.yaml): ``inputs`` (``probabilities``, or ``features`` through a
+trainable FFN head per member, as EnECG), ``gate_inputs`` (``outputs``, ``channels``: a small network on
+``gate_channels`` of the window signal, or ``both``), ``gate_hidden``, ``head_hidden``; the split is the
+members'. Runs under ``torchrun --nproc_per_node=N`` (DDP; gloo on CPU), only rank 0 writing. The run
+folder ``OUTPUT/<task>/seed<S>/`` gets ``results.json`` (as any run, plus ``members``,
+``gate.mean_weights`` and the ``baselines`` uniform average and best single member),
+``predictions.csv``, ``checkpoint-best.pth`` (the gate) and ``config.yaml``. The library code is
+:mod:`finetune.ensemble`, :mod:`finetune.ensemble_members` and :mod:`finetune.ensemble_run`.
 """
 
 from __future__ import annotations
@@ -46,17 +50,32 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _setup(args):
+    from finetune.ensemble import ENSEMBLE_INPUTS, GATE_INPUTS
     from finetune.run import check_config, resolve_config
+    from runtime.config import check_values
     from tasks import get_task
 
     args.linear_probe, args.pretrained = False, None
     cfg = resolve_config(args)
     check_config(cfg)
+    check_values(
+        cfg,
+        {
+            "ensemble.inputs": (lambda v: v in ENSEMBLE_INPUTS, f"one of {list(ENSEMBLE_INPUTS)}"),
+            "ensemble.gate_inputs": (lambda v: v in GATE_INPUTS, f"one of {list(GATE_INPUTS)}"),
+            "ensemble.gate_hidden": (lambda v: v >= 0, ">= 0"),
+            "ensemble.head_hidden": (lambda v: v >= 0, ">= 0"),
+            "ensemble.gate_channels": (
+                lambda v: all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in v),
+                "a list of channel names or 0-based indices",
+            ),
+        },
+    )
     return args, cfg, get_task(args.task, cfg)
 
 
 def _train(setup):
-    from finetune.ensemble import run_ensemble
+    from finetune.ensemble_run import run_ensemble
 
     return run_ensemble(*setup)
 

@@ -5,6 +5,9 @@
 - ``lora``: low-rank adapters on the attention and MLP linears (``head.lora_targets``) plus the head train;
   every other weight stays bit-identical (Hu et al., "LoRA", ICLR 2022; through ``peft``).
 
+The head is what the model's ``get_classifier()`` returns (timm's surface; every family has it: M4CEA's and
+LaBraM's ``head``, hms_mobilenetv3's ``backbone.classifier``, a braindecode model's ``final_layer``).
+
 A LoRA run's checkpoint holds the merged weights under ``"model"`` (``W + (alpha / r) B A``: the plain
 model's layout, so ``finetune/predict.py`` loads it like any run) and the adapter-structured state under
 ``"lora_state"`` (frozen weights and adapters apart, what the run reloads).
@@ -54,15 +57,44 @@ def head_mode(cfg: dict) -> str:
 
 
 def head_prefixes(model: torch.nn.Module) -> tuple:
-    """Parameter-name prefixes of the classification head (``model.head_prefixes`` or ``("head.",)``)."""
-    return tuple(getattr(model, "head_prefixes", ("head.",)))
+    """Parameter-name prefix of the classification head: the name of ``model.get_classifier()`` plus ``"."``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classification model of any family (M4CEA, LaBraM: ``("head.",)``; hms_mobilenetv3:
+        ``("backbone.classifier.",)``; braindecode models: ``("model.final_layer.",)``).
+
+    Returns
+    -------
+    prefixes : tuple of str
+        One prefix, of the head's parameter and state-dict names.
+
+    Raises
+    ------
+    TypeError
+        If the model has no ``get_classifier()`` or its classifier is not one of its submodules (a model
+        family must declare its head).
+    """
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is None:
+        raise TypeError(
+            f"{type(model).__name__} has no get_classifier(): every classification model must name its "
+            "head (timm's surface) for linear probing and LoRA."
+        )
+    classifier = get_classifier()
+    for name, module in model.named_modules():
+        if module is classifier and name:
+            return (f"{name}.",)
+    raise TypeError(f"{type(model).__name__}.get_classifier() returns no submodule of the model.")
 
 
 def _lora_targets(model, targets):
-    """peft ``target_modules``: the configured names, or the family's attention and MLP linears."""
+    """peft ``target_modules``: the configured names, the attention and MLP linears of timm-style blocks
+    (M4CEA, LaBraM), or else every linear outside the head (braindecode models)."""
     if targets:
         return list(targets)
-    if getattr(model, "head_prefixes", None) is None:
+    if any(re.fullmatch(_OWN_TARGETS, name) for name, _ in model.named_modules()):
         return _OWN_TARGETS
     heads = tuple(p.rstrip(".") for p in head_prefixes(model))
     names = [

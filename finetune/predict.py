@@ -79,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _setup(args: argparse.Namespace) -> Predictor:
     import torch
 
-    from finetune.predict_config import load_predict_config
+    from finetune.predict_config import load_predict_config, without_events
     from finetune.predictor import Predictor, load_finetuned
 
     config = load_predict_config(args.config, args.overrides)
@@ -99,6 +99,9 @@ def _setup(args: argparse.Namespace) -> Predictor:
         predictor.device,
         predictor.amp,
     )
+    no_events = without_events(finetuned.task)
+    if no_events:
+        logger.info(no_events)
     return predictor
 
 

@@ -19,11 +19,13 @@ __all__ = [
     "COMPILE_MIN_WINDOWS",
     "COMPILE_MODES",
     "DETECTION_TASKS",
+    "EPOCH_TASKS",
     "MAX_PREPROCESS_THREADS",
     "PREDICT_CONFIG",
     "RECORDING_TASKS",
     "SMOOTHING_METHODS",
     "load_predict_config",
+    "without_events",
 ]
 
 logger = logging.getLogger("finetune.predict_config")
@@ -36,6 +38,8 @@ PREDICT_CONFIG = CONFIG_DIR / "predict" / "default.yaml"
 DETECTION_TASKS = ("onset_detection", "artifact_detection", "epileptiform_detection", "swi_quantification")
 #: Tasks whose output is one class per recording (or per subject, or per seizure clip).
 RECORDING_TASKS = ("hie_grading", "syndrome_classification", "seizure_type")
+#: Tasks whose events are scored epochs (a hypnogram).
+EPOCH_TASKS = ("sleep_staging",)
 #: Allowed values of ``smoothing.method``.
 SMOOTHING_METHODS = ("none", "k_of_n", "moving_average")
 
@@ -47,6 +51,38 @@ COMPILE_MIN_WINDOWS = 3600
 #: ``preprocess_threads: null`` on a GPU: the CPU cores less one, at most this many (each thread holds one
 #: block of the recording, a few hundred MB at the default ``block_s``).
 MAX_PREPROCESS_THREADS = 8
+
+
+def without_events(task) -> str | None:
+    """Why prediction writes no events for a task, or None when it does.
+
+    Events (``*_events.tsv``, MNE and EDF+ annotations) come from the detection tasks
+    (:data:`DETECTION_TASKS`: runs of windows of the positive class, or of each class but the background)
+    and from sleep staging (scored epochs). Other tasks get their window probabilities of every class,
+    their recording mean (and class) and the figure.
+
+    Parameters
+    ----------
+    task : tasks.Task
+
+    Returns
+    -------
+    reason : str | None
+        A sentence for the log, naming the task and what is written instead.
+    """
+    if task.name in DETECTION_TASKS or task.name in EPOCH_TASKS:
+        return None
+    if task.name in RECORDING_TASKS:
+        kind = f"a {task.unit}-level task: its output is the recording's class"
+    else:  # e.g. harmful_brain_activity: six window classes, soft labels, no positive class
+        kind = (
+            f"not a detection task ({task.n_classes} window classes, positive class "
+            f"{task.positive_class or 'none'}): its output is every class's probability per window"
+        )
+    return (
+        f"{task.name}: no events and no annotation files ({kind}); writing the per-window probabilities of "
+        f"{', '.join(task.classes)}, their recording mean and the figure."
+    )
 
 
 # -- configuration -------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ import torch
 from finetune.event_scoring import MIN_RATE_DURATION_S
 from finetune.outputs import json_safe, write_results
 from finetune.postprocess import DetectedEvent, detect_events, hypnogram, recording_class, spike_wave_index
-from finetune.predict_config import DETECTION_TASKS, RECORDING_TASKS
+from finetune.predict_config import DETECTION_TASKS, RECORDING_TASKS, without_events
 from finetune.predict_figure import plot_prediction, rejected_spans
 from finetune.predictor import Predictor, WindowPredictions
 from runtime.files import atomic_write
@@ -444,6 +444,9 @@ def _write_files(
         if task.name in RECORDING_TASKS:
             name = results.recording_class
             title += f", recording class {name} ({results.mean[task.classes.index(name)]:.2f})"
+        elif without_events(task):  # window classes without events (harmful_brain_activity): their mean
+            name = results.recording_class
+            title += f", highest mean probability {name} ({results.mean[task.classes.index(name)]:.2f})"
         if fig_cfg.get("note"):
             title += f"\n{fig_cfg['note']}"
         files["figure"] = plot_prediction(

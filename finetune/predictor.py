@@ -8,8 +8,10 @@
 2. **Windows** (:meth:`Predictor.window_probabilities`): the recording is windowed block by block with the
    training preprocessing (:meth:`preprocess.pipeline.Preprocessor.iter_windows`: montage, filters,
    resampling, NaN/flat/amplitude checks), each accepted window is adapted to the model as in training
-   (:class:`preprocess.adapt.WindowAdapter`: M4CEA's per-channel scaling, LaBraM's 200 Hz and uV / 100)
-   and classified; rejected windows keep NaN probabilities and
+   (:class:`preprocess.adapt.WindowAdapter` with the input contract of the run's ``model`` config,
+   :func:`models.get_input_contract`, for every family: M4CEA's and hms_mobilenetv3's per-channel scaling,
+   LaBraM's 200 Hz and uV / 100, a braindecode model's own rate and scaling, ``model.zoo_sfreq`` included)
+   and classified (softmax over all the task's classes); rejected windows keep NaN probabilities and
    their reason. Memory is a few preprocessing blocks (one per ``preprocess_threads``, plus the one
    ahead) plus one batch, whatever the recording's length.
 
@@ -34,11 +36,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
 
 from finetune.checkpoints import BEST_CHECKPOINT, PREPROCESS_CONFIG_FILE, PREPROCESS_DEFAULTS, build_model
+from finetune.heads import head_prefixes
 from finetune.predict_config import (
     COMPILE_MIN_WINDOWS,
     MAX_PREPROCESS_THREADS,
@@ -147,6 +151,14 @@ def _preprocess_config_of(checkpoint: Mapping, ckpt_path: Path) -> tuple[dict, s
         ) from None
 
 
+def _refuse(ckpt_path: Path, kind: str) -> NoReturn:
+    raise UsageError(
+        f"The checkpoint {ckpt_path} is {kind}. Fine-tune it first (python finetune/finetune_main.py "
+        f"--task TASK --pretrained {ckpt_path} --data DIR) and pass the fine-tuning run folder to "
+        "--checkpoint."
+    )
+
+
 def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
     """Load a fine-tuning checkpoint of this project for inference.
 
@@ -187,19 +199,11 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
         )
     cfg = checkpoint.get("config")
     state = checkpoint["model"]
-    has_head = "head.weight" in state
-    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("task"), Mapping) or not has_head:
+    no_head = "a pretraining checkpoint: its model has no classification head"
+    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("task"), Mapping):
         pretrain = any(k.startswith(("head_magnitude", "head_phase")) for k in state)
-        kind = (
-            "a pretraining checkpoint: its model has no classification head"
-            if pretrain or not has_head
-            else "not a fine-tuning checkpoint: its config has no task"
-        )
-        raise UsageError(
-            f"The checkpoint {ckpt_path} is {kind}. Fine-tune it first (python finetune/finetune_main.py "
-            f"--task TASK --pretrained {ckpt_path} --data DIR) and pass the fine-tuning run folder to "
-            "--checkpoint."
-        )
+        no_task = "not a fine-tuning checkpoint: its config has no task"
+        _refuse(ckpt_path, no_head if pretrain or "head.weight" not in state else no_task)
     task_section = dict(cfg["task"])
     if task_section.get("name") not in TASKS:
         raise UsageError(
@@ -207,7 +211,9 @@ def load_finetuned(path: str | os.PathLike) -> FineTunedModel:
             f"of {list(TASKS)}."
         )
     task = Task.from_config(task_section)
-    model = build_model(cfg, task)
+    model = build_model(cfg, task)  # any family: its classifier (get_classifier) must be in the weights
+    if not any(key.startswith(head_prefixes(model)) for key in state):
+        _refuse(ckpt_path, no_head)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -535,7 +541,8 @@ class Predictor:
             return run
         model = copy.deepcopy(self.model).to(dtype) if dtype is not None else self.model
         compiled = torch.compile(model, dynamic=False, options={"freezing": True})
-        return lambda x: compiled(x.to(model.pos_embed.dtype))
+        weights_dtype = next(model.parameters()).dtype  # any family: the (bf16) copy's
+        return lambda x: compiled(x.to(weights_dtype))
 
     def window_probabilities(self, recording: OpenRecording, progress: bool = False) -> WindowPredictions:
         """Classify every window of a recording, block by block.

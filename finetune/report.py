@@ -242,7 +242,7 @@ def _metric_value(results: dict, split: str, metric: str, source: str) -> float 
     return float(value)
 
 
-def _task_row(
+def task_row(
     task: str,
     by_seed: Mapping[int, dict],
     split: str,
@@ -251,6 +251,30 @@ def _task_row(
     ddof: int,
     variant: str | None = None,
 ) -> TableRow:
+    """One table row: a task's metrics summarised over seeds.
+
+    Parameters
+    ----------
+    task : str
+        Task name (tasks.TASKS).
+    by_seed : mapping of int to dict
+        ``{seed: results.json}`` of the task's runs.
+    split : str
+        The split whose metrics are read (``test``).
+    metrics : sequence of str
+        Metric names, in column order.
+    expected_seeds : sequence of int
+        Seeds the protocol asks for; those without a run are listed as missing.
+    ddof : int
+        Delta degrees of freedom of the standard deviation over seeds.
+    variant : str, optional
+        The row's label beside the task (a model, an ablation, an ensemble baseline).
+
+    Returns
+    -------
+    TableRow
+        ``metrics[name] = (mean, std, n_seeds)`` for each metric present in at least one run.
+    """
     seeds = sorted(by_seed)
     row = TableRow(
         task=task, variant=variant, seeds=seeds, missing_seeds=[s for s in expected_seeds if s not in by_seed]
@@ -317,7 +341,7 @@ def main_table(
         What was ignored (:func:`collect_runs`) and which seeds are missing per task.
     """
     runs, notes = collect_runs(runs_dir)
-    rows = [_task_row(task, runs.get(task, {}), split, metrics, expected_seeds, ddof) for task in TASKS]
+    rows = [task_row(task, runs.get(task, {}), split, metrics, expected_seeds, ddof) for task in TASKS]
     return rows, notes + _missing_notes(rows)
 
 
@@ -363,7 +387,7 @@ def ablation_table(
         collected[name], variant_notes = collect_runs(runs_dir)
         notes += [f"[{name}] {note}" for note in variant_notes]
     rows = [
-        _task_row(task, collected[name].get(task, {}), split, metrics, expected_seeds, ddof, variant=name)
+        task_row(task, collected[name].get(task, {}), split, metrics, expected_seeds, ddof, variant=name)
         for task in TASKS
         for name in names
     ]
@@ -597,7 +621,7 @@ def comparison_table(
             if t != task:
                 continue
             label = f"{model} ({folder.name})" if names.count((task, model)) > 1 else model
-            row = _task_row(task, by_seed, split, metrics, expected_seeds, ddof)
+            row = task_row(task, by_seed, split, metrics, expected_seeds, ddof)
             row.model = label
             if reference is None:
                 reference = row

@@ -184,6 +184,10 @@ class HMSMobileNetV3(nn.Module):
             raise ValueError("hms_mobilenetv3 does not mask tokens: call model(x).")
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self) -> nn.Module:
+        """The classification layer: timm's ``backbone.classifier`` (what a linear probe trains)."""
+        return self.backbone.get_classifier()
+
     def reset_classifier(self, n_outputs: int) -> None:
         """A new classification layer of ``n_outputs`` classes."""
         self.backbone.reset_classifier(n_outputs)

@@ -612,6 +612,10 @@ class LaBraM(nn.Module):
         return self.lm_head(both[:batch][mask]), self.lm_head(both[batch:][~mask])
 
     # timm-like surface ----------------------------------------------------------------------------------
+    def get_classifier(self):
+        """The classification layer, ``head`` (what a linear probe trains; ``fc_norm`` stays frozen)."""
+        return self.head
+
     def reset_classifier(self, n_outputs):
         """Replace the head by a new classification head (``fc_norm`` + ``head``), freshly initialised.
 

@@ -448,6 +448,10 @@ class M4CEA(nn.Module):
         self.patch_embed.fuse(enabled)
         return self
 
+    def get_classifier(self):
+        """The classification layer, ``head`` (timm's surface; what a linear probe trains)."""
+        return self.head
+
     def reset_classifier(self, n_outputs):
         """Replace the head by a new, freshly initialised classification head.
 

@@ -176,7 +176,7 @@ def get_input_contract(name):
         A name from :func:`list_models` or ``"braindecode.<Class>"`` (:func:`models.zoo.zoo_contract`),
         or a config's ``model`` section (``name`` plus size overrides):
         its non-null ``n_patches``/``patch_samples`` (M4CEA) or ``max_patches``/``patch_samples``
-        (LaBraM, VQ-NSP) then replace the registered patching.
+        (LaBraM, VQ-NSP), or ``zoo_sfreq`` (braindecode), then replace the registered patching or rate.
 
     Returns
     -------
@@ -195,8 +195,8 @@ def get_input_contract(name):
     if not isinstance(name, str) and hasattr(name, "get"):
         overrides = {k: v for k, v in name.items() if v is not None}
         name = name.get("name")
-    if is_zoo_name(name):  # braindecode.<Class>: models/zoo.py's table
-        return zoo_contract(name)
+    if is_zoo_name(name):  # braindecode.<Class>: models/zoo.py's table at the rate the model is built for
+        return zoo_contract(name, sfreq=overrides.get("zoo_sfreq"))
     _check_name(name)
     patching = {k: overrides[k] for k in ("n_patches", "patch_samples") if k in overrides}
     config = {**_MODEL_CONFIGS[name], **patching}

@@ -4,7 +4,9 @@ Each model keeps its own input contract (:data:`ZOO_DEFAULTS`: sampling rate, sc
 channels and samples), applied to the stored windows by the same loader adapter as LaBraM
 (:class:`preprocess.adapt.WindowAdapter`), so one preprocessed folder, its splits, seeds, metrics and tables
 serve every model. A class not in the table gets :data:`GENERIC_DEFAULTS` (200 Hz, uV / 100); a config may
-override any entry (``model.zoo_sfreq``, ``model.zoo_uv_scale``: see :func:`zoo_contract`).
+override the rate (``model.zoo_sfreq``), which :func:`models.get_input_contract` of the config's ``model``
+section applies as the built model's :attr:`ZooModel.contract` does (what fine-tuning and prediction adapt
+windows to); :func:`zoo_contract` also takes a scaling.
 
 Channel information (``chs_info``, what braindecode's foundation models use to place channels) is built
 from the stored channel names (:func:`chs_info_from_names`): a referential name (``"Fp1"``) gets its
@@ -200,7 +202,8 @@ class ZooModel(torch.nn.Module):
     """A braindecode model with the attributes the fine-tuning code reads.
 
     ``model(x)`` with ``x`` (batch, n_chans, n_times) returns logits (batch, n_outputs). The classification
-    layer is ``model.final_layer`` (:attr:`head_prefixes`, what linear probing and LoRA keep trainable).
+    layer is braindecode's ``final_layer`` (:meth:`get_classifier`, what linear probing and LoRA keep
+    trainable).
 
     Attributes
     ----------
@@ -209,8 +212,7 @@ class ZooModel(torch.nn.Module):
     n_chans, n_times : int
     sfreq : float
     contract : InputContract
-    head_prefixes : tuple of str
-        Parameter-name prefixes of the classification layer.
+        The input contract the model is built for (the table's, with the run's overrides).
     """
 
     has_layers = False  # no group_matcher: layer-wise lr decay does not apply
@@ -220,10 +222,13 @@ class ZooModel(torch.nn.Module):
         self.model = model
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(contract.sfreq)
         self.contract = contract
-        self.head_prefixes = ("model.final_layer.",)
 
     def forward(self, x):
         return self.model(x)
+
+    def get_classifier(self):
+        """The classification layer: braindecode's ``final_layer`` (timm's surface)."""
+        return self.model.final_layer
 
 
 def create_zoo_model(

@@ -170,6 +170,22 @@ def test_linear_probe_mode_keeps_the_backbone_in_eval():
     assert all(m.training for m in model.modules())
 
 
+@pytest.mark.parametrize("name", ["hms_mobilenetv3", "braindecode.ShallowFBCSPNet"])
+def test_linear_probe_mode_trains_the_classifier_of_every_family(name):
+    """The head of HMS and braindecode models is not a child called ``head``: get_classifier() names it."""
+    if name.startswith("braindecode."):
+        from models.zoo import create_zoo_model
+
+        model = create_zoo_model(name, 2, n_chans=16, sfreq_in=1000.0, n_times_in=4000)
+    else:
+        model = create_model(name, head="classification", n_outputs=2)
+    set_train_mode(model, linear_probe=True)
+    classifier = model.get_classifier()
+    assert all(m.training for m in classifier.modules())
+    others = [m for m in model.modules() if not any(m is c for c in classifier.modules())]
+    assert others and not any(m.training for m in others if m is not model)
+
+
 def test_layer_decay_groups_and_per_step_schedule():
     """timm groups: layer l of m4cea_tiny (stem 0, blocks 1-2, norm+head 3) gets 0.5 ** (3 - l)."""
     cfg = load_task_config(

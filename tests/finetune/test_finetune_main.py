@@ -572,8 +572,9 @@ def test_finished_run_is_refused_unless_overwrite(real_run, chbmit, tiny_checkpo
 
 @pytest.mark.slow  # the shell script sets up its environment, then fine-tunes and tabulates
 def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
-    """Finished runs are kept, the missing seed is run, tasks without data are skipped, then the tables:
-    the first model's and, with an ablation variant, one row per task and variant."""
+    """Finished runs are kept, the missing seed is run, tasks without data are skipped, a braindecode model
+    trains from scratch, the ensemble of the models' runs is fitted where both finished, then the tables:
+    the first model's and one row per task and variant, the ensemble's baselines included."""
     run_dir, _ = real_run
     data_root = tmp_path / "data"
     data_root.mkdir()
@@ -582,6 +583,7 @@ def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
     done_seeds = {
         "m4cea_tiny": (42, 2024, 3407, 4399),
         "m4cea_tiny-random_masking": (42, 2024, 3407, 4399, 114514),
+        "braindecode.EEGNet": (42, 2024, 3407, 4399),
     }
     for variant, seeds in done_seeds.items():  # finished runs: copies of the seed-42 results
         for seed in seeds:
@@ -589,9 +591,10 @@ def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
             shutil.copy(run_dir / "results.json", runs_dir / variant / "onset_detection" / f"seed{seed}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = str(ROOT / "scripts" / "reproduce_tables.sh")
-    options = ["--models", "m4cea_tiny", "--random-masking-pretrained", str(tiny_checkpoint)]
+    options = ["--models", "m4cea_tiny,braindecode.EEGNet", "--ensemble"]
+    options += ["--random-masking-pretrained", str(tiny_checkpoint)]
     cmd = ["bash", script, *options, str(tiny_checkpoint), str(data_root), str(runs_dir), "--epochs", "1"]
-    cmd += ["--set", *REAL]
+    cmd += ["--set", *(o for o in REAL if not o.startswith("model.name="))]  # each variant names its model
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "== m4cea_tiny, onset_detection, seed 42: already done" in done.stdout
@@ -599,7 +602,19 @@ def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
     assert "== m4cea_tiny-random_masking, onset_detection, seed 114514: already done" in done.stdout
     assert "== m4cea_tiny-no_tie: skipped, no checkpoint (--no-tie-pretrained FILE)" in done.stdout
     assert "== m4cea_tiny, hie_grading: skipped, no data" in done.stdout
-    assert done.stdout.count("skipped, no data") == 16  # 2 variants x the 8 tasks without data
+    assert done.stdout.count("skipped, no data") == 24  # 3 variants x the 8 tasks without data
+    assert "== braindecode.EEGNet, onset_detection, seed 114514\n" in done.stdout
+    for seed in (42, 2024, 3407, 4399):  # copied results.json, no checkpoint: not a member run
+        assert f"== ensemble, onset_detection, seed {seed}: skipped, member runs not finished" in done.stdout
+    assert "== ensemble, onset_detection, seed 114514\n" in done.stdout
+    eegnet = _read_json(runs_dir / "braindecode.EEGNet/onset_detection/seed114514/results.json")
+    assert (
+        eegnet["config"]["model"]["name"] == "braindecode.EEGNet"
+        and eegnet["config"]["model"]["pretrained"] is None
+    )
+    ensemble = _read_json(runs_dir / "ensemble/onset_detection/seed114514/results.json")
+    assert [m["model"] for m in ensemble["members"]] == ["m4cea_tiny", "braindecode.EEGNet"]
+    assert ensemble["baselines"]["best_single"]["model"] in ("m4cea_tiny", "braindecode.EEGNet")
     new = _read_json(runs_dir / "m4cea_tiny" / "onset_detection" / "seed114514" / "results.json")
     assert new["seed"] == 114514 and new["training"]["epochs_run"] == 1
     table = {row["task"]: row for row in _read_csv(runs_dir / "table_main.csv")}
@@ -608,7 +623,20 @@ def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
     assert "| onset_detection | 5 |" in done.stdout
     compared = _read_csv(runs_dir / "table_comparison.csv")
     onset = sorted(row["variant"] for row in compared if row["task"] == "onset_detection")
-    assert onset == ["m4cea_tiny", "m4cea_tiny-random_masking"]
+    assert onset == sorted(
+        [
+            "m4cea_tiny",
+            "m4cea_tiny-random_masking",
+            "braindecode.EEGNet",
+            "ensemble",
+            "ensemble: uniform average",
+            "ensemble: best member",
+        ]
+    )
+    uniform = next(row for row in compared if row["variant"] == "ensemble: uniform average")
+    assert uniform["seeds"] == "114514" and float(uniform["balanced_accuracy_mean"]) == pytest.approx(
+        ensemble["baselines"]["uniform"]["test"]["balanced_accuracy"]
+    )
     usage = subprocess.run(
         ["bash", script, str(tiny_checkpoint)], capture_output=True, text=True, env=env, timeout=60
     )
@@ -621,6 +649,23 @@ def test_reproduce_tables_script(real_run, chbmit, tiny_checkpoint, tmp_path):
         timeout=60,
     )
     assert labram.returncode == 2 and "labram_base needs --labram-pretrained FILE" in labram.stderr
+    alone = subprocess.run(
+        [
+            "bash",
+            script,
+            "--models",
+            "m4cea_tiny",
+            "--ensemble",
+            str(tiny_checkpoint),
+            str(data_root),
+            str(runs_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert alone.returncode == 2 and "--ensemble needs two or more models in --models" in alone.stderr
 
 
 def test_official_split_from_the_data_folders_split_csv(tmp_path, capsys):
