@@ -16,15 +16,12 @@ subject) and ``OUT/separation.json`` (silhouettes by label and by subject). See
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (python finetune/embed.py): repo root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from runtime.logging import setup_logging  # noqa: E402
 
 __all__ = ["get_args_parser", "main"]
 
@@ -71,10 +68,9 @@ def _setup(args):  # all the work: a usage error anywhere in it exits with statu
 def main(argv=None) -> int:
     """Parse ``argv`` and embed; returns the exit status (0, or 2 on a usage error)."""
     args = get_args_parser().parse_args(argv)
-    from runtime.entry import run_entry  # torch: imported once the arguments are valid (fast --help)
+    from runtime.entry import run_command  # torch: imported once the arguments are valid (fast --help)
 
-    setup_logging(0, None)
-    return run_entry(_setup, lambda result: result, args, prog="embed.py")
+    return run_command(_setup, args, prog="embed.py")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from finetune.metrics import evaluate_predictions
-from finetune.outputs import write_results
+from finetune.outputs import split_results, write_results
 from finetune.splits import SPLIT_FILE, make_split, read_split_file
 from models import (
     convert_official_state_dict,
@@ -477,20 +477,8 @@ def probe(
         evaluated[name] = evaluate_predictions(task, part, probabilities)
         true = probabilities[np.arange(len(index)), labels[index]]
         evaluated[name]["loss"] = float(-np.log(np.clip(true, 1e-12, None)).mean())
-    metric_names = [*task.metrics, "loss"]
     summary = {
-        "task": task.name,
-        "seed": seed,
-        "test": {m: evaluated["test"][m] for m in metric_names},
-        "val": {m: evaluated["val"][m] for m in metric_names},
-        "confusion_matrix": {
-            "classes": list(task.classes),
-            "unit": task.unit,
-            "test": evaluated["test"]["confusion_matrix"],
-            "val": evaluated["val"]["confusion_matrix"],
-        },
-        "undefined": {name: evaluated[name]["undefined"] for name in ("val", "test")},
-        "n_units": {name: evaluated[name]["n_units"] for name in ("val", "test")},
+        **split_results(task, seed, evaluated),
         "split": split.describe(rows),
         "probe": {
             "kind": "logistic_regression",

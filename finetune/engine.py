@@ -30,7 +30,6 @@ ranks (:class:`runtime.metrics.IntervalLog`); a non-finite loss is detected ther
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from runtime.distributed import DistributedContext, all_gather_object, unwrap_model
+from runtime.distributed import DistributedContext, all_gather_object, no_sync, unwrap_model
 from runtime.metrics import IntervalLog
 from runtime.optim import clip_and_step
 
@@ -232,13 +231,6 @@ def window_losses(
     return losses
 
 
-def _no_sync(model: torch.nn.Module, sync: bool):
-    """DDP's ``no_sync()`` when gradients must not be all-reduced yet, else a no-op."""
-    if sync or not hasattr(model, "no_sync"):
-        return contextlib.nullcontext()
-    return model.no_sync()
-
-
 def set_train_mode(model: torch.nn.Module, linear_probe: bool = False) -> None:
     """Training mode; with ``linear_probe`` everything but the classification head stays in eval mode.
 
@@ -374,7 +366,7 @@ def train_one_epoch(
                 )
             x = x.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            with _no_sync(model, sync=micro == accum - 1):
+            with no_sync(model, sync=micro == accum - 1):
                 with autocast:
                     logits = model(x)
                 losses = window_losses(logits, labels, class_weights, s.label_smoothing)

@@ -44,6 +44,7 @@ __all__ = [
     "json_safe",
     "plot_confusion_matrix",
     "plot_roc",
+    "split_results",
     "write_predictions",
     "write_results",
 ]
@@ -64,6 +65,42 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def split_results(task: Task, seed: int, evaluated: Mapping) -> dict:
+    """The first keys of ``results.json``: the validation and test figures at the task's unit.
+
+    Parameters
+    ----------
+    task : Task
+    seed : int
+        The run's seed.
+    evaluated : Mapping
+        ``"val"`` and ``"test"``: :func:`finetune.metrics.evaluate_predictions` of each split, with its
+        ``"loss"`` added.
+
+    Returns
+    -------
+    results : dict
+        ``task``, ``seed``, ``test`` and ``val`` (the task's metrics and ``loss``), ``confusion_matrix``
+        (``classes``, ``unit``, ``test``, ``val``), ``undefined`` and ``n_units`` (per split), in the
+        layout of the module docstring.
+    """
+    metric_names = [*task.metrics, "loss"]
+    return {
+        "task": task.name,
+        "seed": seed,
+        "test": {m: evaluated["test"][m] for m in metric_names},
+        "val": {m: evaluated["val"][m] for m in metric_names},
+        "confusion_matrix": {
+            "classes": list(task.classes),
+            "unit": task.unit,
+            "test": evaluated["test"]["confusion_matrix"],
+            "val": evaluated["val"]["confusion_matrix"],
+        },
+        "undefined": {name: evaluated[name]["undefined"] for name in ("val", "test")},
+        "n_units": {name: evaluated[name]["n_units"] for name in ("val", "test")},
+    }
 
 
 def write_results(path: str | os.PathLike, results: Mapping) -> Path:

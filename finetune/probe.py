@@ -22,7 +22,6 @@ if __package__ in (None, ""):  # run as a script (python finetune/probe.py): rep
 import argparse  # noqa: E402
 
 from runtime.config import add_override_argument  # noqa: E402
-from runtime.logging import setup_logging  # noqa: E402
 
 __all__ = ["get_args_parser", "main"]
 
@@ -53,10 +52,9 @@ def _setup(args):  # all the work: a usage error anywhere in it exits with statu
 def main(argv=None) -> int:
     """Parse ``argv`` and probe; returns the exit status (0, or 2 on a usage error)."""
     args = get_args_parser().parse_args(argv)
-    from runtime.entry import run_entry  # torch: imported once the arguments are valid (fast --help)
+    from runtime.entry import run_command  # torch: imported once the arguments are valid (fast --help)
 
-    setup_logging(0, None)
-    return run_entry(_setup, lambda result: result, args, prog="probe.py")
+    return run_command(_setup, args, prog="probe.py")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from finetune.outputs import (
     RESULTS_FILE,
     plot_confusion_matrix,
     plot_roc,
+    split_results,
     write_predictions,
     write_results,
 )
@@ -659,20 +660,8 @@ def _write_outputs(
     )
     if task.is_binary and roc is None:
         logger.warning("No ROC figure: the test %ss hold one class only (AUROC undefined).", task.unit)
-    metric_names = list(task.metrics) + ["loss"]
     summary = {
-        "task": task.name,
-        "seed": cfg["runtime"]["seed"],
-        "test": {m: evaluated["test"][m] for m in metric_names},
-        "val": {m: evaluated["val"][m] for m in metric_names},
-        "confusion_matrix": {
-            "classes": list(task.classes),
-            "unit": task.unit,
-            "test": evaluated["test"]["confusion_matrix"],
-            "val": evaluated["val"]["confusion_matrix"],
-        },
-        "undefined": {name: evaluated[name]["undefined"] for name in ("val", "test")},
-        "n_units": {name: evaluated[name]["n_units"] for name in ("val", "test")},
+        **split_results(task, cfg["runtime"]["seed"], evaluated),
         **(
             {"event_scoring": {name: evaluated[name]["event_scoring"] for name in ("val", "test")}}
             if "event_scoring" in evaluated["test"]

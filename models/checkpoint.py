@@ -39,6 +39,8 @@ from typing import NamedTuple
 
 import torch
 
+from runtime.distributed import unwrap_name
+
 from .labram import LaBraM
 from .vqnsp import VQNSP
 
@@ -49,7 +51,6 @@ __all__ = [
     "read_official_checkpoint",
 ]
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _HEAD_PREFIXES = ("head.", "head_magnitude.", "head_phase.")
 _MAX_LISTED = 12
 
@@ -86,16 +87,6 @@ class LoadResult(NamedTuple):
     ignored_keys: list
 
 
-def _strip_wrappers(key):
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return key
-
-
 def _map_key(key):
     for pattern, replace in _OFFICIAL_RULES:
         match = pattern.match(key)
@@ -104,7 +95,12 @@ def _map_key(key):
     return key
 
 
-def _convert_with_sources(state_dict):
+def _rename_keys(state_dict, rename, hint):
+    """Apply ``rename(key) -> new key | None (dropped)`` to a state dict, refusing two keys with one name.
+
+    Returns the renamed dict, each new key's original key, and the dropped keys; ``hint`` ends the
+    message of a mapping that holds other values than tensors.
+    """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
@@ -114,12 +110,14 @@ def _convert_with_sources(state_dict):
     if not_tensors:
         raise TypeError(
             f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
-            f"{_listing(not_tensors)} are not (a whole checkpoint? pass its model state dict, "
-            f"e.g. checkpoint['model'])."
+            f"{_listing(not_tensors)} are not (a whole checkpoint? {hint})."
         )
-    converted, sources = {}, {}
+    converted, sources, dropped = {}, {}, []
     for key, value in state_dict.items():
-        new_key = _map_key(_strip_wrappers(key))
+        new_key = rename(key)
+        if new_key is None:
+            dropped.append(key)
+            continue
         if new_key in converted:
             raise ValueError(
                 f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
@@ -127,6 +125,15 @@ def _convert_with_sources(state_dict):
             )
         converted[new_key] = value
         sources[new_key] = key
+    return converted, sources, dropped
+
+
+def _convert_with_sources(state_dict):
+    converted, sources, _ = _rename_keys(
+        state_dict,
+        lambda key: _map_key(unwrap_name(key)),
+        "pass its model state dict, e.g. checkpoint['model']",
+    )
     return converted, sources
 
 
@@ -187,37 +194,17 @@ _LABRAM_HEADS = {"classification": ("fc_norm.", "head."), "pretrain": ("mask_tok
 
 def _convert_labram(state_dict, model):
     """Official LaBraM / VQ-NSP state dict -> our keys (the same names), with the keys to drop."""
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(
-            f"Invalid value for the 'state_dict' parameter. Expected a mapping of parameter "
-            f"names to tensors, but got {type(state_dict).__name__} instead."
-        )
-    not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise TypeError(
-            f"Invalid value for the 'state_dict' parameter. Every value must be a tensor, but "
-            f"{_listing(not_tensors)} are not (a whole checkpoint? pass checkpoint['model'], or "
-            f"read it with read_official_checkpoint)."
-        )
     unused = _VQNSP_UNUSED if isinstance(model, VQNSP) else _LABRAM_UNUSED
-    converted, sources, ignored = {}, {}, []
-    for key, value in state_dict.items():
-        new_key = key
-        while new_key.startswith(_LABRAM_WRAPPERS):
-            new_key = new_key.split(".", 1)[1]
+
+    def rename(key):
+        new_key = unwrap_name(key, _LABRAM_WRAPPERS)
         if new_key.startswith(unused):
-            ignored.append(key)
-            continue
-        if new_key.startswith("student."):
-            new_key = new_key[len("student.") :]
-        if new_key in converted:
-            raise ValueError(
-                f"Invalid value for the 'state_dict' parameter. Keys {sources[new_key]!r} and "
-                f"{key!r} both map to {new_key!r}."
-            )
-        converted[new_key] = value
-        sources[new_key] = key
-    return converted, sources, ignored
+            return None
+        return new_key[len("student.") :] if new_key.startswith("student.") else new_key
+
+    return _rename_keys(
+        state_dict, rename, "pass checkpoint['model'], or read it with read_official_checkpoint"
+    )
 
 
 def read_official_checkpoint(path):

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
+from runtime.distributed import unwrap_name
+
 from .labram_channels import (
     _N_POSITION_ROWS,
     _N_TIME_ROWS,
@@ -684,10 +686,7 @@ class LaBraM(nn.Module):
         ValueError
             If ``param_name`` is not a parameter of this model.
         """
-        name = param_name
-        for prefix in ("module.", "_orig_mod."):
-            while name.startswith(prefix):
-                name = name[len(prefix) :]
+        name = unwrap_name(param_name)
         if name not in dict(self.named_parameters()):
             raise ValueError(
                 f"Invalid value for the 'param_name' parameter: {param_name!r} is not a parameter "

@@ -31,6 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from runtime.config import UsageError
+from runtime.distributed import unwrap_name
 
 from .tie import TemporalEmbedding, temporal_feature_dim
 
@@ -529,10 +530,7 @@ class M4CEA(nn.Module):
         ValueError
             If ``param_name`` is not a parameter of this model.
         """
-        name = param_name
-        for prefix in ("module.", "_orig_mod."):
-            while name.startswith(prefix):
-                name = name[len(prefix) :]
+        name = unwrap_name(param_name)
         if name.startswith(("patch_embed.", "input_proj.")) or name in ("mask_token", "pos_embed"):
             return 0
         if name.startswith("blocks."):

@@ -12,7 +12,7 @@ every window they read:
 
 Channels keep the stored order: models that place channels by name (LaBraM's position table) are built
 with the stored ``ch_names``. This module reads only the contract's plain attributes, so preprocessing
-does not import ``models`` (see the import layers in the README).
+does not import ``models`` (see the import layers in docs/development.md).
 """
 
 from __future__ import annotations

@@ -659,7 +659,7 @@ def registered_instructions(name: str, dest: str | os.PathLike | None = None) ->
             f" {target}/",
             f"     ({spec.version} at the time of writing: use the newest version listed on the corpus page,",
             "     and keep its official train/dev/eval split folders as they are.)",
-            "  4. Then read it with the TUH adapter in preprocess/datasets/ (see README.md).",
+            "  4. Then read it with the TUH adapter in preprocess/datasets/ (see docs/preprocessing.md).",
         ]
     )
 
@@ -667,7 +667,7 @@ def registered_instructions(name: str, dest: str | os.PathLike | None = None) ->
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Download an open EEG dataset, verifying every file's published hash.",
-        epilog=f"datasets: {', '.join(DATASETS)}. See the module docstring and README.md (Downloads).",
+        epilog=f"datasets: {', '.join(DATASETS)}. See docs/preprocessing.md (Downloads).",
     )
     parser.add_argument("name", metavar="NAME", help=f"dataset: {', '.join(DATASETS)}")
     parser.add_argument("--dest", metavar="DIR", help="destination folder (required for open datasets)")

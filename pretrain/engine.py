@@ -15,7 +15,8 @@ One optimiser step consumes ``batch_size`` windows over all ranks: ``accum_steps
 ``micro_batch_size`` windows on each of ``world_size`` ranks. Every micro-batch loss is divided by
 ``accum_steps`` (DDP averages over ranks), DDP all-reduces gradients on the last micro-step only, and
 the optimiser steps and zeroes the gradients once per accumulation. The learning rate is set per
-optimiser step.
+optimiser step. This loop is :func:`pretrain.accumulation.run_accumulated_epoch`, shared with LaBraM's
+stages; :func:`train_one_epoch` gives it M4CEA's micro-step (masking, targets, losses).
 
 Masking noise. The Gumbel noise of one optimiser step is drawn for the whole global batch from a
 generator seeded by ``(seed, step)``; window ``p`` of the step (its position in the shuffled order,
@@ -33,19 +34,14 @@ inherent to ``GradScaler``; bf16 (the default on CUDA) needs no scaler.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from models import patch_spectrum
-from pretrain.masking import MASKING_STRATEGIES, gumbel_noise, gumbel_topk_mask
+from pretrain.accumulation import run_accumulated_epoch
+from pretrain.masking import MASKING_STRATEGIES, gumbel_topk_mask
 from runtime.distributed import DistributedContext
-from runtime.metrics import IntervalLog
-from runtime.optim import clip_and_step, optimiser_steps_in_epoch
-from runtime.seeding import derive_seed
 
 __all__ = [
     "LOSS_TOKENS",
@@ -345,13 +341,6 @@ def signal_loss(
     return (err * weight).sum() / (weight.sum() * err.shape[-1])
 
 
-def _no_sync(model: torch.nn.Module, sync: bool):
-    """DDP's ``no_sync()`` when gradients must not be all-reduced yet, else a no-op."""
-    if sync or not hasattr(model, "no_sync"):
-        return contextlib.nullcontext()
-    return model.no_sync()
-
-
 def train_one_epoch(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -412,89 +401,60 @@ def train_one_epoch(
     FloatingPointError
         If the loss becomes NaN or infinite (checked every ``log_every`` steps).
     """
-    ctx = ctx or DistributedContext(device=device)
     s = settings
-    accum, world = s.accum_steps, ctx.world_size
-    n_steps = optimiser_steps_in_epoch(len(loader), accum, s.micro_batch_size, epoch, max_steps)
-    model.train()
-    if scaler is None:
-        scaler = torch.amp.GradScaler(device.type, enabled=False)
     autocast = torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None)
-    generator = torch.Generator(device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = s.clip_grad if s.clip_grad else math.inf
-    global_batch = s.micro_batch_size * accum * world
-
-    def nonfinite_message(values: dict, step: int) -> str:
-        return (
-            f"Non-finite pretraining loss {values['loss']} ("
-            + ", ".join(f"{k} {v}" for k, v in values.items() if k.startswith("loss_"))
-            + f") in epoch {epoch} at optimiser step {step} (checked "
-            f"every {s.log_every} steps): lower optim.base_lr, check the data for NaN or extreme "
-            "values, or set runtime.amp=fp32."
-        )
-
-    progress = tqdm(
-        total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
-    )
     signal = s.target == "signal"
-    log = IntervalLog(
-        _SIGNAL_METRICS if signal else _METRICS,
-        device=device,
-        log_every=s.log_every,
-        world_size=world,
-        global_batch=global_batch,
-        progress=progress,
-        log_writer=log_writer,
-        nonfinite_message=nonfinite_message,
-        show_speed=True,
-    )
     magnitude_stats = (
         torch.tensor(s.magnitude_mean, device=device),
         torch.tensor(s.magnitude_std, device=device),
     )
-    data_iter = iter(loader)
-    for _ in range(n_steps):
-        if lr_scheduler is not None:
-            lr_scheduler.step_update(step)
-        lr = optimizer.param_groups[0]["lr"]
-        generator.manual_seed(derive_seed(s.seed, "mask", step))
-        noise = gumbel_noise((accum, s.micro_batch_size, world, s.n_tokens), generator)
-        step_losses = torch.zeros(2, device=device)
-        for micro in range(accum):
-            x, weights = next(data_iter)
-            x = x.to(device, non_blocking=True)
-            weights = weights.to(device, non_blocking=True)
-            if s.strategy == "random":
-                weights = torch.ones_like(weights)
-            mask = gumbel_topk_mask(weights, s.n_masked, noise=noise[micro, :, ctx.rank])
-            loss_mask = mask if s.loss_tokens == "masked" else None
-            with torch.no_grad():
-                if signal:
-                    target_signal = patch_signal(x, s.patch_samples)
-                else:
-                    target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
-                    if s.target_norm == "frequency":
-                        target_magnitude = normalize_magnitude_target(target_magnitude, *magnitude_stats)
-            with _no_sync(model, sync=micro == accum - 1):
-                with autocast:
-                    pred_magnitude, pred_phase = model(x, mask)
-                if signal:
-                    prediction = signal_prediction(pred_magnitude, pred_phase, s.patch_samples)
-                    loss_magnitude = signal_loss(prediction, target_signal, loss_mask)
-                    loss_phase = torch.zeros_like(loss_magnitude)
-                else:
-                    loss_magnitude, loss_phase = reconstruction_loss(
-                        pred_magnitude, pred_phase, target_magnitude, target_phase, loss_mask
-                    )
-                loss = (loss_magnitude + loss_phase) / accum
-                scaler.scale(loss).backward()
-            step_losses += torch.stack([loss_magnitude.detach(), loss_phase.detach()]) / accum
-        grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
-        step += 1
-        if signal:  # loss, loss_signal, grad_norm
-            step_metrics = torch.stack([step_losses[0], step_losses[0], grad_norm.float()])
+
+    def micro_step(batch, noise):
+        x, weights = batch
+        x = x.to(device, non_blocking=True)
+        weights = weights.to(device, non_blocking=True)
+        if s.strategy == "random":
+            weights = torch.ones_like(weights)
+        mask = gumbel_topk_mask(weights, s.n_masked, noise=noise)
+        loss_mask = mask if s.loss_tokens == "masked" else None
+        with torch.no_grad():
+            if signal:
+                target_signal = patch_signal(x, s.patch_samples)
+            else:
+                target_magnitude, target_phase = patch_spectrum(x, s.patch_samples)
+                if s.target_norm == "frequency":
+                    target_magnitude = normalize_magnitude_target(target_magnitude, *magnitude_stats)
+        with autocast:
+            pred_magnitude, pred_phase = model(x, mask)
+        if signal:
+            prediction = signal_prediction(pred_magnitude, pred_phase, s.patch_samples)
+            loss_magnitude = signal_loss(prediction, target_signal, loss_mask)
+            loss_phase = torch.zeros_like(loss_magnitude)
         else:
-            step_metrics = torch.stack([step_losses.sum(), step_losses[0], step_losses[1], grad_norm.float()])
-        log.update(step_metrics, step=step, lr=lr)
-    return log.finish()
+            loss_magnitude, loss_phase = reconstruction_loss(
+                pred_magnitude, pred_phase, target_magnitude, target_phase, loss_mask
+            )
+        return loss_magnitude + loss_phase, torch.stack([loss_magnitude.detach(), loss_phase.detach()])
+
+    def summarise(step_losses):  # (magnitude, phase) -> the logged losses, grad_norm apart
+        if signal:  # loss, loss_signal
+            return torch.stack([step_losses[0], step_losses[0]])
+        return torch.stack([step_losses.sum(), step_losses[0], step_losses[1]])
+
+    return run_accumulated_epoch(
+        model,
+        loader,
+        optimizer,
+        device,
+        epoch,
+        settings=s,
+        step=step,
+        names=_SIGNAL_METRICS if signal else _METRICS,
+        micro_step=micro_step,
+        summarise=summarise,
+        lr_scheduler=lr_scheduler,
+        scaler=scaler,
+        ctx=ctx,
+        log_writer=log_writer,
+        max_steps=max_steps,
+    )

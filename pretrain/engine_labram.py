@@ -17,29 +17,24 @@ BCI", ICLR 2024 (official code github 935963004/LaBraM, ``engine_for_vqnsp.py`` 
   the others: loss = CE(masked) + CE(symmetric) as the official. Logged: the two losses and the
   masked-token accuracies ``mlm_acc`` and ``mlm_acc_sym``.
 
-Mechanics are those of :mod:`pretrain.engine` (M4CEA): ``accum_steps`` micro-batches per optimiser
-step on every rank, DDP's ``no_sync`` except on the last micro-step, autocast (bf16 on CUDA), losses
-summed on the device and read every ``log_every`` steps (:class:`runtime.metrics.IntervalLog`), the
-learning rate set per optimiser step, and masking noise drawn per optimiser step for the whole global
-batch from ``(seed, step)`` so that the masks depend neither on the number of ranks nor on a resume.
+Mechanics are those of :mod:`pretrain.engine` (M4CEA), in the one loop both share
+(:func:`pretrain.accumulation.run_accumulated_epoch`): ``accum_steps`` micro-batches per optimiser step on
+every rank, DDP's ``no_sync`` except on the last micro-step, autocast (bf16 on CUDA), losses summed on the
+device and read every ``log_every`` steps (:class:`runtime.metrics.IntervalLog`), the learning rate set
+per optimiser step, and masking noise drawn per optimiser step for the whole global batch from
+``(seed, step)`` so that the masks depend neither on the number of ranks nor on a resume.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from pretrain.masking import gumbel_noise, gumbel_topk_mask
+from pretrain.accumulation import run_accumulated_epoch
+from pretrain.masking import gumbel_topk_mask
 from runtime.distributed import DistributedContext, all_reduce_sum
-from runtime.metrics import IntervalLog
-from runtime.optim import clip_and_step, optimiser_steps_in_epoch
-from runtime.seeding import derive_seed
 
 __all__ = [
     "LabramSettings",
@@ -157,82 +152,6 @@ def mem_losses(
     return loss_masked, loss_sym, acc, acc_sym
 
 
-def _no_sync(model: torch.nn.Module, sync: bool):
-    if sync or not hasattr(model, "no_sync"):
-        return contextlib.nullcontext()
-    return model.no_sync()
-
-
-def _run_epoch(
-    model,
-    loader,
-    optimizer,
-    device,
-    epoch,
-    *,
-    settings: LabramSettings,
-    step: int,
-    names: tuple,
-    micro_step: Callable,
-    lr_scheduler,
-    scaler,
-    ctx,
-    log_writer,
-    max_steps,
-) -> dict:
-    """The accumulation loop of both stages; ``micro_step(x, micro, noise)`` returns (loss, metrics)."""
-    ctx = ctx or DistributedContext(device=device)
-    s = settings
-    accum, world = s.accum_steps, ctx.world_size
-    n_steps = optimiser_steps_in_epoch(len(loader), accum, s.micro_batch_size, epoch, max_steps)
-    model.train()
-    if scaler is None:
-        scaler = torch.amp.GradScaler(device.type, enabled=False)
-    generator = torch.Generator(device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = s.clip_grad if s.clip_grad else math.inf
-
-    def nonfinite_message(values: dict, at_step: int) -> str:
-        return (
-            f"Non-finite pretraining loss {values['loss']} in epoch {epoch} at optimiser step {at_step} "
-            f"(checked every {s.log_every} steps): lower optim.base_lr, check the data for NaN or "
-            "extreme values, or set runtime.amp=fp32."
-        )
-
-    progress = tqdm(
-        total=n_steps, desc=f"epoch {epoch}", disable=not ctx.is_main, dynamic_ncols=True, leave=False
-    )
-    log = IntervalLog(
-        names,
-        device=device,
-        log_every=s.log_every,
-        world_size=world,
-        global_batch=s.micro_batch_size * accum * world,
-        progress=progress,
-        log_writer=log_writer,
-        nonfinite_message=nonfinite_message,
-        show_speed=True,
-    )
-    data_iter = iter(loader)
-    for _ in range(n_steps):
-        if lr_scheduler is not None:
-            lr_scheduler.step_update(step)
-        lr = optimizer.param_groups[0]["lr"]
-        generator.manual_seed(derive_seed(s.seed, "mask", step))
-        noise = gumbel_noise((accum, s.micro_batch_size, world, s.n_tokens), generator)
-        step_metrics = torch.zeros(len(names) - 1, device=device)  # all but grad_norm
-        for micro in range(accum):
-            x = next(data_iter)[0].to(device, non_blocking=True)
-            with _no_sync(model, sync=micro == accum - 1):
-                loss, metrics = micro_step(x, noise[micro, :, ctx.rank])
-                scaler.scale(loss / accum).backward()
-            step_metrics += metrics / accum
-        grad_norm = clip_and_step(optimizer, scaler, params, max_norm)
-        step += 1
-        log.update(torch.cat([step_metrics, grad_norm.float().reshape(1)]), step=step, lr=lr)
-    return log.finish()
-
-
 def train_tokenizer_one_epoch(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -288,14 +207,15 @@ def train_tokenizer_one_epoch(
     autocast = torch.autocast(device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None)
     counts = torch.zeros(n_codes, dtype=torch.long, device=device)
 
-    def micro_step(x, noise):
+    def micro_step(batch, noise):
+        x = batch[0].to(device, non_blocking=True)
         with autocast:
             losses = model(x)
         counts.add_(torch.bincount(losses.codes.reshape(-1), minlength=n_codes))
         parts = torch.stack([losses.loss, losses.rec_loss, losses.rec_angle_loss, losses.quant_loss])
         return losses.loss, parts.detach().float()
 
-    metrics = _run_epoch(
+    metrics = run_accumulated_epoch(
         model,
         loader,
         optimizer,
@@ -375,7 +295,8 @@ def train_mem_one_epoch(
     if tokenizer.training:
         raise ValueError("The tokenizer must be in eval mode (call tokenizer.eval()): it is frozen.")
 
-    def micro_step(x, noise):
+    def micro_step(batch, noise):
+        x = batch[0].to(device, non_blocking=True)
         weights = torch.ones(x.shape[0], s.n_tokens, device=device)
         mask = gumbel_topk_mask(weights, s.n_masked, noise=noise)
         with torch.no_grad(), autocast:
@@ -386,7 +307,7 @@ def train_mem_one_epoch(
         loss = loss_masked + loss_sym
         return loss, torch.stack([loss.detach(), loss_masked.detach(), loss_sym.detach(), acc, acc_sym])
 
-    return _run_epoch(
+    return run_accumulated_epoch(
         model,
         loader,
         optimizer,

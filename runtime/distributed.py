@@ -11,6 +11,7 @@ After nanoGPT's ``train.py`` (Karpathy, github.com/karpathy/nanoGPT).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,9 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "init_distributed",
+    "no_sync",
     "unwrap_model",
+    "unwrap_name",
 ]
 
 
@@ -159,6 +162,30 @@ def all_gather_object(obj: Any) -> list:
     return [obj]
 
 
+def no_sync(model: torch.nn.Module, sync: bool):
+    """DDP's ``no_sync()`` context while gradients must not be all-reduced yet, else a no-op context.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained model, possibly in ``DistributedDataParallel`` (the only wrapper with ``no_sync``).
+    sync : bool
+        True on the last micro-step of a gradient accumulation: its backward all-reduces the gradients.
+
+    Returns
+    -------
+    context : contextlib.AbstractContextManager
+        ``model.no_sync()`` when ``sync`` is False and the model has it, else ``contextlib.nullcontext()``.
+
+    References
+    ----------
+    nanoGPT's ``train.py`` (Karpathy): gradients are synchronised on the last micro-step only.
+    """
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """Return the plain module inside ``DistributedDataParallel`` and/or ``torch.compile`` wrappers."""
     while True:
@@ -168,3 +195,28 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+#: Name prefixes of the wrappers :func:`unwrap_model` removes: ``DistributedDataParallel``, ``torch.compile``.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_name(name: str, prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> str:
+    """A parameter or state-dict name without the wrapper prefixes it starts with (any order, repeated).
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"module._orig_mod.blocks.0.attn.qkv.weight"``.
+    prefixes : tuple of str
+        The prefixes to strip, each ending with its first dot (default: DDP's ``module.`` and
+        ``torch.compile``'s ``_orig_mod.``).
+
+    Returns
+    -------
+    name : str
+        E.g. ``"blocks.0.attn.qkv.weight"``.
+    """
+    while name.startswith(prefixes):
+        name = name.split(".", 1)[1]
+    return name

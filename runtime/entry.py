@@ -5,7 +5,8 @@
 any case. As a command-line entry, a usage error of the setup phase (:data:`USAGE_ERRORS`: bad input,
 :class:`runtime.config.UsageError`, or a user path that does not exist) is printed once (rank 0) as
 ``"<prog>: error: <message>"`` on stderr, the way argparse reports its own errors, and gives exit
-status 2. Any other exception is a bug: it propagates with its traceback.
+status 2. Any other exception is a bug: it propagates with its traceback. :func:`run_command` is the same
+for the one-phase commands (``finetune/embed.py``, ``finetune/probe.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 
 from runtime.config import UsageError
 from runtime.distributed import cleanup_distributed
+from runtime.logging import setup_logging
 
-__all__ = ["USAGE_ERRORS", "run_entry"]
+__all__ = ["USAGE_ERRORS", "run_command", "run_entry"]
 
 #: Errors of the setup phase reported as usage errors (exit status 2); anything else shows its traceback.
 USAGE_ERRORS = (UsageError, FileNotFoundError)
@@ -65,3 +67,25 @@ def run_entry(
         return 0
     finally:
         cleanup_distributed()
+
+
+def run_command(work: Callable[[Any], Any], args: Any, prog: str) -> int:
+    """Run a one-phase command-line entry: console logging, ``work(args)``, its exit status.
+
+    Parameters
+    ----------
+    work : callable
+        ``work(args)``: all the command does; a :data:`USAGE_ERRORS` error anywhere in it is a usage
+        error.
+    args : argparse.Namespace
+        Parsed command-line arguments.
+    prog : str
+        The program name in error messages (``"embed.py"``).
+
+    Returns
+    -------
+    status : int
+        0 when ``work`` returned, 2 after a usage error (printed as ``"<prog>: error: <message>"``).
+    """
+    setup_logging(0, None)
+    return run_entry(work, lambda result: result, args, prog=prog)

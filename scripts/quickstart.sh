@@ -87,4 +87,4 @@ echo "  python finetune/finetune_main.py --task onset_detection --seed 42 --data
 echo "  bash scripts/reproduce_tables.sh --labram-pretrained labram-base.pth CKPT DATA_ROOT RUNS"
 echo "      # M4CEA and LaBraM on every task (DATA_ROOT/<task>) x the five seeds (--models m4cea_base: M4CEA only)"
 echo "  python scripts/make_table.py RUNS                       # mean +/- std over seeds, n and warnings"
-echo "(README, section 3: fine-tuning, splits, evidence and tables.)"
+echo "(README, section 3, and docs/finetuning.md: fine-tuning, splits, evidence and tables.)"

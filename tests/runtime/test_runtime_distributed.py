@@ -48,3 +48,34 @@ def test_unwrap_model():
 
     assert unwrap_model(inner) is inner
     assert unwrap_model(Compiled(inner)) is inner
+
+
+def test_no_sync_defers_ddp_reduction_except_on_the_last_micro_step():
+    import contextlib
+
+    from runtime.distributed import no_sync
+
+    entered = []
+
+    class FakeDDP(torch.nn.Module):
+        @contextlib.contextmanager
+        def no_sync(self):
+            entered.append(True)
+            yield
+
+    with no_sync(FakeDDP(), sync=False):
+        pass
+    assert entered == [True]
+    with no_sync(FakeDDP(), sync=True):  # the last micro-step: gradients are all-reduced
+        pass
+    assert entered == [True]
+    assert isinstance(no_sync(torch.nn.Linear(1, 1), sync=False), contextlib.nullcontext)
+
+
+def test_unwrap_name_strips_ddp_and_compile_prefixes_in_any_order():
+    from runtime.distributed import unwrap_name
+
+    assert unwrap_name("module._orig_mod.blocks.0.attn.qkv.weight") == "blocks.0.attn.qkv.weight"
+    assert unwrap_name("_orig_mod.module.head.bias") == "head.bias"
+    assert unwrap_name("model.module.norm.weight", ("module.", "model.")) == "norm.weight"
+    assert unwrap_name("modules.x") == "modules.x"  # a prefix ends at its dot

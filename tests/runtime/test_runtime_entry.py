@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.config import ConfigError, UsageError, check_values
-from runtime.entry import run_entry
+from runtime.entry import run_command, run_entry
 
 
 def _setup_raising(err):
@@ -40,3 +40,12 @@ def test_check_values_names_the_key_and_the_allowed_values():
         check_values(cfg, {"optim.epochs": (lambda v: v >= 1, ">= 1")})
     with pytest.raises(ConfigError, match=r"'amp'.*got None"):  # None compared with a number: invalid
         check_values(cfg, {"amp": (lambda v: v > 0, "> 0")})
+
+
+def test_run_command_is_one_phase_with_the_same_exit_statuses(capsys):
+    seen = []
+    assert run_command(seen.append, "args", prog="embed.py") == 0 and seen == ["args"]
+    assert run_command(_setup_raising(UsageError("bad --checkpoint")), None, prog="embed.py") == 2
+    assert capsys.readouterr().err == "embed.py: error: bad --checkpoint\n"
+    with pytest.raises(ValueError):
+        run_command(_setup_raising(ValueError("a bug")), None, prog="embed.py")
