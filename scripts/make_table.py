@@ -36,12 +36,12 @@ import os  # noqa: E402
 from finetune.report import (  # noqa: E402
     PAIRED_TESTS,
     PAPER_SEEDS,
-    task_row,  # one table row from {seed: results}: the rows of the ensembles' baselines
     ablation_table,
     collect_runs,
     comparison_table,
     main_table,
     paired_difference,
+    task_row,  # one table row from {seed: results}: the rows of the ensembles' baselines
     to_markdown,
     write_csv,
 )
