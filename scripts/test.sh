@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-"$PYTHON" -m pytest "$@"
+# Two pytest-xdist workers (M4CEA_TEST_WORKERS=N for another count, 0 for one process), each test file on
+# one worker (--dist loadfile: the module fixtures, e.g. a tiny fine-tuned run, are made once).
+"$PYTHON" -m pytest -n "${M4CEA_TEST_WORKERS:-2}" --dist loadfile "$@"

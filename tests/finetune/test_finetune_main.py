@@ -115,6 +115,13 @@ def real_run(chbmit, tiny_checkpoint, runs):
     return runs / "onset_detection" / "seed42", results
 
 
+@pytest.fixture(scope="module")
+def other_seed_run(real_run, chbmit, tiny_checkpoint, runs):
+    """The same run as ``real_run`` with seed 2024, beside it in ``runs`` (one training for two tests)."""
+    main(_argv(chbmit, runs, seed=2024, pretrained=tiny_checkpoint))
+    return runs / "onset_detection" / "seed2024"
+
+
 def _read_json(path):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -279,7 +286,9 @@ def test_real_run_files(real_run):
     assert log.count("Not a result yet:") == 4
 
 
-def test_same_seed_same_results_other_seed_same_split(real_run, chbmit, tiny_checkpoint, tmp_path):
+def test_same_seed_same_results_other_seed_same_split(
+    real_run, other_seed_run, chbmit, tiny_checkpoint, tmp_path
+):
     run_dir, _ = real_run
     main(_argv(chbmit, tmp_path, pretrained=tiny_checkpoint))
     first, again = (
@@ -294,14 +303,12 @@ def test_same_seed_same_results_other_seed_same_split(real_run, chbmit, tiny_che
     b = load_checkpoint(tmp_path / "onset_detection/seed42/checkpoint-best.pth")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    main(_argv(chbmit, tmp_path, seed=2024, pretrained=tiny_checkpoint))
-    other = _read_json(tmp_path / "onset_detection/seed2024/results.json")
+    other = _read_json(other_seed_run / "results.json")
     assert other["split"] == first["split"]  # the split seed is not the training seed
     assert other["test"]["loss"] != first["test"]["loss"]  # but the training differs
 
 
-def test_make_table_on_the_runs_folder(real_run, chbmit, tiny_checkpoint, runs, capsys):
-    main(_argv(chbmit, runs, seed=2024, pretrained=tiny_checkpoint))
+def test_make_table_on_the_runs_folder(real_run, other_seed_run, runs, capsys):
     spec = importlib.util.spec_from_file_location("make_table", ROOT / "scripts" / "make_table.py")
     make_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_table)

@@ -199,7 +199,8 @@ def test_events_read_back_with_mne_and_as_bids_tsv(run_dir, edf_dir, tmp_path):
     p_seizure = np.array([float(r["p_seizure"]) for r in rows])
     threshold = float(np.median(p_seizure))
     out = tmp_path / "out"
-    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out, f"threshold={threshold!r}") == 0
+    overrides = f"threshold={threshold!r}", "figure.enabled=false"  # the figure: test_figure_is_written
+    assert _predict(run_dir, [edf_dir / f"{SEIZURE}.edf"], out, *overrides) == 0
     folder = out / SEIZURE
     expected = detect_events(
         np.arange(10) * 4.0,
@@ -295,7 +296,8 @@ def test_rejected_windows_are_marked_not_dropped(run_dir, tmp_path):
     raw._data[:, int(9.0 * 256) : int(9.5 * 256)] = np.nan  # inside the window 8-12 s
     raw._data[4, int(20.5 * 256) :] = 0.0  # a disconnected channel from 20.5 s: the window 24-28 s is flat
     raw.save(tmp_path / "broken_raw.fif", verbose="error")
-    assert _predict(run_dir, [tmp_path / "broken_raw.fif"], tmp_path / "out", "threshold=0.0") == 0
+    overrides = "threshold=0.0", "figure.enabled=false"  # figures of rejections: the non-finite tests below
+    assert _predict(run_dir, [tmp_path / "broken_raw.fif"], tmp_path / "out", *overrides) == 0
     rows = _read_csv(tmp_path / "out" / "broken_raw" / "broken_raw_probabilities.csv")
     assert [float(r["start_s"]) for r in rows] == [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0]
     by_start = {float(r["start_s"]): r for r in rows}
@@ -899,8 +901,8 @@ def test_output_into_the_input_folder_twice_annotates_each_recording_once(run_di
     data.mkdir()
     shutil.copy(edf_dir / f"{SEIZURE}.edf", data)
     synthetic_raw(CHBMIT_CHANNELS, duration_s=12.0, seed=8).save(data / "other_raw.fif", verbose="error")
-    for _ in range(2):
-        assert _predict(run_dir, [data], data) == 0
+    for _ in range(2):  # no figures: PNGs are neither inputs nor asserted here (four took seconds)
+        assert _predict(run_dir, [data], data, "figure.enabled=false") == 0
         batch = json.loads((data / "predict_summary.json").read_text())
         assert sorted(d["recording"] for d in batch["done"]) == [SEIZURE, "other_raw"]
         assert batch["failed"] == []

@@ -1,5 +1,6 @@
 """Equivalence with the official M4CEA code (Evigouse/M4CEA_Project), from ../shared/reference."""
 
+import copy
 import math
 
 import pytest
@@ -95,12 +96,17 @@ def test_official_pretrain_checkpoint_into_classifier(official_reference):
     )
 
 
-def test_depth12_official_layout_maps_onto_base(official_pretrain_shapes, official_finetune_shapes):
+def test_depth12_official_layout_maps_onto_base(
+    official_pretrain_shapes, official_finetune_shapes, base_pretrain_model
+):
     for shapes, head, n_outputs, total in (
         (official_pretrain_shapes, "pretrain", None, BASE_PRETRAIN_PARAMS),
         (official_finetune_shapes, "classification", 4, BASE_FINETUNE_PARAMS_4_CLASSES),
     ):
-        model = create_model("m4cea_base", head=head, n_outputs=n_outputs)
+        if head == "pretrain":  # a copy of the shared m4cea_base (the zeros loaded below change it)
+            model = copy.deepcopy(base_pretrain_model)
+        else:
+            model = create_model("m4cea_base", head=head, n_outputs=n_outputs)
         ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         converted = convert_official_state_dict({k: torch.empty(0) for k in shapes})
         mapped = dict(zip(converted, shapes.values(), strict=True))

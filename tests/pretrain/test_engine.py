@@ -132,10 +132,10 @@ def test_masks_depend_on_position_in_global_batch_only():
 
 
 def test_loss_decreases_on_a_fixed_batch():
-    x, w = _batches(8)
+    x, w = _batches(4)  # 4 windows: the same decrease as 8 (203.7 -> 198.9 over 6 steps), half the time
     model, optimizer = _model_and_optimizer(lr=3e-3)
     loader = [(x, w)] * 6
-    settings = _settings(8, 1)
+    settings = _settings(4, 1)
     first = train_one_epoch(model, loader[:1], optimizer, DEVICE, 0, settings=settings, step=0)["loss"]
     later = train_one_epoch(model, loader, optimizer, DEVICE, 1, settings=settings, step=1)
     assert later["loss"] < first and math.isfinite(later["loss"])
