@@ -15,10 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from runtime.config import UsageError
-from runtime.distributed import cleanup_distributed
 from runtime.logging import setup_logging
 
 __all__ = ["USAGE_ERRORS", "run_command", "run_entry"]
@@ -53,6 +50,10 @@ def run_entry(
     result : Any
         What ``train`` returns (``prog`` None), or the exit status (``prog`` given).
     """
+    import torch  # here, not at the top: preprocess_main.py imports USAGE_ERRORS and runs without torch
+
+    from runtime.distributed import cleanup_distributed
+
     try:
         if prog is None:
             return train(setup(args))
