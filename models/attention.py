@@ -90,7 +90,7 @@ class FoldedAttention(nn.Module):
         heads, dim = attn.num_heads, attn.head_dim
         width = heads * dim
         self.num_heads, self.head_dim, self.eps = heads, dim, float(attn.q_norm.eps)
-        centre = torch.eye(dim, dtype=torch.float64) - 1.0 / dim
+        centre = torch.eye(dim, dtype=torch.float64, device=attn.qkv.weight.device) - 1.0 / dim
         weight = attn.qkv.weight.detach().double().view(3, heads, dim, -1)
         weight = torch.cat([torch.einsum("ij,hjc->hic", centre, weight[i]) for i in range(2)] + [weight[2]])
         dtype = attn.qkv.weight.dtype
