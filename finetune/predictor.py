@@ -48,7 +48,7 @@ from finetune.predict_config import (
     MAX_PREPROCESS_THREADS,
 )
 from models import get_input_contract
-from models.attention import configure_attention, use_fused_attention
+from models.attention import configure_attention, fold_attention, use_fused_attention
 from preprocess.adapt import WindowAdapter
 from preprocess.pipeline import OpenRecording, Preprocessor
 from runtime.amp import AMP_DTYPES
@@ -439,10 +439,12 @@ class Predictor:
         else:
             self.amp = config["amp_cpu"]
         self.model = model.to(self.device).eval()
-        # The inference form: the TIE embedding as matrix products, the attention kernel of the device.
+        # The inference form: the TIE embedding as matrix products, fused attention (on the CPU too) with
+        # the qk LayerNorms' centring folded into the qkv weights.
         if hasattr(self.model, "fuse"):
             self.model.fuse()
-        configure_attention(self.model, use_fused_attention(self.device))
+        configure_attention(self.model, use_fused_attention(self.device, inference=True))
+        fold_attention(self.model)
         gpu_threads = max(1, min(MAX_PREPROCESS_THREADS, (os.cpu_count() or 1) - 1))
         self.preprocess_threads = config["preprocess_threads"] or (
             gpu_threads if self.device.type == "cuda" else 1
@@ -525,9 +527,13 @@ class Predictor:
         """The ``torch.compile``d model, as a function of a float32 batch on ``self.device``.
 
         On the CPU the weights are frozen into the compiled graph (inductor ``freezing``: the TIE
-        matrices are folded into constants, the weights pre-packed for oneDNN) and, with bf16, the
-        compiled model is a bf16 copy of the model instead of autocast (no weight casts at each call):
-        1.2x the compiled autocast throughput on this project's CPU. On CUDA: autocast, as uncompiled.
+        matrices are folded into constants, the weights pre-packed for oneDNN, bias and GELU fused into
+        the linear layers) and, with bf16, the compiled model is a bf16 copy of the model instead of
+        autocast (no weight casts at each call): 1.2x the compiled autocast throughput on this project's
+        CPU. Freezing is inductor's global ``config.freezing``, set around every call (the compilation
+        happens at the first): ``torch.compile(options={"freezing": True})`` does not reach the check
+        that turns it on (torch 2.14: the weights stayed graph inputs, no oneDNN linear). On CUDA:
+        autocast, as uncompiled.
         """
         dtype = AMP_DTYPES[self.amp]
         if self.device.type == "cuda":
@@ -539,10 +545,17 @@ class Predictor:
                     return compiled(x)
 
             return run
+        from torch._inductor import config as inductor_config
+
         model = copy.deepcopy(self.model).to(dtype) if dtype is not None else self.model
         compiled = torch.compile(model, dynamic=False, options={"freezing": True})
         weights_dtype = next(model.parameters()).dtype  # any family: the (bf16) copy's
-        return lambda x: compiled(x.to(weights_dtype))
+
+        def run(x):
+            with inductor_config.patch(freezing=True):
+                return compiled(x.to(weights_dtype))
+
+        return run
 
     def window_probabilities(self, recording: OpenRecording, progress: bool = False) -> WindowPredictions:
         """Classify every window of a recording, block by block.

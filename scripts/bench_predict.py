@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench_predict.py [--hours 1 24] [--devices cpu cuda] [--workdir DIR]
         [--amp-cpu auto|bf16|fp32] [--batch-size N] [--threads N] [--compile auto|always|never] [--profile]
+        [--models m4cea_base [m4cea_tiny ...]]
 
 Each recording is a synthetic 23-channel, 256 Hz EDF (CHB-MIT channel names,
 :func:`preprocess.synthetic.write_long_edf`, as ``scripts/bench_preprocess.py``). The model is
@@ -18,6 +19,9 @@ with one per CPU core (at most 8: config ``preprocess_threads``), and the model 
 Before the recordings, the model's compute floor on this CPU is printed (:func:`compute_floor`): its
 matrix-product FLOPs at the bf16 GEMM rate measured in the same run, plus its attention softmax at the
 measured softmax rate. No implementation of the model runs faster than that on this machine in bf16.
+Each CPU line ends with its ratio to that floor (wall time over floor x windows), measured in the same
+run. ``--models`` benchmarks several sizes in one run (each against its own floor), e.g.
+``--models m4cea_base m4cea_tiny`` for the choice of a CPU-only site.
 
 Goals (issue 6): 24 h in under 2 minutes on the CPU, under 10 s on one H200.
 """
@@ -144,7 +148,7 @@ def _seconds_per_call(fn, repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def compute_floor(batch_size: int) -> dict:
+def compute_floor(batch_size: int, model_name: str = "m4cea_base") -> dict:
     """The model's lower bound per window on this CPU, from rates measured here and now.
 
     The model's matrix-product FLOPs per window (counted by ``torch.utils.flop_counter`` on a forward
@@ -161,7 +165,7 @@ def compute_floor(batch_size: int) -> dict:
     from models.attention import configure_attention
 
     torch.manual_seed(0)
-    model = create_model("m4cea_base", head="classification", n_outputs=2).eval()
+    model = create_model(model_name, head="classification", n_outputs=2).eval()
     configure_attention(model, fused=False)  # matmuls the counter sees
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, model.n_chans, model.n_times))
@@ -206,31 +210,39 @@ def main() -> None:
         help="torch.compile the model (config compile; auto: for recordings of >= 1 h)",
     )
     parser.add_argument("--profile", action="store_true", help="also time the preprocessing alone")
+    parser.add_argument(
+        "--models", nargs="+", default=["m4cea_base"], help="model sizes, each against its own floor"
+    )
     args = parser.parse_args()
     import torch
 
     devices = [d for d in args.devices if d == "cpu" or torch.cuda.is_available()]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="m4cea_bench_predict_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = workdir / "checkpoint-best.pth"
-    if not ckpt.exists():
-        save_untrained_checkpoint(ckpt, "onset_detection", ["model.name=m4cea_base"])
+    checkpoints = {}
+    for name in args.models:
+        checkpoints[name] = workdir / f"{name}_checkpoint-best.pth"
+        if not checkpoints[name].exists():
+            save_untrained_checkpoint(checkpoints[name], "onset_detection", [f"model.name={name}"])
     print(
-        f"CPU threads: {args.threads or torch.get_num_threads()} of {os.cpu_count()}; model m4cea_base; "
-        f"batch {args.batch_size}; compile {args.compile}",
+        f"CPU threads: {args.threads or torch.get_num_threads()} of {os.cpu_count()}; models "
+        f"{', '.join(args.models)}; batch {args.batch_size}; compile {args.compile}",
         flush=True,
     )
+    floors = {}
     if "cpu" in devices:
-        floor = compute_floor(args.batch_size)
-        print(
-            f"model: {floor['gflop']:.2f} GFLOP per window in matrix products; this CPU: bf16 GEMM "
-            f"{floor['gemm_gflop_s']:.0f} GFLOP/s, softmax {floor['softmax_ns']:.2f} ns per score -> floor "
-            f"{floor['floor_s_per_window'] * 1e3:.1f} ms per window, "
-            f"{floor['floor_s_per_window'] * 21600:.0f} s for 24 h (model only)",
-            flush=True,
-        )
+        for name in args.models:
+            floor = floors[name] = compute_floor(args.batch_size, name)
+            print(
+                f"{name}: {floor['gflop']:.2f} GFLOP per window in matrix products; this CPU: bf16 GEMM "
+                f"{floor['gemm_gflop_s']:.0f} GFLOP/s, softmax {floor['softmax_ns']:.2f} ns per score -> "
+                f"floor {floor['floor_s_per_window'] * 1e3:.1f} ms per window, "
+                f"{floor['floor_s_per_window'] * 21600:.0f} s for 24 h (model only)",
+                flush=True,
+            )
     header = (
-        f"{'recording':>10} {'device':>7} {'amp':>5} {'windows':>8} {'wall s':>8} {'win/s':>7} {'peak GB':>8}"
+        f"{'model':>10} {'recording':>10} {'device':>7} {'amp':>5} {'windows':>8} {'wall s':>8} {'win/s':>7} "
+        f"{'peak GB':>8} {'/floor':>6}"
     )
     block_threads = max(1, min(MAX_PREPROCESS_THREADS, os.cpu_count() or 1))
     profile_header = f"  preprocessing s: 1 thread, {block_threads} threads"
@@ -254,23 +266,35 @@ def main() -> None:
         pre_s = None
         if args.profile:
             pre_s = [preprocess_only(edf, args.threads, n) for n in sorted({1, block_threads})]
-        for device in devices:
-            r = predict_once(edf, ckpt, workdir / f"out_{hours:g}h_{device}", device, args)
-            line = (
-                f"{hours:>8g} h {device:>7} {r['amp']:>5} {r['windows']:>8d} {r['wall_s']:>8.1f} "
-                f"{r['windows'] / r['wall_s']:>7.1f} {r['rss_gb']:>8.2f}"
-            )
-            print(line + ("  " + ", ".join(f"{t:.1f}" for t in pre_s) if pre_s else ""), flush=True)
-            shutil.rmtree(workdir / f"out_{hours:g}h_{device}", ignore_errors=True)
+        for name in args.models:
+            for device in devices:
+                out = workdir / f"out_{name}_{hours:g}h_{device}"
+                r = predict_once(edf, checkpoints[name], out, device, args)
+                ratio = ""
+                if device == "cpu":
+                    ratio = f"{r['wall_s'] / (floors[name]['floor_s_per_window'] * r['windows']):>6.2f}"
+                line = (
+                    f"{name:>10} {hours:>8g} h {device:>7} {r['amp']:>5} {r['windows']:>8d} "
+                    f"{r['wall_s']:>8.1f} {r['windows'] / r['wall_s']:>7.1f} {r['rss_gb']:>8.2f} {ratio:>6}"
+                )
+                print(line + ("  " + ", ".join(f"{t:.1f}" for t in pre_s) if pre_s else ""), flush=True)
+                shutil.rmtree(out, ignore_errors=True)
     if args.profile:
-        for device in devices:
-            r = model_only(ckpt, device, args)
-            print(
-                f"model alone on {device} ({r['amp']}, {'compiled' if r['compiled'] else 'not compiled'}): "
-                f"{r['windows_per_s']:.1f} windows/s, {21600 / r['windows_per_s']:.0f} s for 24 h",
-                flush=True,
-            )
-    print("goals: 24 h in < 120 s on the CPU, < 10 s on one H200")
+        for name in args.models:
+            for device in devices:
+                r = model_only(checkpoints[name], device, args)
+                ratio = ""
+                if device == "cpu":
+                    ratio = (
+                        f", {1 / (r['windows_per_s'] * floors[name]['floor_s_per_window']):.2f} x the floor"
+                    )
+                print(
+                    f"{name} alone on {device} ({r['amp']}, "
+                    f"{'compiled' if r['compiled'] else 'not compiled'}): "
+                    f"{r['windows_per_s']:.1f} windows/s, {21600 / r['windows_per_s']:.0f} s for 24 h{ratio}",
+                    flush=True,
+                )
+    print("goals: 24 h in < 120 s on the CPU, < 10 s on one H200; within 1.3 x the floor (issue 16)")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 

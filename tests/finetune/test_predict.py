@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch._inductor import config as inductor_config
 
 from finetune.checkpoints import save_untrained_checkpoint
 from finetune.finetune_main import main as finetune
@@ -662,17 +663,23 @@ def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_d
     shapes = []
 
     def fake_compile(model, dynamic, options):  # stands in for torch.compile (seconds to minutes on a CPU)
-        assert dynamic is False and options == {"freezing": True}  # CPU: weights frozen into the graph
-        return lambda x: (shapes.append((tuple(x.shape), x.dtype, model.pos_embed.dtype)), model(x))[1]
+        assert dynamic is False
+        # CPU: the weights are frozen into the graph. Inductor compiles at the first call and reads its
+        # global config.freezing then (options={"freezing": True} alone left it off: no oneDNN linear).
+        return lambda x: (
+            shapes.append((tuple(x.shape), x.dtype, model.pos_embed.dtype, inductor_config.freezing)),
+            model(x),
+        )[1]
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     np.testing.assert_allclose(predictor.classify(windows, compiled=True), eager, atol=1e-6)
     fp32 = torch.float32
-    assert shapes == [((4, 16, 4000), fp32, fp32)] * 3  # 10 windows: the last batch padded, one shape
+    assert shapes == [((4, 16, 4000), fp32, fp32, True)] * 3  # 10 windows: the last batch padded
+    assert not inductor_config.freezing  # only while the compiled model runs
     # CPU bf16: a bf16 copy of the model is compiled (no autocast); the eager model stays float32
     shapes.clear()
     np.testing.assert_allclose(bf16.classify(windows, compiled=True), eager, atol=0.02)
-    assert shapes == [((64, 16, 4000), torch.bfloat16, torch.bfloat16)]
+    assert shapes == [((64, 16, 4000), torch.bfloat16, torch.bfloat16, True)]
     assert bf16.model.pos_embed.dtype == fp32 and finetuned.model.pos_embed.dtype == fp32
 
     def failing_compile(model, dynamic, options):
