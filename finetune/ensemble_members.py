@@ -22,6 +22,7 @@ import yaml
 
 from finetune.checkpoints import BEST_CHECKPOINT, build_model, zoo_window
 from finetune.data import FinetuneDataset, build_eval_loader
+from models import get_input_contract
 from models.contract import InputContract
 from models.zoo import is_zoo_name
 from preprocess.adapt import WindowAdapter
@@ -98,12 +99,14 @@ def check_members(members: list, task: Task, seed: int, split_cfg: dict) -> None
 
 
 def _member_dataset(member, model, root, rows, task):
-    """The member's windows as its own run read them (zoo models: their input contract)."""
+    """The member's windows as its own run read them (finetune/run.py): each model's input contract
+    (LaBraM: 200 Hz, uV / 100, any length up to its time table; braindecode models: models/zoo.py)."""
     if is_zoo_name(member.model_name):
         window = member.cfg["model"]["zoo_window"]
         adapter = WindowAdapter(model.contract, window["sfreq_in"], window["n_times_in"])
         return FinetuneDataset(root, rows, task, model.n_chans, window["n_times_in"], adapter=adapter)
-    return FinetuneDataset(root, rows, task, model.n_chans, model.n_times)
+    contract = get_input_contract(member.cfg["model"])
+    return FinetuneDataset(root, rows, task, model.n_chans, getattr(model, "n_times", None), contract)
 
 
 def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 # Rerun the paper's fine-tuning tables: M4CEA, LaBraM, braindecode baselines, the M4CEA ablations and a
 # gated ensemble of the models on the same windows, splits, seeds and metrics:
 #
-#   bash scripts/reproduce_tables.sh [--models LIST] [--ensemble] [--labram-pretrained FILE]
+#   bash scripts/reproduce_tables.sh [--models LIST] [--seeds LIST] [--ensemble] [--labram-pretrained FILE]
 #       [--random-masking-pretrained FILE] [--no-tie-pretrained FILE]
 #       PRETRAINED DATA_ROOT RUNS_DIR [finetune_main.py options ...]
 #
@@ -11,7 +11,7 @@
 # DATA_ROOT   one labelled preprocessing output per task: DATA_ROOT/<task>/manifest.csv (tasks without
 #             one are skipped, and said so); every model reads the same windows, adapted by the loader
 # RUNS_DIR    receives RUNS_DIR/<variant>/<task>/seed<S>/ for every variant, task with data and the seeds
-#             42 2024 3407 4399 114514, then the tables: the first model's main table (Markdown on stdout,
+#             42 2024 3407 4399 114514 (or --seeds), then the tables: the first model's main table (Markdown on stdout,
 #             RUNS_DIR/table_main.csv) and, with more than one variant, one row per task and variant
 #             (RUNS_DIR/table_comparison.csv)
 # --models LIST   comma-separated model names (default m4cea_base,labram_base); m4cea_* fine-tune from
@@ -20,6 +20,8 @@
 #             braindecode.CBraMod, braindecode.EEGNet) train from scratch with their own input contract
 #             (models/zoo.py), no layer-wise lr decay (optim.layer_decay=1.0) and
 #             configs/finetune/recipes/<class in lower case>.yaml when it exists
+# --seeds LIST    comma-separated seeds instead of the paper's five (e.g. --seeds 42,2024 for a quick
+#             comparison); the tables then expect these seeds
 # --ensemble  also fit a gated ensemble (finetune/ensemble_main.py, EnECG) of the LIST models' runs per task
 #             and seed, in RUNS_DIR/ensemble/<task>/seed<S>/ (needs two or more models; a task and seed
 #             whose member runs did not finish is skipped, and said so); the comparison table then has an
@@ -43,7 +45,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/_venv.sh"
 
-USAGE="usage: bash scripts/reproduce_tables.sh [--models LIST] [--ensemble] [--labram-pretrained FILE] \
+USAGE="usage: bash scripts/reproduce_tables.sh [--models LIST] [--seeds LIST] [--ensemble] [--labram-pretrained FILE] \
 [--random-masking-pretrained FILE] [--no-tie-pretrained FILE] PRETRAINED DATA_ROOT RUNS_DIR \
 [finetune_main.py options ...]"
 die() {
@@ -51,6 +53,7 @@ die() {
     exit 2
 }
 MODELS="m4cea_base,labram_base"
+SEEDS_LIST="42,2024,3407,4399,114514"
 ENSEMBLE=0
 LABRAM_PRETRAINED=""
 RANDOM_MASKING_PRETRAINED=""
@@ -58,6 +61,7 @@ NO_TIE_PRETRAINED=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --models) [ $# -ge 2 ] || die "--models needs a value"; MODELS="$2"; shift 2 ;;
+        --seeds) [ $# -ge 2 ] || die "--seeds needs a value"; SEEDS_LIST="$2"; shift 2 ;;
         --ensemble) ENSEMBLE=1; shift ;;
         --labram-pretrained) [ $# -ge 2 ] || die "--labram-pretrained needs a file"; LABRAM_PRETRAINED="$2"; shift 2 ;;
         --random-masking-pretrained) [ $# -ge 2 ] || die "--random-masking-pretrained needs a file"
@@ -131,7 +135,11 @@ if [ "$ENSEMBLE" -eq 1 ] && [ ${#MEMBER_NAMES[@]} -lt 2 ]; then
     die "--ensemble needs two or more models in --models, but got '$MODELS'"
 fi
 
-SEEDS=(42 2024 3407 4399 114514)
+IFS=',' read -r -a SEEDS <<< "$SEEDS_LIST"
+[ ${#SEEDS[@]} -gt 0 ] || die "--seeds needs at least one seed"
+for seed in "${SEEDS[@]}"; do
+    [[ "$seed" =~ ^[0-9]+$ ]] || die "--seeds takes comma-separated integers like 42,2024, but got '$SEEDS_LIST'"
+done
 read -r -a TASKS <<< "$("$PYTHON" -c 'from tasks import TASKS; print(" ".join(TASKS))')"
 read -r -a LAUNCH_CMD <<< "${LAUNCH:-$PYTHON}"
 FAILED=()
@@ -193,14 +201,16 @@ if [ "$ENSEMBLE" -eq 1 ]; then
 fi
 
 mkdir -p "$RUNS_DIR/${VARIANT_NAMES[0]}"
-"$PYTHON" "$ROOT/scripts/make_table.py" "$RUNS_DIR/${VARIANT_NAMES[0]}" --csv "$RUNS_DIR/table_main.csv"
+"$PYTHON" "$ROOT/scripts/make_table.py" "$RUNS_DIR/${VARIANT_NAMES[0]}" --csv "$RUNS_DIR/table_main.csv" \
+    --seeds "${SEEDS[@]}"
 if [ ${#VARIANT_NAMES[@]} -gt 1 ]; then
     COMPARED=()
     for variant in "${VARIANT_NAMES[@]}"; do
         mkdir -p "$RUNS_DIR/$variant"
         COMPARED+=("$variant=$RUNS_DIR/$variant")
     done
-    "$PYTHON" "$ROOT/scripts/make_table.py" --ablation "${COMPARED[@]}" --ablation-csv "$RUNS_DIR/table_comparison.csv"
+    "$PYTHON" "$ROOT/scripts/make_table.py" --ablation "${COMPARED[@]}" --ablation-csv "$RUNS_DIR/table_comparison.csv" \
+        --seeds "${SEEDS[@]}"
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "reproduce_tables.sh: failed runs: ${FAILED[*]} (see their log.txt)" >&2

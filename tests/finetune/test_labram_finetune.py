@@ -5,6 +5,7 @@ layer ids, and prediction on a LaBraM run."""
 from __future__ import annotations
 
 import argparse
+import csv
 
 import numpy as np
 import pytest
@@ -14,12 +15,15 @@ from scipy.signal import resample_poly
 
 from finetune.checkpoints import BEST_CHECKPOINT, build_model, load_pretrained
 from finetune.data import FinetuneDataset
+from finetune.ensemble_members import load_member, member_outputs
 from finetune.finetune_main import main
 from finetune.predict_config import load_predict_config
 from finetune.predictor import Predictor, load_finetuned
 from finetune.run import build_optimizer
 from models import DOUBLE_BANANA, create_model, get_input_contract, load_official_state_dict
+from preprocess.segments import read_manifest
 from runtime.config import CONFIG_DIR
+from runtime.distributed import DistributedContext
 from tasks import get_task, load_task_config
 from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
 from tests.helpers import shared_path
@@ -199,3 +203,16 @@ def test_predict_entry_point_on_a_labram_run(scratch_run, tmp_path):
     assert len(rows) == 10 and [float(r["start_s"]) for r in rows[:2]] == [0.0, 4.0]
     p = np.array([[float(r["p_background"]), float(r["p_seizure"])] for r in rows])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_ensemble_member_reads_a_labram_run_as_its_run_did(scratch_run, data):
+    """An ensemble member that is a LaBraM run gets its windows adapted as in training (200 Hz, uV / 100):
+    its test probabilities are those of the run's own predictions.csv (was: AttributeError, no n_times)."""
+    run_dir, _ = scratch_run
+    with open(run_dir / "predictions.csv", newline="") as f:
+        test = [row for row in csv.DictReader(f) if row["split"] == "test"]
+    by_path = {row["path"]: row for row in read_manifest(data)}
+    rows = [by_path[row["path"]] for row in test]
+    outputs = member_outputs(load_member(run_dir), data, {"test": rows}, ONSET, DistributedContext())
+    expected = np.array([[float(row[f"p_{c}"]) for c in ONSET.classes] for row in test])
+    np.testing.assert_allclose(outputs["test"]["probabilities"], expected, atol=1e-5)
