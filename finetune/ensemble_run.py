@@ -25,6 +25,7 @@ from finetune.ensemble_members import (
     member_outputs,
     resolve_gate_channels,
 )
+from finetune.evidence import split_sizes
 from finetune.heads import parameter_counts
 from finetune.metrics import evaluate_predictions
 from finetune.outputs import PREDICTIONS_FILE, RESULTS_FILE, write_predictions, write_results
@@ -177,6 +178,7 @@ def run_ensemble(args, cfg: dict, task: Task) -> dict | None:
                 "val": metrics("val", member_p["val"][:, best]),
             },
         },
+        "n": {name: split_sizes(task, rows_by_split[name]) for name in SPLIT_NAMES},
         "split": split.describe(rows),
         "checkpoint": {
             "path": str(run_dir / BEST_CHECKPOINT),

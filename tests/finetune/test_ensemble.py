@@ -213,6 +213,8 @@ def test_ensemble_of_two_runs_writes_members_gate_weights_and_baselines(member_r
     weights = results["gate"]["mean_weights"]
     assert len(weights) == 2 and abs(sum(weights) - 1.0) < 1e-6
     assert set(results["baselines"]) == {"uniform", "best_single"}
+    member = json.loads((runs / "m4cea" / "onset_detection/seed42" / "results.json").read_text())
+    assert results["n"] == member["n"]  # the members' test set, in the tables' n column
     assert results["baselines"]["best_single"]["model"] in ("m4cea_tiny", "braindecode.EEGNet")
     assert set(results["test"]) == set(ONSET.metrics) | {"loss"}
     assert results["parameters"]["trainable"] == results["parameters"]["total"] > 0
