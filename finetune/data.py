@@ -31,12 +31,12 @@ from torch.utils.data import (
     Sampler,
     WeightedRandomSampler,
     default_collate,
-    get_worker_info,
 )
 
 from models import get_input_contract
 from preprocess.adapt import WindowAdapter, adapter_for_windows
 from preprocess.segments import load_windows_into
+from runtime.batches import empty_batch
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -54,19 +54,6 @@ __all__ = [
 
 #: Allowed values of ``data.sampler``.
 SAMPLERS = ("shuffle", "balanced")
-
-
-def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 batch tensor; in a loader worker, in shared memory from the start.
-
-    A worker sends its batch to the training process through shared memory: writing the windows there
-    directly saves the copy that sending an ordinary tensor makes (``default_collate`` does the same).
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    elem = torch.empty(0, dtype=torch.float32)
-    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return elem.new(storage).resize_(*shape)
 
 
 def check_window_shapes(
@@ -212,7 +199,7 @@ class FinetuneDataset(Dataset):
         (batch, n_classes), (batch,): the items of ``dataset[i]`` stacked, with the same values.
         """
         rows = [self.rows[i] for i in indices]
-        x = _empty_batch((len(rows), self.n_chans, self.n_times))
+        x = empty_batch((len(rows), self.n_chans, self.n_times))
         same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
         stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
         adapt = self.adapter.adapt_in_place if same else None

@@ -14,16 +14,16 @@ those of reading them one by one (``dataset[i]``).
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from preprocess.adapt import adapter_for_windows
 from preprocess.segments import load_windows_into, read_manifest, window_name
+from runtime.batches import empty_batch
 from runtime.config import UsageError
 
 __all__ = ["PretrainDataset", "build_pretrain_loader", "collate_batches"]
@@ -36,19 +36,6 @@ def collate_batches(batch):
     of batch tensors) or, for datasets without it, a list of items (``default_collate``).
     """
     return batch if isinstance(batch, tuple) else default_collate(batch)
-
-
-def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 batch tensor; in a loader worker, in shared memory from the start.
-
-    A worker sends its batch to the training process through shared memory: writing the windows there
-    directly saves the copy that sending an ordinary tensor makes (``default_collate`` does the same).
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    elem = torch.empty(0, dtype=torch.float32)
-    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return elem.new(storage).resize_(*shape)
 
 
 class PretrainDataset(Dataset):
@@ -122,7 +109,7 @@ class PretrainDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Read and adapt the windows ``indices`` as one batch: ``x`` (batch, n_chans, n_times), weights."""
         rows = [self.rows[i] for i in indices]
-        x = _empty_batch((len(rows), self.n_chans, self.n_times))
+        x = empty_batch((len(rows), self.n_chans, self.n_times))
         same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
         stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
         adapt = self.adapter.adapt_in_place if same else None
