@@ -19,8 +19,9 @@ Speed: the next block is preprocessed while the model runs on this one (:func:`p
 threads on a GPU machine (config ``preprocess_threads``); windows are classified in full batches across
 blocks. The GPU when present (bf16 autocast); on the CPU, bf16 autocast when the CPU computes bf16
 natively (AVX512-BF16, AMX), and for recordings of 4 hours or more (config ``compile``) a frozen bf16 copy
-of the model compiled by ``torch.compile``. The model dominates: m4cea_base costs 5.3 GFLOP in matrix
-products and 9.8 million attention exponentials per 4-s window, 114 TFLOP for 24 hours.
+of the model compiled by ``torch.compile``. The model dominates: m4cea_base costs 4.8 GFLOP in matrix
+products and 9.8 million attention exponentials per 4-s window, 103 TFLOP for 24 hours
+(``scripts/bench_predict.py`` counts them).
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def main() -> None:
         "--compile",
         default="auto",
         choices=["auto", "always", "never"],
-        help="torch.compile the model (config compile; auto: for recordings of >= 1 h)",
+        help="torch.compile the model (config compile; auto: for recordings of >= 4 h, 3600 windows)",
     )
     parser.add_argument("--profile", action="store_true", help="also time the preprocessing alone")
     parser.add_argument(
