@@ -393,12 +393,16 @@ def test_killing_the_main_process_stops_its_workers(tmp_path, sig):
     finally:
         main_process.send_signal(sig)
         main_process.wait()
-    time.sleep(1.0)  # the workers notice within 0.1 s; before, they went on with their recordings
+    # The workers notice within 0.1 s; before, they went on with their recordings (0.2 s a window).
     workers = {int(pid) for pid in log.read_text().split()}
+    deadline = time.monotonic() + 1.0  # a worker going on would be busy for seconds (15 windows)
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived its killed main process"
     saves = log.read_text()
-    time.sleep(1.0)
+    time.sleep(0.5)
     assert log.read_text() == saves, "a worker went on writing after its main process was killed"
-    assert not [pid for pid in workers if _alive(pid)]
+    assert {int(pid) for pid in saves.split()} == workers
     # The next run cleans up and completes every recording.
     from runtime.config import CONFIG_DIR, load_config
 
