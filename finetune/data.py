@@ -24,19 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    Sampler,
-    WeightedRandomSampler,
-    default_collate,
-)
+from torch.utils.data import Dataset, DistributedSampler, Sampler, WeightedRandomSampler
 
 from models import get_input_contract
 from preprocess.adapt import WindowAdapter, adapter_for_windows
 from preprocess.segments import load_windows_into
-from runtime.batches import empty_batch
+from runtime.batches import BatchLoader, empty_batch
 from runtime.checks import check_choice
 from runtime.config import UsageError
 from runtime.seeding import derive_seed
@@ -214,11 +207,6 @@ class FinetuneDataset(Dataset):
         return x, target, positions
 
 
-def _collate(batch):
-    """A batch read whole (the tuple of ``FinetuneDataset.__getitems__``) as it is, else stacked."""
-    return batch if isinstance(batch, tuple) else default_collate(batch)
-
-
 def balanced_window_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Sampling weight of each window so that every present class is drawn equally often.
 
@@ -278,7 +266,7 @@ class BalancedSampler(Sampler):
 def _loader(
     dataset, sampler, batch_size, drop_last, seed, num_workers, pin_memory, prefetch_factor, persistent
 ):
-    return DataLoader(
+    return BatchLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -287,7 +275,6 @@ def _loader(
         drop_last=drop_last,
         persistent_workers=persistent and num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
-        collate_fn=_collate,
         # Worker seeds from their own generator: the global RNG (drop-path) does not depend on num_workers.
         generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
     )
@@ -304,7 +291,7 @@ def build_train_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
-) -> tuple[DataLoader, Sampler]:
+) -> tuple[BatchLoader, Sampler]:
     """This rank's training micro-batches, shuffled (or class-balanced), incomplete ones dropped.
 
     Parameters
@@ -326,7 +313,7 @@ def build_train_loader(
 
     Returns
     -------
-    loader : DataLoader
+    loader : runtime.batches.BatchLoader
         Yields ``(x, labels, positions)`` of shapes (micro_batch_size, n_chans, n_times),
         (micro_batch_size,), (micro_batch_size,).
     sampler : DistributedSampler | BalancedSampler
@@ -368,7 +355,7 @@ def build_eval_loader(
     pin_memory: bool = False,
     prefetch_factor: int = 2,
     persistent: bool = False,
-) -> DataLoader:
+) -> BatchLoader:
     """Every window of a split once, in order, sharded over ranks (for validation and test).
 
     ``DistributedSampler(shuffle=False, drop_last=False)`` pads the last ranks with repeated windows so
@@ -376,7 +363,7 @@ def build_eval_loader(
 
     Returns
     -------
-    loader : DataLoader
+    loader : runtime.batches.BatchLoader
         Yields ``(x, labels, positions)``; the last batch may be smaller.
     """
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)

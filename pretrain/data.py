@@ -8,7 +8,8 @@ shards copied straight from their memory map), adapts it to the model family's i
 M4CEA, one division with the percentiles that shards store; 200 Hz and uV / 100 for LaBraM), and returns
 float32 tensors of the whole micro-batch; :func:`build_pretrain_loader` wraps it in a
 ``DistributedSampler`` (also in a single process, so that one code path serves both) and a
-``DataLoader`` with worker processes. The windows of a micro-batch, their order and their values are
+``DataLoader`` with worker processes (:class:`runtime.batches.BatchLoader`: they reuse their shared batch
+tensors). The windows of a micro-batch, their order and their values are
 those of reading them one by one (``dataset[i]``).
 """
 
@@ -19,23 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import Dataset, DistributedSampler
 
 from preprocess.adapt import adapter_for_windows
 from preprocess.segments import load_windows_into, read_manifest, window_name
-from runtime.batches import empty_batch
+from runtime.batches import BatchLoader, empty_batch
 from runtime.config import UsageError
 
-__all__ = ["PretrainDataset", "build_pretrain_loader", "collate_batches"]
-
-
-def collate_batches(batch):
-    """The loaders' ``collate_fn``: a batch read whole (a tuple from ``__getitems__``) as it is, else stacked.
-
-    ``DataLoader`` hands ``collate_fn`` what the dataset's ``__getitems__`` returned (our datasets: a tuple
-    of batch tensors) or, for datasets without it, a list of items (``default_collate``).
-    """
-    return batch if isinstance(batch, tuple) else default_collate(batch)
+__all__ = ["PretrainDataset", "build_pretrain_loader"]
 
 
 class PretrainDataset(Dataset):
@@ -150,7 +142,7 @@ def build_pretrain_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
-) -> tuple[DataLoader, DistributedSampler]:
+) -> tuple[BatchLoader, DistributedSampler]:
     """Build the training loader: this rank's shuffled share of the windows, in micro-batches.
 
     Parameters
@@ -173,7 +165,7 @@ def build_pretrain_loader(
 
     Returns
     -------
-    loader : DataLoader
+    loader : runtime.batches.BatchLoader
         Yields ``(x, weights)`` of shapes (micro_batch_size, n_chans, n_times) and
         (micro_batch_size, n_tokens); incomplete micro-batches are dropped.
     sampler : DistributedSampler
@@ -189,14 +181,13 @@ def build_pretrain_loader(
     sampler = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
-    loader = DataLoader(
+    loader = BatchLoader(
         dataset,
         batch_size=micro_batch_size,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
-        collate_fn=collate_batches,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
