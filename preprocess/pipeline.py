@@ -5,8 +5,8 @@ The steps, for one recording (:func:`preprocess_recording`):
 1. read any format ``mne.io.read_raw`` reads, EEG channels only (:mod:`preprocess.reading`);
 2. normalise channel names and build the bipolar montage (:mod:`preprocess.channels`);
 3. microvolts; zero-phase FIR band-pass (``l_freq``-``h_freq``) and notch (``notch_freq``) at the
-   recording's own rate, then resampling to ``sfreq`` (MNE, the same calls as ``Raw.filter``,
-   ``Raw.notch_filter`` and ``Raw.resample``);
+   recording's own rate, then resampling to ``sfreq`` (MNE's ``Raw.filter``, ``Raw.notch_filter`` and
+   ``Raw.resample``: the filters as one convolution, :mod:`preprocess.filters`, equal to float64 rounding);
 4. windows of ``window_s`` every ``stride_s``; windows with NaN or infinite samples, flat channels or
    absurd amplitudes are rejected and counted per reason (:data:`REJECT_REASONS`);
 5. labels from events (:mod:`preprocess.events`);
@@ -555,9 +555,9 @@ class Preprocessor:
             Explicit window starts in s (sorted, each window inside the recording), e.g. a few windows
             around an event; None: :meth:`window_starts`.
         n_threads : int
-            Blocks preprocessed at once, each in its own thread (MNE's FFT filters and resampling and
-            NumPy release the GIL), still yielded in order: for a GPU that classifies windows faster than
-            one core preprocesses them. The windows are the same for any number of threads.
+            Blocks preprocessed at once, each in its own thread (the filters' and MNE's resampling FFTs
+            and NumPy release the GIL), still yielded in order: for a GPU that classifies windows faster
+            than one core preprocesses them. The windows are the same for any number of threads.
 
         Yields
         ------
