@@ -741,6 +741,27 @@ def test_real_compilation_on_the_cpu_matches_the_eager_model(run_dir, edf_dir):
     np.testing.assert_allclose(compiled.sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_probabilities_equal_those_of_the_mne_filter_calls(run_dir, edf_dir, monkeypatch):
+    """The band-pass and notch as one convolution (preprocess/filters.py) leave the probabilities as they
+    were with MNE's filter_data and notch_filter calls."""
+    from preprocess.pipeline import Preprocessor
+
+    predictor = Predictor(load_finetuned(run_dir), load_predict_config(overrides=["amp_cpu=fp32"]))
+    recording = predictor.preprocessor.open(edf_dir / f"{SEIZURE}.edf")
+    new = predictor.window_probabilities(recording)
+
+    def mne_filters(self, x, sfreq):
+        cfg = self.config
+        x = mne.filter.filter_data(x, sfreq, cfg["l_freq"], cfg["h_freq"], verbose="error")
+        return mne.filter.notch_filter(x, sfreq, cfg["notch_freq"], verbose="error")
+
+    monkeypatch.setattr(Preprocessor, "_filter", mne_filters)
+    old = predictor.window_probabilities(recording)
+    assert len(new.probabilities) == 10 and (new.reasons == "").all()
+    np.testing.assert_array_equal(new.starts_s, old.starts_s)
+    np.testing.assert_allclose(new.probabilities, old.probabilities, rtol=0, atol=1e-6)
+
+
 def test_prefetch_keeps_order_and_raises_the_producers_error():
     from finetune.predictor import prefetch
 
