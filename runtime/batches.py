@@ -92,6 +92,7 @@ class BatchPool:
         self.free = torch.ones(int(num_workers) * self.slots_per_worker, dtype=torch.uint8).share_memory_()
         self._tensors: dict[int, torch.Tensor] = {}  # in a worker: its slots' tensors
         self._handed: dict[int, int] = {}  # in a worker: data pointer of a handed-out tensor -> its slot
+        self._held: set[int] = set()  # in the training process: slots of the batches it still uses
 
     def install(self, worker_id: int) -> None:
         """``worker_init_fn`` of the loader: :func:`empty_batch` in this worker draws from this pool."""
@@ -121,11 +122,24 @@ class BatchPool:
         if not tensor.is_shared():  # copied on its way (pin_memory): the worker's tensor is unused already
             self.free[slot] = 1
         else:
-            weakref.finalize(tensor.untyped_storage(), _set_free, self.free.numpy(), slot)
+            self._held.add(slot)
+            weakref.finalize(tensor.untyped_storage(), self._release, slot)
 
+    def free_unheld(self) -> None:
+        """In the training process: free the busy slots of batches it never received.
 
-def _set_free(free: np.ndarray, slot: int) -> None:
-    free[slot] = 1
+        For persistent workers, between epochs, before the loader's reset: a batch in flight then is one of
+        the last epoch, which ``DataLoader`` drops unread when the next epoch starts (an epoch left early,
+        e.g. the incomplete gradient accumulation at its end); its slot would otherwise stay busy.
+        """
+        free = self.free.numpy()
+        for slot in np.flatnonzero(free == 0).tolist():
+            if slot not in self._held:
+                free[slot] = 1
+
+    def _release(self, slot: int) -> None:
+        self._held.discard(slot)
+        self.free[slot] = 1
 
 
 class BatchLoader(DataLoader):
@@ -133,7 +147,8 @@ class BatchLoader(DataLoader):
 
     The same arguments, values and order as ``DataLoader`` with :func:`collate_batches`; with
     ``num_workers > 0`` the workers write their batches into the tensors of a :class:`BatchPool`
-    (``prefetch_factor + 2`` per worker) instead of fresh shared memory per batch. Measured with
+    (``prefetch_factor + 2`` per worker; a new pool with each new set of workers) instead of fresh shared
+    memory per batch. Measured with
     ``scripts/bench_loader.py`` (docs/performance.md).
 
     Parameters
@@ -153,23 +168,29 @@ class BatchLoader(DataLoader):
     def __init__(
         self, dataset, *, num_workers: int = 0, prefetch_factor: int | None = None, **kwargs
     ) -> None:
-        pool = BatchPool(num_workers, (prefetch_factor or 2) + 2) if num_workers > 0 else None
         super().__init__(
             dataset,
             num_workers=num_workers,
             prefetch_factor=prefetch_factor,
             collate_fn=collate_batches,
-            worker_init_fn=None if pool is None else pool.install,
             **kwargs,
         )
-        self.pool = pool
+        self.slots_per_worker = (prefetch_factor or 2) + 2
+        self.pool: BatchPool | None = None  # made with the workers, by the first iteration
 
     def __iter__(self):
-        batches = super().__iter__()
-        return batches if self.pool is None else self._released(batches)
+        if self.num_workers == 0:
+            return super().__iter__()
+        if self.pool is None or not self.persistent_workers:  # new workers: a new pool
+            self.pool = BatchPool(self.num_workers, self.slots_per_worker)
+            self.worker_init_fn = self.pool.install
+        else:  # the same workers: what the last epoch left unread, DataLoader drops on its reset
+            self.pool.free_unheld()
+        return self._released(super().__iter__(), self.pool)
 
-    def _released(self, batches):
+    @staticmethod
+    def _released(batches, pool: BatchPool):
         for batch, slot in batches:
             if slot >= 0:
-                self.pool.release_when_freed(batch[0], slot)
+                pool.release_when_freed(batch[0], slot)
             yield batch

@@ -70,6 +70,23 @@ def test_batches_kept_by_the_training_process_are_never_overwritten():
     assert loader.pool.free.all()
 
 
+def test_epochs_left_early_do_not_leave_slots_busy():
+    """Pretraining leaves an epoch before its end (incomplete accumulation): its batches in flight are
+    dropped unread by DataLoader, without reaching the training process that frees their slots."""
+    loader = BatchLoader(
+        _Windows(), batch_size=BATCH, num_workers=1, prefetch_factor=2, persistent_workers=True
+    )
+    for _ in range(3):
+        for k, _batch in enumerate(loader):
+            if k == 1:
+                break
+    del _batch  # the last batch taken
+    earlier = [before.numpy() for _, before in loader]  # a whole epoch
+    # With the dropped batches' slots left busy, all 4 were by now, and each of the 20 batches was new.
+    assert sum(not values.any() for values in earlier) <= loader.slots_per_worker
+    assert loader.pool.free.all()
+
+
 def test_datasets_without_batch_reads_load_as_with_a_data_loader():
     ours = list(BatchLoader(_Items(), batch_size=4, num_workers=1))  # items, stacked by default_collate
     theirs = list(DataLoader(_Items(), batch_size=4, num_workers=1))
