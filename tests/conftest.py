@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.helpers import one_torch_thread
@@ -16,6 +18,27 @@ def _one_torch_thread():
     """
     with one_torch_thread():
         yield
+
+
+@pytest.fixture(scope="session")
+def chbmit_preprocessed(tmp_path_factory):
+    """The two real CHB-MIT crops preprocessed with their events (``labelled_data.preprocess_chbmit``),
+    once per test run: the pytest-xdist workers share one folder, made by the first that needs it. Read
+    it only (fine-tuning and prediction tests train and predict from it)."""
+    from filelock import FileLock
+
+    from tests.finetune.labelled_data import preprocess_chbmit
+    from tests.helpers import shared_path
+
+    edf_dir = shared_path("data", "chbmit", "edf")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, above the workers' own
+    output = base / "chbmit_preprocessed"
+    with FileLock(str(base / "chbmit_preprocessed.lock")):
+        if not (output / "manifest.csv").is_file():
+            preprocess_chbmit(edf_dir, output)
+    return output
 
 
 @pytest.fixture

@@ -42,19 +42,3 @@ def test_help_as_a_script_exits_0(tmp_path):
             cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         assert done.returncode == 0 and "usage:" in done.stdout, (script, done.stderr)
-
-
-def test_preprocessing_runs_without_torch():
-    """A preprocessing run (entry, batch runner, pipeline, writers) never loads torch: seconds per process."""
-    code = (
-        "import sys\n"
-        "import preprocess.preprocess_main, preprocess.batch, preprocess.pipeline, preprocess.segments\n"
-        "import preprocess.datasets.prepare, runtime.entry  # what main() imports when it runs\n"
-        "print('torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": ""},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"

@@ -27,7 +27,7 @@ from preprocess.segments import read_manifest
 from runtime.checkpoint import load_checkpoint
 from runtime.logging import JsonLinesWriter
 from tasks import TASKS, get_task
-from tests.finetune.labelled_data import make_labelled_data, preprocess_chbmit, save_pretrain_checkpoint
+from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
 from tests.helpers import ROOT, shared_path
 
 ONSET = get_task("onset_detection")
@@ -85,9 +85,9 @@ def _argv(
 
 
 @pytest.fixture(scope="module")
-def chbmit(tmp_path_factory):
+def chbmit(chbmit_preprocessed):
     """The real CHB-MIT seizure and non-seizure crops, preprocessed with their events (one subject)."""
-    return preprocess_chbmit(shared_path("data", "chbmit", "edf"), tmp_path_factory.mktemp("chbmit") / "pre")
+    return chbmit_preprocessed
 
 
 @pytest.fixture(scope="module")

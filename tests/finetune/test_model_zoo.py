@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,8 @@ from runtime.checkpoint import load_checkpoint
 from runtime.config import UsageError
 from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
 
-pytest.importorskip("braindecode")
+# Not importorskip: importing braindecode (1.3 s) would happen at collection, in every pytest-xdist worker.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("braindecode") is None, reason="needs braindecode")
 
 # 6 subjects of 4 windows of 1 s (16 x 1000 samples at 1000 Hz), classes differ in rhythm.
 BASE = [

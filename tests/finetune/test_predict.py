@@ -27,7 +27,7 @@ from preprocess.segments import load_segment, read_manifest, scale_window
 from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
 from runtime.config import ConfigError
 from tasks import Task, get_task
-from tests.finetune.labelled_data import preprocess_chbmit, save_pretrain_checkpoint
+from tests.finetune.labelled_data import save_pretrain_checkpoint
 from tests.helpers import shared_path
 
 SEIZURE = "chb01_03_seizure_2995-3036s"
@@ -53,9 +53,9 @@ def edf_dir():
 
 
 @pytest.fixture(scope="module")
-def chbmit(edf_dir, tmp_path_factory):
+def chbmit(chbmit_preprocessed):
     """Both real crops preprocessed with their events (the training data, with its config.yaml)."""
-    return preprocess_chbmit(edf_dir, tmp_path_factory.mktemp("chbmit") / "pre")
+    return chbmit_preprocessed
 
 
 @pytest.fixture(scope="module")

@@ -250,11 +250,14 @@ def test_cli_unknown_label_and_unwritable_output(recordings, tmp_path, capsys):
     assert "Input not found" in capsys.readouterr().err
 
 
-def test_script_runs_from_a_fresh_shell(recordings, tmp_path):
-    """`python preprocess/preprocess_main.py ...` works without installing the project."""
+def test_script_runs_from_a_fresh_shell_without_torch(recordings, tmp_path):
+    """`python preprocess/preprocess_main.py ...` works without installing the project, and a preprocessing
+    run (entry, batch runner, pipeline, writers) never loads torch: seconds less per process."""
     result = subprocess.run(
         [
             sys.executable,
+            "-X",
+            "importtime",  # every module the run imports, on stderr
             str(ROOT / "preprocess" / "preprocess_main.py"),
             "--input",
             str(recordings / "rec0.edf"),
@@ -272,6 +275,9 @@ def test_script_runs_from_a_fresh_shell(recordings, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "windows written: 5" in result.stdout
     assert "notch_freq: 60.0" in (tmp_path / "out" / "config.yaml").read_text()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert {"preprocess.batch", "preprocess.pipeline", "preprocess.segments", "mne"} <= imported
+    assert "torch" not in imported
 
 
 # -- data integrity (issue 10) --------------------------------------------------------------------
