@@ -250,6 +250,7 @@ def test_cli_unknown_label_and_unwritable_output(recordings, tmp_path, capsys):
     assert "Input not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter and a whole preprocessing run (4 s)
 def test_script_runs_from_a_fresh_shell_without_torch(recordings, tmp_path):
     """`python preprocess/preprocess_main.py ...` works without installing the project, and a preprocessing
     run (entry, batch runner, pipeline, writers) never loads torch: seconds less per process."""
@@ -379,6 +380,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # a child preprocessing run with its workers, killed (5 s)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL])  # SIGTERM ends the main process the same way
 def test_killing_the_main_process_stops_its_workers(tmp_path, sig):

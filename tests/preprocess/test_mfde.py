@@ -480,6 +480,7 @@ def test_knowledge_weights_invalid_input():
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the benchmark script in a child process
 def test_bench_script_runs():
     result = subprocess.run(
         [

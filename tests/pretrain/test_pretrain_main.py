@@ -100,6 +100,7 @@ def test_signal_target_through_the_entry_point(small_data, tmp_path):
         main(_args(small_data, tmp_path / "bad", "pretrain.target=pixels"))
 
 
+@pytest.mark.slow  # three short pretraining runs (4 s): the default suite stays under 2 minutes
 def test_resume_equals_uninterrupted_run(small_data, tmp_path):
     """Stop after 2 of 3 epochs, resume from that checkpoint: same losses and parameters (drop-path on)."""
     extra = ["model.drop_path_rate=0.2", "optim.warmup_epochs=1", "checkpoint.save_last=false"]
@@ -362,6 +363,7 @@ def test_run_killed_during_its_first_save_is_started_again(small_data, tmp_path,
     assert not list(output.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # two pretraining runs
 def test_run_killed_between_metrics_and_checkpoint_resumes_without_duplicate_lines(
     small_data, tmp_path, monkeypatch
 ):
