@@ -84,7 +84,8 @@ class BatchPool:
         The loader's worker processes.
     slots_per_worker : int
         Reusable tensors per worker: the batches a worker may have in flight (the loader's
-        ``prefetch_factor``) plus the one the training process works on, plus one.
+        ``prefetch_factor``), plus the one the training process works on, plus one, plus those a left epoch
+        may hold until the next (:meth:`free_unheld`).
     """
 
     def __init__(self, num_workers: int, slots_per_worker: int) -> None:
@@ -130,7 +131,9 @@ class BatchPool:
 
         For persistent workers, between epochs, before the loader's reset: a batch in flight then is one of
         the last epoch, which ``DataLoader`` drops unread when the next epoch starts (an epoch left early,
-        e.g. the incomplete gradient accumulation at its end); its slot would otherwise stay busy.
+        e.g. the incomplete gradient accumulation at its end); its slot would otherwise stay busy. A worker
+        may still start one of those batches after this call (at most ``prefetch_factor``, dropped too):
+        their slots stay busy until the next call, hence the loader's ``2 * prefetch_factor + 2`` slots.
         """
         free = self.free.numpy()
         for slot in np.flatnonzero(free == 0).tolist():
@@ -147,7 +150,7 @@ class BatchLoader(DataLoader):
 
     The same arguments, values and order as ``DataLoader`` with :func:`collate_batches`; with
     ``num_workers > 0`` the workers write their batches into the tensors of a :class:`BatchPool`
-    (``prefetch_factor + 2`` per worker; a new pool with each new set of workers) instead of fresh shared
+    (``2 * prefetch_factor + 2`` per worker; a new pool with each new set of workers) instead of fresh shared
     memory per batch. Measured with
     ``scripts/bench_loader.py`` (docs/performance.md).
 
@@ -175,7 +178,7 @@ class BatchLoader(DataLoader):
             collate_fn=collate_batches,
             **kwargs,
         )
-        self.slots_per_worker = (prefetch_factor or 2) + 2
+        self.slots_per_worker = 2 * (prefetch_factor or 2) + 2
         self.pool: BatchPool | None = None  # made with the workers, by the first iteration
 
     def __iter__(self):

@@ -43,10 +43,10 @@ def test_workers_write_their_batches_into_few_reused_tensors():
             np.testing.assert_array_equal(x.numpy(), _expected(k))
             earlier.append(before.numpy())
     assert len(earlier) == 2 * N_WINDOWS // BATCH
-    # Fresh shared memory per batch (before the pool) held zeros each time; now only the 4 slots of each
+    # Fresh shared memory per batch (before the pool) held zeros each time; now only the slots of each
     # worker start so, and every other batch is written over one the training process had let go of.
     new = [k for k, values in enumerate(earlier) if not values.any()]
-    assert len(new) <= 2 * (2 + 2)
+    assert len(new) <= 2 * loader.slots_per_worker
     for values in earlier:
         assert not values.any() or (values[1] == values[0] + 1 and values[0] % BATCH == 1)
     del x, before  # the last batch
@@ -82,9 +82,10 @@ def test_epochs_left_early_do_not_leave_slots_busy():
                 break
     del _batch  # the last batch taken
     earlier = [before.numpy() for _, before in loader]  # a whole epoch
-    # With the dropped batches' slots left busy, all 4 were by now, and each of the 20 batches was new.
+    # With the dropped batches' slots left busy, all were by now, and each of the 20 batches was new.
     assert sum(not values.any() for values in earlier) <= loader.slots_per_worker
-    assert loader.pool.free.all()
+    # At most prefetch_factor slots of batches the worker started after the epoch was left, until the next.
+    assert (loader.pool.free == 0).sum() <= 2
 
 
 def test_datasets_without_batch_reads_load_as_with_a_data_loader():
