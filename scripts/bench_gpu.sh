@@ -2,7 +2,7 @@
 # The GPU figures in one command (issue 16): bash scripts/bench_gpu.sh [--dry-run] [OUT_DIR]
 #
 # On a machine with a CUDA GPU, in about 8 minutes, from the repository root:
-#   1. training-step throughput of m4cea_base (and labram_base once registered): bf16 eager and
+#   1. training-step throughput of m4cea_base and labram_base: bf16 eager and
 #      compiled, against the official-style fp32 step, with MFU (scripts/bench_train.py, batch 256);
 #   2. a single-GPU DDP smoke run: torchrun --nproc_per_node=1 pretrain/pretrain_main.py (NCCL) for one
 #      epoch of m4cea_base on synthetic windows (1 h of synthetic EEG, preprocessed with MFDE first);
@@ -12,7 +12,7 @@
 # A step that fails is recorded as failed (its log tail in the JSON) and the others still run; the exit
 # status is then 1. Without CUDA the script stops at once with exit status 2.
 #
-# --dry-run: every step at toy size on the CPU (m4cea_tiny, 2 minutes of EEG, gloo instead of NCCL, a
+# --dry-run: every step at toy size on the CPU (m4cea_tiny and labram_tiny, 2 minutes of EEG, gloo instead of NCCL, a
 # 1-minute recording): checks the plumbing and the JSON on a machine without GPU; the figures mean
 # nothing.
 #
@@ -41,7 +41,7 @@ if [ "$DRY_RUN" = 0 ]; then
             "--dry-run to check the steps on the CPU." >&2
         exit 2
     fi
-    MODEL=m4cea_base; DEVICE=cuda; EEG_S=3600; PREDICT_HOURS=24; WORKERS="0 4 8 16"
+    MODEL=m4cea_base; LABRAM_MODEL=labram_base; DEVICE=cuda; EEG_S=3600; PREDICT_HOURS=24; WORKERS="0 4 8 16"
     TRAIN_ARGS=(--device cuda --gpu-batch-size 256 --steps 20 --warmup 5
                 --variants cuda-reference cuda-bf16 cuda-bf16-compile)
     DDP_SET=(--set runtime.device=cuda --set optim.batch_size=128 --set optim.micro_batch_size=128
@@ -49,7 +49,7 @@ if [ "$DRY_RUN" = 0 ]; then
     PREDICT_ARGS=(--hours 24 --devices cuda)
     LOADER_BATCH=128
 else
-    MODEL=m4cea_tiny; DEVICE=cpu; EEG_S=120; PREDICT_HOURS=0.02; WORKERS="0 2"
+    MODEL=m4cea_tiny; LABRAM_MODEL=labram_tiny; DEVICE=cpu; EEG_S=120; PREDICT_HOURS=0.02; WORKERS="0 2"
     TRAIN_ARGS=(--device cpu --batch-size 2 --threads 1 --steps 1 --warmup 0 --variants cpu-fp32)
     DDP_SET=(--set runtime.device=cpu --set optim.batch_size=4 --set optim.micro_batch_size=4
              --set data.num_workers=0)
@@ -76,11 +76,8 @@ run_step() {
 # 1. Training-step throughput and MFU.
 run_step train_m4cea 240 "$PYTHON" scripts/bench_train.py --model "$MODEL" "${TRAIN_ARGS[@]}" \
     --json "$OUT_DIR/train_m4cea.json"
-if [ "$DRY_RUN" = 0 ] && "$PYTHON" -c "import sys; from models import list_models; \
-sys.exit(0 if 'labram_base' in list_models() else 1)" 2>/dev/null; then
-    run_step train_labram 150 "$PYTHON" scripts/bench_train.py --model labram_base "${TRAIN_ARGS[@]}" \
-        --json "$OUT_DIR/train_labram.json"
-fi
+run_step train_labram 150 "$PYTHON" scripts/bench_train.py --model "$LABRAM_MODEL" "${TRAIN_ARGS[@]}" \
+    --json "$OUT_DIR/train_labram.json"
 
 # 2. Synthetic windows (EDF -> preprocessing with MFDE), then a one-epoch DDP run under torchrun.
 mkdir -p "$OUT_DIR/edf"
@@ -102,10 +99,11 @@ run_step loader 120 "$PYTHON" - "$OUT_DIR/data" "$LOADER_BATCH" "$DEVICE" $WORKE
 import json, sys, time
 
 sys.path.insert(0, ".")
+from models import get_input_contract  # noqa: E402
 from pretrain.data import PretrainDataset, build_pretrain_loader  # noqa: E402
 
 root, batch, device, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], [int(w) for w in sys.argv[4:]]
-dataset = PretrainDataset(root, n_chans=16, n_times=4000, n_tokens=320)
+dataset = PretrainDataset(root, get_input_contract("m4cea_base"), n_chans=16, n_times=4000, n_tokens=320)
 for n_workers in workers:
     loader, sampler = build_pretrain_loader(
         dataset, micro_batch_size=batch, num_workers=n_workers, pin_memory=device == "cuda"
