@@ -28,7 +28,6 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler, WeightedRando
 
 from models import get_input_contract
 from preprocess.adapt import WindowAdapter, adapter_for_windows
-from preprocess.segments import load_windows_into
 from runtime.batches import BatchLoader, empty_batch
 from runtime.checks import check_choice
 from runtime.config import UsageError
@@ -176,7 +175,6 @@ class FinetuneDataset(Dataset):
         else:  # a braindecode model's adapter (models.zoo), checked when built; each item is checked below
             self.adapter = adapter
         self.n_times = self.adapter.n_times
-        self.stored_shape = (self.n_chans, self.adapter.n_times_in)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -193,12 +191,7 @@ class FinetuneDataset(Dataset):
         """
         rows = [self.rows[i] for i in indices]
         x = empty_batch((len(rows), self.n_chans, self.n_times))
-        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
-        stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
-        adapt = self.adapter.adapt_in_place if same else None
-        _, magnitudes = load_windows_into(self.root, rows, stored, adapt)
-        if not same:
-            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
+        self.adapter.read_batch(self.root, rows, x.numpy())
         positions = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if self.label_probs is not None:
             target = torch.from_numpy(self.label_probs[positions.numpy()])

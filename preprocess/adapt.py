@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from preprocess.segments import SCALE_EPS, abs_quantile, load_window, scale_window, window_name
+from preprocess.segments import (
+    SCALE_EPS,
+    abs_quantile,
+    load_window,
+    load_windows_into,
+    scale_window,
+    window_name,
+)
 from runtime.config import UsageError
 
 __all__ = ["WindowAdapter", "adapter_for_windows"]
@@ -174,6 +181,45 @@ class WindowAdapter:
         for i, window in enumerate(windows):  # window by window: each stays in the cache
             self.adapt_in_place(window, None if magnitudes is None else magnitudes[i])
         return windows
+
+    def read_batch(
+        self, root: str | os.PathLike, rows: Sequence[Mapping], out: np.ndarray
+    ) -> list[np.ndarray]:
+        """Read the windows of manifest rows into ``out``, adapted: the loaders' micro-batch.
+
+        Where the rate is kept, each window is read straight into ``out`` and adapted there while it is in
+        the cache (:meth:`adapt_in_place`, with the ``abs_q95`` that shards store); otherwise the stored
+        windows are read into a buffer first and resampled (:meth:`adapt_batch`).
+
+        Parameters
+        ----------
+        root : path-like
+            The preprocessing output folder.
+        rows : sequence of mapping
+            Manifest rows, pickles or shards in any mix (:func:`preprocess.segments.load_windows_into`).
+        out : ndarray of float32, shape (len(rows), n_chans, n_times)
+            Receives the adapted windows, in the order of ``rows`` (e.g. a loader's shared-memory batch).
+
+        Returns
+        -------
+        mfde : list of ndarray
+            Each window's MFDE weights, as stored.
+
+        Raises
+        ------
+        ValueError
+            If a stored window's shape is not ``(n_chans, n_times_in)``; as
+            :func:`preprocess.segments.load_windows_into`.
+        FileNotFoundError
+            If a pickle or shard is missing.
+        """
+        if self.identity_rate:
+            mfde, _ = load_windows_into(root, rows, out, self.adapt_in_place)
+            return mfde
+        stored = np.empty((len(rows), out.shape[1], self.n_times_in), np.float32)
+        mfde, magnitudes = load_windows_into(root, rows, stored)
+        out[...] = self.adapt_batch(stored, magnitudes)
+        return mfde
 
 
 def _column(rows: Sequence[Mapping], key: str) -> list:

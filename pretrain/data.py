@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from preprocess.adapt import adapter_for_windows
-from preprocess.segments import load_windows_into, read_manifest, window_name
+from preprocess.segments import read_manifest, window_name
 from runtime.batches import BatchLoader, empty_batch
 from runtime.config import UsageError
 
@@ -88,7 +88,6 @@ class PretrainDataset(Dataset):
         self.n_tokens = None if n_tokens is None else int(n_tokens)
         self.adapter = adapter_for_windows(contract, self.root, self.rows, self.n_chans, n_times)
         self.n_times = self.adapter.n_times
-        self.stored_shape = (self.n_chans, self.adapter.n_times_in)
         self[0]  # read the first window: its shape and weights must fit the model
 
     def __len__(self) -> int:
@@ -102,14 +101,8 @@ class PretrainDataset(Dataset):
         """Read and adapt the windows ``indices`` as one batch: ``x`` (batch, n_chans, n_times), weights."""
         rows = [self.rows[i] for i in indices]
         x = empty_batch((len(rows), self.n_chans, self.n_times))
-        same = self.adapter.identity_rate  # then each window is adapted in place, in x, once read
-        stored = x.numpy() if same else np.empty((len(rows), *self.stored_shape), np.float32)
-        adapt = self.adapter.adapt_in_place if same else None
-        mfde, magnitudes = load_windows_into(self.root, rows, stored, adapt)
-        weights = self._weights(rows, mfde)
-        if not same:
-            x.numpy()[...] = self.adapter.adapt_batch(stored, magnitudes)
-        return x, torch.from_numpy(weights)
+        mfde = self.adapter.read_batch(self.root, rows, x.numpy())
+        return x, torch.from_numpy(self._weights(rows, mfde))
 
     def _weights(self, rows: list[dict], mfde: list[np.ndarray]) -> np.ndarray:
         """The batch's MFDE weights as float32 (batch, n_tokens), checked together; a bad one is named."""

@@ -116,6 +116,20 @@ def test_stored_percentiles_scale_like_the_official_loader():
     np.testing.assert_array_equal(batch, np.stack([labram(w) for w in windows]))
 
 
+@pytest.mark.parametrize("model", ["m4cea_base", "labram_tiny"])  # kept rate (in place) and resampled
+def test_read_batch_equals_adapting_each_window(corpus, model):
+    adapter = WindowAdapter(get_input_contract(model), 1000.0, N_TIMES)
+    for fmt in ("pickle", "float32", "float16"):
+        rows = read_manifest(corpus[fmt])
+        picked = [rows[i] for i in (7, 0, 5, 11)]  # shards and windows in any order
+        out = np.full((len(picked), N_CHANS, adapter.n_times), np.nan, np.float32)
+        mfde = adapter.read_batch(corpus[fmt], picked, out)
+        for got, weights, row in zip(out, mfde, picked, strict=True):
+            window = load_window(corpus[fmt], row)
+            np.testing.assert_array_equal(got, adapter(window["data"]))
+            np.testing.assert_array_equal(weights, window["mfde"])
+
+
 def test_shards_store_the_percentiles_of_what_loaders_read(corpus):
     for fmt in ("float32", "float16"):
         rows = read_manifest(corpus[fmt])
