@@ -12,6 +12,18 @@ from preprocess.segments import save_segment, write_manifest
 
 # Class-dependent rhythm (Hz) of the synthetic windows: the classes differ in frequency, not in amplitude
 # (which the per-channel 95th-percentile scaling removes).
+# Fine-tuning overrides of the tests on make_labelled_data's tiny cohorts: micro-batches of 2 windows in this
+# process, no warm-up or layer decay, a log line per step, no TensorBoard.
+TINY_FINETUNE = [
+    "data.num_workers=0",
+    "optim.batch_size=4",
+    "optim.micro_batch_size=2",
+    "optim.base_lr=0.05",
+    "optim.warmup_epochs=0",
+    "optim.layer_decay=1.0",
+    "logging.log_every=1",
+    "logging.tensorboard=false",
+]
 _RHYTHM_HZ = (10.0, 3.0, 20.0, 6.0, 15.0)
 
 

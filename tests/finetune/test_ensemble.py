@@ -22,20 +22,10 @@ from runtime.checkpoint import load_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, UsageError, load_config
 from runtime.seeding import seed_everything
 from tasks import get_task
-from tests.finetune.labelled_data import make_labelled_data
+from tests.finetune.labelled_data import TINY_FINETUNE, make_labelled_data
 from tests.helpers import ROOT
 
 ONSET = get_task("onset_detection")
-BASE = [
-    "data.num_workers=0",
-    "optim.batch_size=4",
-    "optim.micro_batch_size=2",
-    "optim.base_lr=0.05",
-    "optim.warmup_epochs=0",
-    "optim.layer_decay=1.0",
-    "logging.log_every=1",
-    "logging.tensorboard=false",
-]
 
 
 def _members_of_known_quality(n, rng):
@@ -196,9 +186,8 @@ def member_runs(tmp_path_factory):
     }
     for name, overrides in models.items():
         for seed in (42, 7) if name == "eegnet" else (42,):
-            finetune_main(
-                [*common, "--seed", str(seed), "--output", str(runs / name), "--set", *BASE, *overrides]
-            )
+            output = ["--output", str(runs / name)]
+            finetune_main([*common, "--seed", str(seed), *output, "--set", *TINY_FINETUNE, *overrides])
     return data, runs
 
 
@@ -207,7 +196,7 @@ def test_ensemble_of_two_runs_writes_members_gate_weights_and_baselines(member_r
     members = [str(runs / m / "onset_detection/seed42") for m in ("m4cea", "eegnet")]
     results = ensemble_main(
         ["--task", "onset_detection", "--seed", "42", "--data", str(data), "--members", *members,
-         "--output", str(tmp_path), "--epochs", "2", "--set", *BASE]
+         "--output", str(tmp_path), "--epochs", "2", "--set", *TINY_FINETUNE]
     )  # fmt: skip
     assert [m["model"] for m in results["members"]] == ["m4cea_tiny", "braindecode.EEGNet"]
     weights = results["gate"]["mean_weights"]
@@ -228,14 +217,15 @@ def test_member_of_another_seed_is_an_error_naming_it(member_runs, tmp_path):
     with pytest.raises(UsageError, match=f"{odd}.*braindecode.EEGNet.*seed"):
         ensemble_main(
             ["--task", "onset_detection", "--seed", "42", "--data", str(data), "--members", *members,
-             "--output", str(tmp_path), "--set", *BASE]
+             "--output", str(tmp_path), "--set", *TINY_FINETUNE]
         )  # fmt: skip
 
 
 def _ensemble_argv(data, runs, output, *overrides, epochs=2):
     members = [str(runs / m / "onset_detection/seed42") for m in ("m4cea", "eegnet")]
     return ["--task", "onset_detection", "--seed", "42", "--data", str(data), "--members", *members,
-            "--output", str(output), "--epochs", str(epochs), "--set", *BASE, *overrides]  # fmt: skip
+            "--output", str(output), "--epochs", str(epochs),
+            "--set", *TINY_FINETUNE, *overrides]  # fmt: skip
 
 
 FEATURES_AND_CHANNELS = [

@@ -14,22 +14,12 @@ from models import DOUBLE_BANANA, create_model, get_input_contract
 from models.zoo import chs_info_from_names, create_zoo_model
 from runtime.checkpoint import load_checkpoint
 from runtime.config import UsageError
-from tests.finetune.labelled_data import make_labelled_data, save_pretrain_checkpoint
+from tests.finetune.labelled_data import TINY_FINETUNE, make_labelled_data, save_pretrain_checkpoint
 
 # Not importorskip: importing braindecode (1.3 s) would happen at collection, in every pytest-xdist worker.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("braindecode") is None, reason="needs braindecode")
 
 # 6 subjects of 4 windows of 1 s (16 x 1000 samples at 1000 Hz), classes differ in rhythm.
-BASE = [
-    "data.num_workers=0",
-    "optim.batch_size=4",
-    "optim.micro_batch_size=2",
-    "optim.base_lr=0.05",
-    "optim.warmup_epochs=0",
-    "optim.layer_decay=1.0",
-    "logging.log_every=1",
-    "logging.tensorboard=false",
-]
 # Tiny sizes of the braindecode classes (the tests check the plumbing, not the architectures).
 ZOO_ARGS = {
     "EEGNet": "{F1: 4, D: 2, F2: 8}",
@@ -47,7 +37,7 @@ def synth(tmp_path_factory):
 def _argv(data, output, *overrides, epochs=2, extra=()):
     return [
         "--task", "onset_detection", "--seed", "42", "--data", str(data), "--output", str(output),
-        "--epochs", str(epochs), *extra, "--set", *BASE, *overrides,
+        "--epochs", str(epochs), *extra, "--set", *TINY_FINETUNE, *overrides,
     ]  # fmt: skip
 
 

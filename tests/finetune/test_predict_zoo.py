@@ -28,21 +28,11 @@ from preprocess.synthetic import CHBMIT_CHANNELS, synthetic_raw
 from runtime.checkpoint import load_checkpoint
 from runtime.config import load_config
 from tasks import get_task
-from tests.finetune.labelled_data import make_labelled_data
+from tests.finetune.labelled_data import TINY_FINETUNE, make_labelled_data
 
 HMS = get_task("harmful_brain_activity")
 # The cohorts' preprocessing: 1-s windows (16 x 1000 samples at 1000 Hz), as make_labelled_data writes them.
 PREPROCESS = ["window_s=1.0", "stride_s=1.0"]
-BASE = [
-    "data.num_workers=0",
-    "optim.batch_size=4",
-    "optim.micro_batch_size=2",
-    "optim.base_lr=0.05",
-    "optim.warmup_epochs=0",
-    "optim.layer_decay=1.0",
-    "logging.log_every=1",
-    "logging.tensorboard=false",
-]
 # Tiny sizes of the braindecode classes (the tests check the plumbing, not the architectures).
 ZOO_ARGS = {"EEGNet": "{F1: 4, D: 2, F2: 8}", "BIOT": "{embed_dim: 16, num_heads: 2, num_layers: 1}"}
 RECORDING = "rec_raw"  # 8 s of synthetic EEG, CHB-MIT channels at 256 Hz: 8 windows of 1 s
@@ -90,7 +80,7 @@ def recording(tmp_path_factory):
 def _finetune(task, cohort, output, *overrides, epochs=1):
     argv = [
         "--task", task, "--seed", "42", "--data", str(cohort), "--output", str(output),
-        "--epochs", str(epochs), "--set", *BASE, *overrides,
+        "--epochs", str(epochs), "--set", *TINY_FINETUNE, *overrides,
     ]  # fmt: skip
     results = finetune(argv)
     return output / task / "seed42", results
