@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from preprocess.segments import load_window, read_manifest
 from runtime.checkpoint import save_checkpoint
 from runtime.config import UsageError, save_config
 from runtime.distributed import barrier, init_distributed
+from runtime.files import remove_outputs
 from runtime.logging import setup_logging
 from tasks import Task, encode_labels
 
@@ -195,12 +195,7 @@ def run_ensemble(args, cfg: dict, task: Task) -> dict | None:
         "parameters": parameter_counts(gate),
         "config": cfg,
     }
-    for name in ENSEMBLE_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    remove_outputs(run_dir, ENSEMBLE_OUTPUTS)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     save_checkpoint(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from runtime.amp import AMP_DTYPES
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.config import UsageError, check_values, save_config
 from runtime.distributed import DistributedContext, barrier, init_distributed
-from runtime.files import remove_temporaries
+from runtime.files import remove_outputs, remove_temporaries
 from runtime.logging import JsonLinesWriter, create_summary_writer, setup_logging
 from runtime.optim import build_lr_scheduler, steps_per_accumulation
 from runtime.seeding import seed_everything
@@ -447,16 +446,6 @@ class _StateView(torch.nn.Module):
         return dict(self._state)
 
 
-def _clear_run_folder(run_dir: Path) -> None:
-    """Remove the outputs of an unfinished (or, with --overwrite, finished) run; nothing else."""
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def _window_balanced_accuracy(task: Task, labels: np.ndarray, probabilities: np.ndarray) -> float:
     """Balanced accuracy of the windows (a per-epoch progress figure; the results use the task's unit)."""
     with warnings.catch_warnings():  # a class predicted but absent from the labels: expected early on
@@ -468,7 +457,7 @@ def train_and_evaluate(run: FinetuneRun) -> dict | None:
     """The epoch loop, then the best checkpoint evaluated on validation and test (rank 0 writes)."""
     cfg, ctx, task, device = run.cfg, run.ctx, run.task, run.ctx.device
     if ctx.is_main:
-        _clear_run_folder(run.run_dir)
+        remove_outputs(run.run_dir, RUN_OUTPUTS)  # of an unfinished (or, with --overwrite, finished) run
         remove_temporaries(run.run_dir)  # of a run killed while writing (.checkpoint-best.pth.*.tmp...)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.run_dir / "config.yaml")

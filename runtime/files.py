@@ -1,15 +1,17 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output; the removal
+of a run's own outputs and temporaries when it starts again."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "remove_temporaries"]
+__all__ = ["atomic_write", "remove_outputs", "remove_temporaries"]
 
 
 def _current_umask() -> int:
@@ -92,3 +94,21 @@ def remove_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[
     for tmp in removed:
         tmp.unlink(missing_ok=True)
     return removed
+
+
+def remove_outputs(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Remove the named files and folders of ``folder`` (a run's outputs, when it starts again), nothing else.
+
+    Parameters
+    ----------
+    folder : path-like
+        E.g. a fine-tuning run folder.
+    names : iterable of str
+        Names inside ``folder``; absent ones are skipped, folders removed with their contents.
+    """
+    for name in names:
+        path = Path(folder) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

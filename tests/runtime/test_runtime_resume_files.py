@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from runtime.files import atomic_write, remove_temporaries
+from runtime.files import atomic_write, remove_outputs, remove_temporaries
 from runtime.logging import JsonLinesWriter
 
 
@@ -55,3 +55,13 @@ def test_remove_temporaries_of_a_killed_atomic_write(tmp_path):
     assert [p.name for p in removed] == [".checkpoint-0001.pth.x1y2.tmp", ".checkpoint-last.pth.z.tmp"]
     assert sorted(tmp_path.iterdir()) == sorted(kept)
     assert remove_temporaries(tmp_path / "absent") == []
+
+
+def test_remove_outputs_removes_the_named_files_and_folders_only(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "tb" / "run").mkdir(parents=True)
+    (tmp_path / "tb" / "run" / "events").write_text("x")
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    remove_outputs(tmp_path, ["results.json", "tb", "predictions.csv"])  # predictions.csv: absent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    remove_outputs(tmp_path / "absent", ["results.json"])  # no folder: nothing to do
