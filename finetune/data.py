@@ -2,7 +2,7 @@
 
 :class:`FinetuneDataset` serves the windows of one split (manifest rows), a micro-batch at a time
 (``__getitems__``): read from pickles (restricted unpickler) or HDF5 shards
-(:func:`preprocess.segments.load_windows_into`), adapted to the model family's input contract
+(:meth:`preprocess.adapt.WindowAdapter.read_batch`), adapted to the model family's input contract
 (:class:`preprocess.adapt.WindowAdapter`: M4CEA's official per-channel scaling, one division with the
 percentiles that shards store; LaBraM's 200 Hz and uV / 100), and returned with their class indices
 (:func:`tasks.encode_labels`) and their positions in the split, so that predictions gathered

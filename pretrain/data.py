@@ -2,9 +2,9 @@
 
 A preprocessing output folder holds ``manifest.csv`` and one pickle per window, or HDF5 shards of
 windows (:mod:`preprocess.segments`). :class:`PretrainDataset` reads a micro-batch at a time
-(``__getitems__``, :func:`preprocess.segments.load_windows_into`: pickles with the restricted unpickler,
-shards copied straight from their memory map), adapts it to the model family's input contract
-(:meth:`preprocess.adapt.WindowAdapter.adapt_batch`: the official per-channel 95th-percentile scaling for
+(``__getitems__``, :meth:`preprocess.adapt.WindowAdapter.read_batch`: pickles with the restricted
+unpickler, shards copied straight from their memory map), adapts it to the model family's input contract
+(:class:`preprocess.adapt.WindowAdapter`: the official per-channel 95th-percentile scaling for
 M4CEA, one division with the percentiles that shards store; 200 Hz and uV / 100 for LaBraM), and returns
 float32 tensors of the whole micro-batch; :func:`build_pretrain_loader` wraps it in a
 ``DistributedSampler`` (also in a single process, so that one code path serves both) and a
