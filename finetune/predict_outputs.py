@@ -570,6 +570,8 @@ def annotate_recording(
                 "windows_s": windows_time_s,  # reading, preprocessing and the model
                 "time_s": elapsed,
                 "windows_per_s": len(predictions.starts_s) / windows_time_s,
+                "model_s": predictions.model_s,  # of windows_s; compile_s included
+                "compile_s": predictions.compile_s,
             },
         }
         write_results(tmp_dir / f"{stem}_summary.json", summary)

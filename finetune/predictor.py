@@ -33,6 +33,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -250,6 +251,13 @@ class WindowPredictions:
         Window length in s.
     stride_s : float
         Step between window starts in s.
+    model_s : float
+        Wall time spent in the model (:meth:`Predictor.classify`), in s, ``compile_s`` included: with
+        the total time of a prediction it says where the time went (the rest is reading, preprocessing
+        not overlapped with the model, and the outputs).
+    compile_s : float
+        Wall time of the batch that compiled the model (``torch.compile``: the compilation and that
+        batch), in s; 0 when this recording did not compile it (not compiled, or compiled before).
     """
 
     starts_s: np.ndarray
@@ -257,6 +265,8 @@ class WindowPredictions:
     reasons: np.ndarray
     window_s: float
     stride_s: float
+    model_s: float = 0.0
+    compile_s: float = 0.0
 
     @property
     def accepted(self) -> np.ndarray:
@@ -452,6 +462,7 @@ class Predictor:
         )
         self._compiled = None  # torch.compile(self.model), made at the first recording that needs it
         self._compile_failed = False
+        self.compile_s = None  # wall s of the first compiled call (the compilation and one batch)
         self.threshold = self.task.threshold if config["threshold"] is None else float(config["threshold"])
 
     @property
@@ -508,8 +519,12 @@ class Predictor:
                 x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), dtype=x.dtype)])
             x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
             if use:
+                first_call = self.compile_s is None
+                start = time.perf_counter()
                 try:
                     logits = self._compiled(x)
+                    if first_call:  # torch.compile compiles at the first call
+                        self.compile_s = time.perf_counter() - start
                 except Exception as err:  # torch.compile's backends raise many types; fall back, loudly
                     logger.warning(
                         "torch.compile failed (%s: %s); running the model uncompiled.",
@@ -576,6 +591,7 @@ class Predictor:
 
         n_total = len(self.preprocessor.window_starts(recording.duration_s, self.stride_s))
         compiled = self.use_compiled(n_total)
+        compile_s_before, model_s = self.compile_s, 0.0
         batch = self.config["batch_size"]
         starts, reasons = [], []
         # Accepted windows wait for a full batch across block boundaries (a 10-min block holds 150 windows:
@@ -609,13 +625,17 @@ class Predictor:
                 if n_waiting >= batch:
                     x, rows = np.concatenate(waiting), np.concatenate(waiting_rows)
                     n_full = n_waiting - n_waiting % batch
+                    start = time.perf_counter()
                     p = self.classify(x[:n_full], compiled=compiled, scaled=True)
+                    model_s += time.perf_counter() - start
                     classified.append((rows[:n_full], p))
                     waiting, waiting_rows, n_waiting = [x[n_full:]], [rows[n_full:]], n_waiting - n_full
                 bar.update(len(windows))
             if n_waiting:
                 x, rows = np.concatenate(waiting), np.concatenate(waiting_rows)
+                start = time.perf_counter()
                 classified.append((rows, self.classify(x, compiled=compiled, scaled=True)))
+                model_s += time.perf_counter() - start
         probabilities = np.full((n_seen, self.task.n_classes), np.nan)
         for rows, p in classified:
             probabilities[rows] = p
@@ -632,12 +652,15 @@ class Predictor:
             )
             reasons[broken] = MODEL_OUTPUT_REASON
             probabilities[broken] = np.nan
+        compile_s = self.compile_s if compile_s_before is None and self.compile_s is not None else 0.0
         return WindowPredictions(
             np.concatenate(starts),
             probabilities,
             reasons,
             self.window_s,
             self.stride_s,
+            model_s=model_s,
+            compile_s=compile_s,
         )
 
     def excerpt(self, recording: OpenRecording, center_s: float, length_s: float) -> tuple[np.ndarray, float]:

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -155,6 +156,8 @@ def test_outputs_exist_and_times_are_seconds_of_the_recording(predicted):
     assert summary["versions"]["torch"] == torch.__version__ and summary["versions"]["mne"] == mne.__version__
     assert summary["task"]["name"] == "onset_detection" and summary["runtime"]["device"] == "cpu"
     assert summary["runtime"]["preprocess_threads"] == 1
+    assert 0 < summary["runtime"]["model_s"] < summary["runtime"]["windows_s"]  # where the time went
+    assert summary["runtime"]["compile_s"] == 0.0  # 41 s: not compiled (compile: auto, from 4 h)
     assert summary["totals"]["n_events"] == len(summary["events"])
     # 41 s of EEG: the hourly rate says it is extrapolated (issue 11)
     assert summary["totals"]["events_per_hour_note"].startswith("extrapolated from 41 s of EEG")
@@ -649,6 +652,30 @@ def test_checkpoint_without_preprocessing_config_falls_back_to_the_defaults(run_
     assert finetuned.preprocess_source == "defaults"
     assert any("does not record the preprocessing" in r.getMessage() for r in records)
     assert finetuned.preprocess_config["window_s"] == 4.0 and finetuned.preprocess_config["sfreq"] == 1000.0
+
+
+def test_window_predictions_time_the_model_and_its_compilation(run_dir, edf_dir, monkeypatch):
+    config = load_predict_config(overrides=["batch_size=4", "amp_cpu=fp32", "compile=always"])
+    predictor = Predictor(load_finetuned(run_dir), config)
+    calls = []
+
+    def slow_first_call_compile(model, dynamic, options):  # inductor compiles at the first call
+        def run(x):
+            if not calls:
+                time.sleep(0.3)
+            calls.append(len(x))
+            return model(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", slow_first_call_compile)
+    recording = predictor.preprocessor.open(edf_dir / f"{SEIZURE}.edf")
+    first = predictor.window_probabilities(recording)
+    second = predictor.window_probabilities(recording)  # compiled already
+    assert calls == [4] * 6  # 10 windows, padded to 3 batches of 4, twice
+    assert 0.3 <= first.compile_s < first.model_s
+    assert second.compile_s == 0.0 and 0 < second.model_s < first.model_s - 0.2
+    np.testing.assert_array_equal(first.probabilities, second.probabilities)
 
 
 def test_compiled_model_pads_batches_and_falls_back_when_compilation_fails(run_dir, edf_dir, monkeypatch):
