@@ -96,10 +96,20 @@ def spike_wave(
     return amplitude_uv * gain[cycle] * (spike + wave)
 
 
-def make_cohort(folder: Path, n_subjects: int, duration_s: float, n_events: int, event_s: float, seed: int):
+def make_cohort(
+    folder: Path,
+    n_subjects: int,
+    duration_s: float,
+    n_events: int,
+    event_s: float,
+    seed: int,
+    spike_uv: float = 150.0,
+):
     """Write one FIF recording per child and ``events.csv`` (spike-wave events).
 
-    Events start on multiples of the 4-s window so that every window has one label.
+    Events start on multiples of the 4-s window so that every window has one label. ``spike_uv`` is the
+    spike's peak amplitude in uV (:func:`spike_wave`; the background is about 16 uV RMS plus a 15-uV
+    alpha rhythm): 150 is obvious, 10-20 makes the cohort hard enough to tell models apart.
 
     Returns
     -------
@@ -120,7 +130,7 @@ def make_cohort(folder: Path, n_subjects: int, duration_s: float, n_events: int,
         for slot in sorted(slots):
             onset_s = float(slot * per_event * WINDOW_S)
             start, stop = int(onset_s * SFREQ), int((onset_s + event_s) * SFREQ)
-            train = spike_wave(stop - start, SFREQ, rng)
+            train = spike_wave(stop - start, SFREQ, rng, amplitude_uv=spike_uv)
             data[:, start:stop] += train * rng.uniform(0.7, 1.3, (len(CHBMIT_CHANNELS), 1))
             rows.append(
                 dict(
