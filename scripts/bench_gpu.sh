@@ -156,12 +156,20 @@ if steps.get("ddp_smoke", {}).get("ok"):
     }
 if steps.get("predict", {}).get("ok"):
     text = (out / "predict.log").read_text(errors="replace")
-    rows = re.findall(r"^\s*([\d.]+) h\s+(\w+)\s+(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text, re.M)
+    rows = re.findall(
+        r"^\s*(\w+)\s+([\d.]+) h\s+(\w+)\s+(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text, re.M
+    )
     result["predict"] = [
-        {"hours": float(h), "device": d, "amp": a, "windows": int(w), "wall_s": float(s),
+        {"model": m, "hours": float(h), "device": d, "amp": a, "windows": int(w), "wall_s": float(s),
          "windows_per_s": float(r), "peak_gb": float(g)}
-        for h, d, a, w, s, r, g in rows
+        for m, h, d, a, w, s, r, g in rows
     ]
+    # each row's next line: where its time went (the model, its compilation, the rest)
+    splits = re.findall(
+        r"in that run: the model ([\d.]+) s .*?\+ compiling ([\d.]+) s; the rest ([\d.]+) s", text
+    )
+    for row, (model_s, compile_s, rest_s) in zip(result["predict"], splits):
+        row.update(model_s=float(model_s), compile_s=float(compile_s), rest_s=float(rest_s))
 if steps.get("loader", {}).get("ok"):
     lines = (out / "loader.log").read_text().splitlines()
     result["loader"] = [json.loads(line) for line in lines if line.startswith("{")]

@@ -13,10 +13,9 @@ with the default preprocessing config. ``finetune/predict.py`` runs in a child p
 no overlap: 21,600 windows for 24 h), whose wall time (everything: reading, filtering, resampling, model,
 events, files, figure) and peak resident memory are printed, then where that time went: the time in the
 model within that run (from the run's summary, ``runtime.model_s``; compilation apart) and the rest.
-``--profile`` also times the preprocessing
-alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows` over the recording) with one thread and
-with one per CPU core (at most 8: config ``preprocess_threads``), and the model alone on each device
-(:func:`model_only`). ``cuda`` is skipped when no GPU is present.
+``--profile`` also times the preprocessing alone (:meth:`preprocess.pipeline.Preprocessor.iter_windows`
+over the recording) with one thread and with one per CPU core (at most 8: config ``preprocess_threads``),
+and the model alone on each device (:func:`model_only`). ``cuda`` is skipped when no GPU is present.
 
 Before the recordings, the model's compute floor on this CPU is printed (:func:`compute_floor`): its
 matrix-product FLOPs at the bf16 GEMM rate measured in the same run, plus its attention softmax at the

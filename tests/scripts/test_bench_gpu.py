@@ -22,6 +22,10 @@ def test_dry_run_runs_every_step_and_writes_their_figures(tmp_path):
     steps = figures["steps"]
     assert set(steps) == {"train_m4cea", "train_labram", "make_data", "ddp_smoke", "predict", "loader"}
     assert all(step["ok"] for step in steps.values()), steps
+    (predicted,) = figures["predict"]  # the table row and where its time went
+    assert predicted["model"] == "m4cea_base" and predicted["device"] == "cpu" and predicted["windows"] == 18
+    assert 0 < predicted["model_s"] < predicted["wall_s"] and predicted["compile_s"] == 0.0  # compile never
+    assert predicted["rest_s"] == pytest.approx(predicted["wall_s"] - predicted["model_s"], abs=0.2)
     assert [row["workers"] for row in figures["loader"]] == [0, 2]
     assert all(row["windows_per_s"] > 0 for row in figures["loader"])
     for step, model in (("train_m4cea", "m4cea_tiny"), ("train_labram", "labram_tiny")):
