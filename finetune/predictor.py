@@ -592,6 +592,14 @@ class Predictor:
         n_total = len(self.preprocessor.window_starts(recording.duration_s, self.stride_s))
         compiled = self.use_compiled(n_total)
         compile_s_before, model_s = self.compile_s, 0.0
+
+        def classify(x):
+            nonlocal model_s
+            start = time.perf_counter()
+            p = self.classify(x, compiled=compiled, scaled=True)
+            model_s += time.perf_counter() - start
+            return p
+
         batch = self.config["batch_size"]
         starts, reasons = [], []
         # Accepted windows wait for a full batch across block boundaries (a 10-min block holds 150 windows:
@@ -625,17 +633,12 @@ class Predictor:
                 if n_waiting >= batch:
                     x, rows = np.concatenate(waiting), np.concatenate(waiting_rows)
                     n_full = n_waiting - n_waiting % batch
-                    start = time.perf_counter()
-                    p = self.classify(x[:n_full], compiled=compiled, scaled=True)
-                    model_s += time.perf_counter() - start
-                    classified.append((rows[:n_full], p))
+                    classified.append((rows[:n_full], classify(x[:n_full])))
                     waiting, waiting_rows, n_waiting = [x[n_full:]], [rows[n_full:]], n_waiting - n_full
                 bar.update(len(windows))
             if n_waiting:
                 x, rows = np.concatenate(waiting), np.concatenate(waiting_rows)
-                start = time.perf_counter()
-                classified.append((rows, self.classify(x, compiled=compiled, scaled=True)))
-                model_s += time.perf_counter() - start
+                classified.append((rows, classify(x)))
         probabilities = np.full((n_seen, self.task.n_classes), np.nan)
         for rows, p in classified:
             probabilities[rows] = p

@@ -46,13 +46,6 @@ from bench_pretraining import finetune, make_cohort, preprocess_cohort  # noqa: 
 RECIPE = ["optim.base_lr=0.032"]
 
 
-def count_parameters(name: str) -> int:
-    """Parameters of model ``name`` with a two-class head."""
-    from models import create_model
-
-    return sum(p.numel() for p in create_model(name, head="classification", n_outputs=2).parameters())
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser("bench_model_size.py", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["m4cea_tiny", "m4cea_base"], help="model names")
@@ -90,6 +83,8 @@ def main(argv=None) -> dict:
             per_seed = []
             for seed in args.seeds:
                 test = finetune(data, work / size, seed, args.epochs, None, overrides)
+                results_file = work / size / "swi_quantification" / f"seed{seed}" / "results.json"
+                run = json.loads(results_file.read_text())
                 per_seed.append(
                     dict(seed=seed, balanced_accuracy=test["balanced_accuracy"], auroc=test["auroc"])
                 )
@@ -99,7 +94,7 @@ def main(argv=None) -> dict:
                     flush=True,
                 )
             results[size] = dict(
-                parameters=count_parameters(size),
+                parameters=run["parameters"]["total"],  # as the fine-tuning run recorded them
                 seeds=per_seed,
                 mean_balanced_accuracy=statistics.mean(r["balanced_accuracy"] for r in per_seed),
                 mean_auroc=statistics.mean(r["auroc"] for r in per_seed),
